@@ -1,0 +1,5 @@
+"""Placeholder until the model lands."""
+
+
+def hello() -> str:
+    return "hi"

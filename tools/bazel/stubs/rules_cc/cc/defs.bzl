@@ -1,0 +1,13 @@
+"""Minimal rules_cc: forwards to Bazel's native C++ rules (all @bazel_tools needs)."""
+
+cc_binary = native.cc_binary
+cc_library = native.cc_library
+cc_proto_library = native.cc_proto_library
+cc_toolchain = native.cc_toolchain
+cc_toolchain_suite = native.cc_toolchain_suite
+objc_library = native.objc_library
+cc_test = native.cc_test
+cc_import = native.cc_import
+objc_import = native.objc_import
+fdo_profile = native.fdo_profile
+fdo_prefetch_hints = native.fdo_prefetch_hints
