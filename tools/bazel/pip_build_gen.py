@@ -50,7 +50,9 @@ def record_files(dist_info: Path, site: Path) -> list[str]:
     files = []
     for line in (dist_info / "RECORD").read_text().splitlines():
         rel = line.rsplit(",", 2)[0]
-        if not rel or rel.startswith("..") or rel.startswith("bin/"):
+        # pip --target records scripts relative to a scheme two levels up; they land in bin/.
+        rel = rel.removeprefix("../../")
+        if not rel or rel.startswith(".."):
             continue
         if "__pycache__" in rel or not _LABEL_SAFE.match(rel):
             continue
