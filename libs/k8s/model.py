@@ -1,0 +1,286 @@
+"""Typed, validated value classes for the FimWatcher custom resource (fim-k8s.io/v1alpha1).
+
+Every class is frozen and validates itself on construction, so a FimWatcher that exists in
+memory satisfies the FimWatcher contract of the design whether it came from the API server (through
+`libs.k8s.codec`) or from our own code; the controller never acts on unchecked input.
+Violations raise `ModelError` with the JSON field path, e.g.
+`subjects[1].paths[0]: must be an absolute path` (the codec prefixes `spec.`).
+
+Bounds (mirrored by the CRD schema; they cap the inotify watches and log volume a single
+resource can cost a node):
+
+- MAX_SUBJECTS = 32 subjects per FimWatcher, at least one.
+- MAX_PATHS_PER_SUBJECT = 64 paths per subject, at least one, no duplicates.
+- MAX_PATH_LENGTH = 4096 characters (Linux PATH_MAX); paths are absolute, contain no NUL and
+  are normalized: no empty, '.' or '..' component, no trailing '/' ('/' itself is allowed).
+- MAX_IGNORE_PATTERNS = 64 patterns per subject; each non-empty, at most
+  MAX_IGNORE_PATTERN_LENGTH = 255 characters (NAME_MAX), no '/' (they match one component)
+  and no NUL.
+- MAX_DEPTH = 128 for maxDepth (0 = unlimited); a non-zero maxDepth requires recursive.
+- MAX_TAGS = 32 tags per subject; keys are label keys, values are label values (63 chars).
+- MAX_LOG_FORMAT_LENGTH = 1024 characters; no NUL, CR or LF (one line per event).
+- Counters and generations are non-negative; pod counters fit an int32 (MAX_POD_COUNT).
+- Conditions follow metav1.Condition: type a qualified name of at most 316 characters,
+  reason matching `[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?` of at most 1024, message of at most
+  32768, a timezone-aware lastTransitionTime, and at most one condition per type.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+import attrs
+
+from libs.k8s.errors import ModelError, within
+from libs.k8s.events import EventName
+from libs.k8s.frozen import frozen_map
+from libs.k8s.names import check_dns1123_label, check_dns1123_subdomain
+from libs.k8s.selector import LabelSelector, check_labels
+
+GROUP = "fim-k8s.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "FimWatcher"
+PLURAL = "fimwatchers"
+
+MAX_SUBJECTS = 32
+MAX_PATHS_PER_SUBJECT = 64
+MAX_PATH_LENGTH = 4096
+MAX_IGNORE_PATTERNS = 64
+MAX_IGNORE_PATTERN_LENGTH = 255
+MAX_DEPTH = 128
+MAX_TAGS = 32
+MAX_LOG_FORMAT_LENGTH = 1024
+MAX_POD_COUNT = 2**31 - 1
+MAX_GENERATION = 2**63 - 1
+MAX_CONDITION_TYPE_LENGTH = 316
+MAX_CONDITION_REASON_LENGTH = 1024
+MAX_CONDITION_MESSAGE_LENGTH = 32768
+
+_CONDITION_TYPE_RE = re.compile(
+    r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])"
+)
+_CONDITION_REASON_RE = re.compile(r"[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?")
+
+_T = TypeVar("_T")
+
+
+def _check_count(items: Collection[object], *, minimum: int, maximum: int) -> None:
+    if len(items) < minimum:
+        raise ModelError(f"must have at least {minimum} item(s)")
+    if len(items) > maximum:
+        raise ModelError(f"must have at most {maximum} items, got {len(items)}")
+
+
+def _check_each(items: Sequence[_T], check: Callable[[_T], None]) -> None:
+    """Checks each item of a list; the error path gets the item's `[index]`."""
+    for index, item in enumerate(items):
+        with within(index):
+            check(item)
+
+
+def _check_unique(items: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if item in seen:
+            raise ModelError(f"duplicate value {item!r}", f"[{index}]")
+        seen.add(item)
+
+
+def _check_range(value: int, maximum: int) -> None:
+    if not 0 <= value <= maximum:
+        raise ModelError(f"must be between 0 and {maximum}, got {value}")
+
+
+def _check_length(value: str, maximum: int) -> None:
+    if len(value) > maximum:
+        raise ModelError(f"must be at most {maximum} characters, got {len(value)}")
+
+
+def _check_aware(value: datetime) -> None:
+    if value.utcoffset() is None:
+        raise ModelError("must be a timestamp with a time zone")
+
+
+def _check_path(path: str) -> None:
+    """A container path fimnotify can resolve without surprises (see module docstring)."""
+    if not path:
+        raise ModelError("must not be empty")
+    _check_length(path, MAX_PATH_LENGTH)
+    if "\0" in path:
+        raise ModelError("must not contain NUL")
+    if not path.startswith("/"):
+        raise ModelError(f"must be an absolute path, got {path!r}")
+    if path != "/" and any(part in ("", ".", "..") for part in path[1:].split("/")):
+        raise ModelError(
+            f"must be normalized (no empty, '.' or '..' component, no trailing '/'), got {path!r}"
+        )
+
+
+def _check_ignore_pattern(pattern: str) -> None:
+    """A glob matched against one path component, so it cannot contain '/'."""
+    if not pattern:
+        raise ModelError("must not be empty")
+    _check_length(pattern, MAX_IGNORE_PATTERN_LENGTH)
+    if "/" in pattern or "\0" in pattern:
+        raise ModelError(f"must not contain '/' or NUL, got {pattern!r}")
+
+
+def _check_tags(tags: Mapping[str, str]) -> None:
+    _check_count(tags, minimum=0, maximum=MAX_TAGS)
+    check_labels(tags)
+
+
+def _check_log_format(log_format: str) -> None:
+    _check_length(log_format, MAX_LOG_FORMAT_LENGTH)
+    if any(char in log_format for char in "\0\r\n"):
+        raise ModelError("must not contain NUL, CR or LF: every event is one line")
+
+
+@attrs.frozen(kw_only=True)
+class ObjectMeta:
+    """The part of metav1.ObjectMeta the controller uses; other metadata is ignored."""
+
+    name: str
+    namespace: str
+    uid: str = ""
+    generation: int = 0
+    resource_version: str = ""
+    deletion_timestamp: datetime | None = None
+    finalizers: tuple[str, ...] = ()
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        with within("name"):
+            check_dns1123_subdomain(self.name)
+        with within("namespace"):
+            check_dns1123_label(self.namespace)
+        with within("generation"):
+            _check_range(self.generation, MAX_GENERATION)
+        if self.deletion_timestamp is not None:
+            with within("deletionTimestamp"):
+                _check_aware(self.deletion_timestamp)
+        with within("labels"):
+            check_labels(self.labels)
+
+
+@attrs.frozen(kw_only=True)
+class Subject:
+    """Which paths to watch for which events, and how (one `spec.subjects[]` entry)."""
+
+    paths: tuple[str, ...]
+    events: frozenset[EventName]
+    ignore: tuple[str, ...] = ()
+    only_dir: bool = False
+    recursive: bool = False
+    max_depth: int = 0
+    follow_move: bool = False
+    tags: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        with within("paths"):
+            _check_count(self.paths, minimum=1, maximum=MAX_PATHS_PER_SUBJECT)
+            _check_each(self.paths, _check_path)
+            _check_unique(self.paths)
+        if not self.events:
+            raise ModelError("at least one event name is required", "events")
+        with within("ignore"):
+            _check_count(self.ignore, minimum=0, maximum=MAX_IGNORE_PATTERNS)
+            _check_each(self.ignore, _check_ignore_pattern)
+        with within("maxDepth"):
+            _check_range(self.max_depth, MAX_DEPTH)
+        if self.max_depth and not self.recursive:
+            raise ModelError("requires recursive: true", "maxDepth")
+        with within("tags"):
+            _check_tags(self.tags)
+
+
+@attrs.frozen(kw_only=True)
+class FimWatcherSpec:
+    """What to watch (subjects) in which pods (selector), and how to print events."""
+
+    selector: LabelSelector
+    subjects: tuple[Subject, ...]
+    log_format: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        with within("subjects"):
+            _check_count(self.subjects, minimum=1, maximum=MAX_SUBJECTS)
+        with within("logFormat"):
+            _check_log_format(self.log_format)
+
+
+class ConditionStatus(enum.StrEnum):
+    """metav1.ConditionStatus."""
+
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+@attrs.frozen(kw_only=True)
+class Condition:
+    """A metav1.Condition, as the controller writes it into FimWatcher status."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    last_transition_time: datetime
+    message: str = ""
+    observed_generation: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        with within("type"):
+            _check_length(self.type, MAX_CONDITION_TYPE_LENGTH)
+            if not _CONDITION_TYPE_RE.fullmatch(self.type):
+                raise ModelError(f"{self.type!r} is not a valid condition type")
+        with within("reason"):
+            _check_length(self.reason, MAX_CONDITION_REASON_LENGTH)
+            if not _CONDITION_REASON_RE.fullmatch(self.reason):
+                raise ModelError(f"{self.reason!r} is not a valid condition reason")
+        with within("message"):
+            _check_length(self.message, MAX_CONDITION_MESSAGE_LENGTH)
+        with within("lastTransitionTime"):
+            _check_aware(self.last_transition_time)
+        if self.observed_generation is not None:
+            with within("observedGeneration"):
+                _check_range(self.observed_generation, MAX_GENERATION)
+
+
+@attrs.frozen(kw_only=True)
+class FimWatcherStatus:
+    """What the controller observed; `FimWatcherStatus()` is the status of a new resource."""
+
+    observed_generation: int = 0
+    observable_pods: int = 0
+    watched_pods: int = 0
+    conditions: tuple[Condition, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        with within("observedGeneration"):
+            _check_range(self.observed_generation, MAX_GENERATION)
+        with within("observablePods"):
+            _check_range(self.observable_pods, MAX_POD_COUNT)
+        with within("watchedPods"):
+            _check_range(self.watched_pods, MAX_POD_COUNT)
+        with within("conditions"):
+            _check_unique([condition.type for condition in self.conditions])
+
+
+@attrs.frozen(kw_only=True)
+class FimWatcher:
+    """One FimWatcher resource."""
+
+    metadata: ObjectMeta
+    spec: FimWatcherSpec
+    status: FimWatcherStatus = FimWatcherStatus()
+
+    @property
+    def key(self) -> str:
+        """`namespace/name`: the cache key, and the `watcher` field of event lines."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"

@@ -1,0 +1,223 @@
+"""Model validation on construction: every bound and rule, with the offending field path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from libs.k8s import model
+from libs.k8s.errors import ModelError
+from libs.k8s.events import EventName
+from libs.k8s.model import (
+    Condition,
+    ConditionStatus,
+    FimWatcher,
+    FimWatcherSpec,
+    FimWatcherStatus,
+    ObjectMeta,
+    Subject,
+)
+from libs.k8s.selector import LabelSelector
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+OPEN = frozenset({EventName.OPEN})
+
+
+def subject(**changes: Any) -> Subject:
+    fields: dict[str, Any] = {"paths": ("/var/log",), "events": OPEN}
+    return Subject(**(fields | changes))
+
+
+def condition(**changes: Any) -> Condition:
+    fields: dict[str, Any] = {
+        "type": "Ready",
+        "status": ConditionStatus.TRUE,
+        "reason": "AllWatched",
+        "last_transition_time": NOW,
+    }
+    return Condition(**(fields | changes))
+
+
+def expect_error(message: str, build: Any, changes: dict[str, Any]) -> None:
+    with pytest.raises(ModelError) as caught:
+        build(**changes)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_subject_defaults() -> None:
+    built = subject()
+    assert built.ignore == ()
+    assert (built.only_dir, built.recursive, built.follow_move) == (False, False, False)
+    assert built.max_depth == 0
+    assert built.tags == {}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"paths": ("/",)},
+        {"paths": ("/a b/ünï cödé", "/.hidden", "/a/..b", "/a/b...")},
+        {"paths": tuple(f"/p{i}" for i in range(model.MAX_PATHS_PER_SUBJECT))},
+        {"paths": ("/" + "a" * (model.MAX_PATH_LENGTH - 1),)},
+        {"events": frozenset(EventName)},
+        {"ignore": (".git", "*.swp", "[a-z]?", "x" * model.MAX_IGNORE_PATTERN_LENGTH)},
+        {"recursive": True, "max_depth": model.MAX_DEPTH},
+        {"tags": {f"k{i}": "v" for i in range(model.MAX_TAGS)}},
+        {"tags": {"example.com/team": "payments", "empty": ""}},
+    ],
+)
+def test_subject_accepts_values_at_the_bounds(changes: dict[str, Any]) -> None:
+    assert subject(**changes).paths
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"paths": ()}, "paths: must have at least 1 item(s)"),
+        (
+            {"paths": tuple(f"/p{i}" for i in range(model.MAX_PATHS_PER_SUBJECT + 1))},
+            "paths: must have at most 64 items, got 65",
+        ),
+        ({"paths": ("/ok", "")}, "paths[1]: must not be empty"),
+        ({"paths": ("var/log",)}, "paths[0]: must be an absolute path"),
+        ({"paths": ("./var",)}, "paths[0]: must be an absolute path"),
+        ({"paths": ("~/x",)}, "paths[0]: must be an absolute path"),
+        ({"paths": ("/var/\0log",)}, "paths[0]: must not contain NUL"),
+        ({"paths": ("/" + "a" * model.MAX_PATH_LENGTH,)}, "paths[0]: must be at most 4096"),
+        ({"paths": ("/var/../etc",)}, "paths[0]: must be normalized"),
+        ({"paths": ("/..",)}, "paths[0]: must be normalized"),
+        ({"paths": ("/var/./log",)}, "paths[0]: must be normalized"),
+        ({"paths": ("/var//log",)}, "paths[0]: must be normalized"),
+        ({"paths": ("/var/log/",)}, "paths[0]: must be normalized"),
+        ({"paths": ("//",)}, "paths[0]: must be normalized"),
+        ({"paths": ("/a", "/b", "/a")}, "paths[2]: duplicate value '/a'"),
+        ({"events": frozenset()}, "events: at least one event name is required"),
+        ({"ignore": ("",)}, "ignore[0]: must not be empty"),
+        ({"ignore": (".git", "a/b")}, "ignore[1]: must not contain '/' or NUL"),
+        ({"ignore": ("a\0",)}, "ignore[0]: must not contain '/' or NUL"),
+        ({"ignore": ("x" * 256,)}, "ignore[0]: must be at most 255 characters"),
+        ({"ignore": ("x",) * 65}, "ignore: must have at most 64 items"),
+        ({"recursive": True, "max_depth": -1}, "maxDepth: must be between 0 and 128, got -1"),
+        ({"recursive": True, "max_depth": 129}, "maxDepth: must be between 0 and 128, got 129"),
+        ({"max_depth": 2}, "maxDepth: requires recursive: true"),
+        ({"tags": {f"k{i}": "v" for i in range(33)}}, "tags: must have at most 32 items"),
+        ({"tags": {"bad key": "v"}}, "tags[bad key]: 'bad key' is not a valid qualified name"),
+        ({"tags": {"team": "a b"}}, "tags[team]: 'a b' is not a valid label value"),
+        ({"tags": {"team": "x" * 64}}, "tags[team]: must be no more than 63 characters"),
+    ],
+)
+def test_subject_rejects(changes: dict[str, Any], message: str) -> None:
+    expect_error(message, subject, changes)
+
+
+def test_subject_tags_are_a_read_only_copy_and_objects_stay_hashable() -> None:
+    tags = {"team": "payments"}
+    built = subject(tags=tags)
+    tags["team"] = "other"
+    assert built.tags == {"team": "payments"}
+    assert hash(built) == hash(subject(tags={"team": "payments"}))
+    assert built != subject(tags={"team": "other"})
+
+
+def spec(**changes: Any) -> FimWatcherSpec:
+    fields: dict[str, Any] = {"selector": LabelSelector(), "subjects": (subject(),)}
+    return FimWatcherSpec(**(fields | changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"subjects": ()}, "subjects: must have at least 1 item(s)"),
+        ({"subjects": (subject(),) * 33}, "subjects: must have at most 32 items, got 33"),
+        ({"log_format": "x" * 1025}, "logFormat: must be at most 1024 characters"),
+        ({"log_format": "{path}\n{event}"}, "logFormat: must not contain NUL, CR or LF"),
+        ({"log_format": "{path}\r"}, "logFormat: must not contain NUL, CR or LF"),
+        ({"log_format": "\0"}, "logFormat: must not contain NUL, CR or LF"),
+    ],
+)
+def test_spec_rejects(changes: dict[str, Any], message: str) -> None:
+    expect_error(message, spec, changes)
+
+
+def test_spec_accepts_bounds() -> None:
+    built = spec(subjects=(subject(),) * 32, log_format="{time} {event} " + "x" * 1009)
+    assert len(built.subjects) == 32
+    assert len(built.log_format) == 1024
+
+
+def meta(**changes: Any) -> ObjectMeta:
+    return ObjectMeta(**({"name": "myapp-logs", "namespace": "shop"} | changes))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": ""}, "name: '' is not a valid DNS-1123 subdomain"),
+        ({"name": "My_Watcher"}, "name: 'My_Watcher' is not a valid DNS-1123 subdomain"),
+        ({"namespace": "a.b"}, "namespace: 'a.b' is not a valid DNS-1123 label"),
+        ({"namespace": "n" * 64}, "namespace: must be no more than 63 characters"),
+        ({"generation": -1}, "generation: must be between 0 and"),
+        ({"generation": 2**63}, "generation: must be between 0 and"),
+        ({"deletion_timestamp": datetime(2024, 5, 1)}, "deletionTimestamp: must be a timestamp"),
+        ({"labels": {"a b": "c"}}, "labels[a b]: 'a b' is not a valid qualified name"),
+    ],
+)
+def test_metadata_rejects(changes: dict[str, Any], message: str) -> None:
+    expect_error(message, meta, changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"type": ""}, "type: '' is not a valid condition type"),
+        ({"type": "Not Ready"}, "type: 'Not Ready' is not a valid condition type"),
+        ({"type": "x" * 317}, "type: must be at most 316 characters"),
+        ({"reason": ""}, "reason: '' is not a valid condition reason"),
+        ({"reason": "1Bad"}, "reason: '1Bad' is not a valid condition reason"),
+        ({"reason": "Bad,"}, "reason: 'Bad,' is not a valid condition reason"),
+        ({"reason": "R" * 1025}, "reason: must be at most 1024 characters"),
+        ({"message": "m" * 32769}, "message: must be at most 32768 characters"),
+        ({"last_transition_time": datetime(2024, 5, 1)}, "lastTransitionTime: must be a"),
+        ({"observed_generation": -1}, "observedGeneration: must be between 0 and"),
+    ],
+)
+def test_condition_rejects(changes: dict[str, Any], message: str) -> None:
+    expect_error(message, condition, changes)
+
+
+def test_condition_accepts_metav1_shapes() -> None:
+    built = condition(type="fim-k8s.io/" + "T" * 63, reason="Some_Reason:a,b1", message="m" * 32768)
+    assert built.observed_generation is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"observed_generation": -1}, "observedGeneration: must be between 0 and"),
+        ({"observable_pods": -1}, "observablePods: must be between 0 and 2147483647"),
+        ({"watched_pods": 2**31}, "watchedPods: must be between 0 and 2147483647"),
+        (
+            {"conditions": (condition(), condition(type="Degraded"), condition())},
+            "conditions[2]: duplicate value 'Ready'",
+        ),
+    ],
+)
+def test_status_rejects(changes: dict[str, Any], message: str) -> None:
+    expect_error(message, FimWatcherStatus, changes)
+
+
+def test_watcher_key_and_default_status() -> None:
+    watcher = FimWatcher(metadata=meta(), spec=spec())
+    assert watcher.key == "shop/myapp-logs"
+    assert watcher.status == FimWatcherStatus()
+    assert watcher.status.conditions == ()
+
+
+def test_values_are_frozen() -> None:
+    watcher = FimWatcher(metadata=meta(), spec=spec())
+    with pytest.raises(AttributeError):
+        watcher.spec = spec()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        watcher.spec.subjects[0].recursive = True  # type: ignore[misc]
