@@ -1,0 +1,109 @@
+"""Command line of fimd: parse flags, wire the adapters, serve until SIGTERM/SIGINT.
+
+    python -m services.fimd --node-name N --listen 127.0.0.1:7443 \\
+        --tls-cert server.pem --tls-key server.key --client-ca ca.pem \\
+        [--metrics-listen 127.0.0.1:9464] [--fimnotify-cmd "python -m services.fimnotify"] \\
+        [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.]
+
+`--insecure` instead of the three TLS flags serves plaintext gRPC for local development,
+with a loud warning on stderr and as an operational line. On SIGTERM fimd stops accepting
+calls, stops every fimnotify child, removes their queues, flushes stdout and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import threading
+import types
+
+from services.fimd import queues
+from services.fimd.daemon import Daemon
+from services.fimd.metrics import Metrics
+from services.fimd.output import LineWriter
+from services.fimd.resolver import ProcResolver
+from services.fimd.server import TlsFiles, build
+from services.fimd.servicer import FimDaemonServicer
+from services.fimd.spawner import ProcessSpawner
+
+INSECURE_WARNING = (
+    "WARNING: --insecure: gRPC without TLS or client authentication. Anyone who can reach "
+    "this port can make this privileged daemon watch any container. Development only."
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="fimd", description=__doc__.split("\n")[0])
+    parser.add_argument("--node-name", required=True, help="Kubernetes node name")
+    parser.add_argument("--listen", default="127.0.0.1:7443", help="gRPC host:port")
+    parser.add_argument("--tls-cert", help="server certificate (PEM)")
+    parser.add_argument("--tls-key", help="server private key (PEM)")
+    parser.add_argument("--client-ca", help="CA that signs client certificates (PEM)")
+    parser.add_argument("--insecure", action="store_true", help="no TLS (development only)")
+    parser.add_argument("--metrics-listen", help="host:port of the Prometheus endpoint")
+    parser.add_argument(
+        "--fimnotify-cmd",
+        default=f"{shlex.quote(sys.executable)} -m services.fimnotify",
+        help="command that starts one fimnotify process (shell-style quoting)",
+    )
+    parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
+    parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
+    parser.add_argument("--queue-prefix", default=queues.DEFAULT_PREFIX, help="queue names")
+    args = parser.parse_args(argv)
+    tls = (args.tls_cert, args.tls_key, args.client_ca)
+    if args.insecure and any(tls):
+        parser.error("--insecure excludes --tls-cert/--tls-key/--client-ca")
+    if not args.insecure and not all(tls):
+        parser.error("--tls-cert, --tls-key and --client-ca are required (or --insecure)")
+    if not args.queue_prefix.startswith("/") or "/" in args.queue_prefix[1:]:
+        parser.error("--queue-prefix must look like /name.")
+    return args
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    metrics = Metrics()
+    writer = LineWriter(sys.stdout.fileno(), args.node_name)
+    daemon = Daemon(
+        args.node_name,
+        ProcResolver(args.proc_root),
+        ProcessSpawner(shlex.split(args.fimnotify_cmd)),
+        writer,
+        metrics,
+        proc_root=args.proc_root,
+        queue_prefix=args.queue_prefix,
+    )
+    if args.insecure:
+        print(INSECURE_WARNING, file=sys.stderr, flush=True)
+        writer.op("insecure", "warning", detail=INSECURE_WARNING)
+    daemon.remove_stale_queues(args.mqueue_dir)
+    tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
+    server, port = build(FimDaemonServicer(daemon, writer, metrics), args.listen, tls)
+    if args.metrics_listen:
+        metrics.serve(*_host_port(args.metrics_listen))
+    loop = threading.Thread(target=daemon.run, name="fimd-io")
+    loop.start()
+    writer.op("started", instance=daemon.instance_id, port=port, tls=tls is not None)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: types.FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stop.wait()
+    server.stop(grace=2).wait()
+    daemon.shutdown()
+    loop.join()
+    daemon.stop_children()
+    writer.op("stopped", instance=daemon.instance_id)
+    writer.close()
+    return 0

@@ -1,0 +1,101 @@
+"""Prometheus metrics of fimd, in a registry of their own (one per daemon, so tests that run
+several daemons in one process do not share counters).
+
+Counters are incremented where things happen; gauges about the current state (watches by
+phase, inotify watches in use vs the node limit) are computed at scrape time from a
+snapshot callback, so they can never drift from GetWatchState.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import attrs
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+@attrs.frozen
+class Snapshot:
+    """State-derived values for the gauges."""
+
+    watches_by_phase: dict[str, int]
+    inotify_watches_in_use: int
+    max_user_watches: int
+    inotify_instances_in_use: int
+    max_user_instances: int
+
+
+class _StateCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        watches = GaugeMetricFamily("fimd_watches", "Watches by phase", labels=["phase"])
+        for phase, count in sorted(snap.watches_by_phase.items()):
+            watches.add_metric([phase], count)
+        yield watches
+        yield GaugeMetricFamily(
+            "fimd_inotify_watches",
+            "inotify watches held by fimnotify children",
+            value=snap.inotify_watches_in_use,
+        )
+        yield GaugeMetricFamily(
+            "fimd_inotify_max_user_watches",
+            "fs.inotify.max_user_watches of the node",
+            value=snap.max_user_watches,
+        )
+        yield GaugeMetricFamily(
+            "fimd_inotify_instances",
+            "inotify instances held by fimnotify children",
+            value=snap.inotify_instances_in_use,
+        )
+        yield GaugeMetricFamily(
+            "fimd_inotify_max_user_instances",
+            "fs.inotify.max_user_instances of the node",
+            value=snap.max_user_instances,
+        )
+
+
+class Metrics:
+    """fimd's counters plus the state collector."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "fimd_events", "Event lines written", ["watcher", "event"], registry=self.registry
+        )
+        self.dropped = Counter(
+            "fimd_events_dropped",
+            "Events lost: stage=fimnotify (its queue stayed full) or output (stdout too slow)",
+            ["watcher", "stage"],
+            registry=self.registry,
+        )
+        self.overflows = Counter(
+            "fimd_inotify_overflows",
+            "inotify queue overflows",
+            ["watcher"],
+            registry=self.registry,
+        )
+        self.restarts = Counter(
+            "fimd_fimnotify_restarts",
+            "fimnotify processes restarted",
+            ["watcher"],
+            registry=self.registry,
+        )
+        self.grpc_requests = Counter(
+            "fimd_grpc_requests",
+            "gRPC requests by method and status code",
+            ["method", "code"],
+            registry=self.registry,
+        )
+
+    def watch_state(self, snapshot: Callable[[], Snapshot]) -> None:
+        """Registers the gauges computed from `snapshot` at scrape time."""
+        self.registry.register(_StateCollector(snapshot))
+
+    def serve(self, host: str, port: int) -> None:
+        """Serves /metrics from a background thread."""
+        start_http_server(port, addr=host, registry=self.registry)

@@ -1,0 +1,274 @@
+"""The supervision state machine: desired watches + observed process events -> actions.
+
+Pure: no I/O, no clock, no threads. The shell (`services.fimd.daemon`) feeds it requests
+(`upsert`, `destroy`), observations (`started`, `ready`, `degraded`, `exited`, `resolved`)
+and the time (`tick`), and executes the returned actions:
+
+- `Spawn(key, incarnation)`: start a fimnotify process for the watch's current spec and
+  target; report `started` or `exited`.
+- `Stop(key, incarnation)`: SIGTERM that process; its exit is reported with `exited`.
+- `Resolve(key)`: resolve the watch's container ID again; report `resolved`.
+- `Notice(...)`: an operational line (and metrics) about a state change.
+
+Every fimnotify process of a watch has an incarnation number. A spec change spawns a new
+incarnation first and stops the old ones only when the new one is ready (or gone), so the
+switch has no window without a watch (events may be reported twice during the overlap,
+never missed). Crashes restart with exponential backoff; a vanished target process makes
+the watch re-resolve its container ID.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+#: (watcher_uid, pod_uid, container_name)
+Key = tuple[str, str, str]
+
+BACKOFF_BASE = 0.5
+BACKOFF_MAX = 30.0
+RESOLVE_RETRY = 5.0
+
+
+class Phase(enum.Enum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    FAILED = "failed"
+
+
+class ExitKind(enum.Enum):
+    """How a fimnotify process ended, from its exit status and EXIT record."""
+
+    STOPPED = "stopped"  # asked to stop (or exited 0)
+    CRASHED = "crashed"  # unexpected: restart with backoff
+    TARGET_GONE = "target_gone"  # the container process vanished: re-resolve
+    CONFIG_REJECTED = "config_rejected"  # fimnotify refused the config: retrying cannot help
+
+
+@attrs.frozen
+class Spawn:
+    key: Key
+    incarnation: int
+
+
+@attrs.frozen
+class Stop:
+    key: Key
+    incarnation: int
+
+
+@attrs.frozen
+class Resolve:
+    key: Key
+
+
+@attrs.frozen
+class Notice:
+    key: Key
+    msg: str
+    level: str = "info"
+    detail: str = ""
+
+
+Action = Spawn | Stop | Resolve | Notice
+
+
+@attrs.define
+class Process:
+    """One fimnotify incarnation of a watch."""
+
+    incarnation: int
+    pid: int = 0
+    ready: bool = False
+    watches: int = 0
+
+
+@attrs.define
+class Watch:
+    """What the supervisor knows about one watch."""
+
+    key: Key
+    config_hash: str
+    container_id: str
+    target_pid: int  # 0 = unresolved
+    phase: Phase
+    since: float
+    reason: str = ""
+    message: str = ""
+    current: Process | None = None
+    retiring: dict[int, Process] = attrs.field(factory=dict)
+    restarts: int = 0
+    failures: int = 0  # consecutive, for the backoff
+    retry_at: float | None = None
+    needs_resolve: bool = False
+
+
+def backoff(failures: int) -> float:
+    return float(min(BACKOFF_BASE * 2 ** max(failures - 1, 0), BACKOFF_MAX))
+
+
+class Supervisor:
+    """All watches of this fimd; see the module docstring."""
+
+    def __init__(self) -> None:
+        self.watches: dict[Key, Watch] = {}
+        self._next_incarnation = 1
+
+    def _spawn(self, watch: Watch) -> Spawn:
+        incarnation = self._next_incarnation
+        self._next_incarnation += 1
+        watch.current = Process(incarnation)
+        watch.retry_at = None
+        return Spawn(watch.key, incarnation)
+
+    @staticmethod
+    def _set_phase(watch: Watch, phase: Phase, now: float, reason: str = "", msg: str = "") -> None:
+        if watch.phase is not phase:
+            watch.since = now
+        watch.phase, watch.reason, watch.message = phase, reason, msg
+
+    def _retire_current(self, watch: Watch) -> list[Action]:
+        """Keeps a running current process until its successor is ready."""
+        old, watch.current = watch.current, None
+        if old is None:
+            return []
+        if old.ready:
+            watch.retiring[old.incarnation] = old
+            return []
+        return [Stop(watch.key, old.incarnation)]  # it watches nothing yet: stop now
+
+    def upsert(
+        self, key: Key, config_hash: str, container_id: str, target_pid: int, now: float
+    ) -> tuple[bool, list[Action]]:
+        """A CreateWatch whose container ID resolved to `target_pid`; returns (changed, actions)."""
+        watch = self.watches.get(key)
+        if watch is None:
+            watch = Watch(key, config_hash, container_id, target_pid, Phase.PENDING, now)
+            self.watches[key] = watch
+            return True, [self._spawn(watch), Notice(key, "watch_added")]
+        if watch.config_hash == config_hash:
+            if watch.phase is not Phase.FAILED:
+                return False, []
+            # The caller repeats a failed watch: retry now rather than wait for the timer.
+            watch.target_pid, watch.failures, watch.needs_resolve = target_pid, 0, False
+            self._set_phase(watch, Phase.PENDING, now, "Retrying")
+            return False, [*self._retire_current(watch), self._spawn(watch)]
+        watch.config_hash, watch.container_id, watch.target_pid = (
+            config_hash,
+            container_id,
+            target_pid,
+        )
+        watch.failures, watch.needs_resolve = 0, False
+        actions = self._retire_current(watch)
+        if watch.phase is not Phase.ACTIVE:
+            self._set_phase(watch, Phase.PENDING, now, "Updating")
+        actions += [self._spawn(watch), Notice(key, "watch_updated")]
+        return True, actions
+
+    def destroy(self, key: Key) -> tuple[bool, list[Action]]:
+        """Forgets the watch; returns (existed, actions)."""
+        watch = self.watches.pop(key, None)
+        if watch is None:
+            return False, []
+        actions: list[Action] = [Stop(key, inc) for inc in watch.retiring]
+        if watch.current is not None:
+            actions.append(Stop(key, watch.current.incarnation))
+        return True, [*actions, Notice(key, "watch_removed")]
+
+    def _process(self, key: Key, incarnation: int) -> tuple[Watch, Process] | None:
+        watch = self.watches.get(key)
+        if watch is None:
+            return None
+        if watch.current is not None and watch.current.incarnation == incarnation:
+            return watch, watch.current
+        proc = watch.retiring.get(incarnation)
+        return None if proc is None else (watch, proc)
+
+    def started(self, key: Key, incarnation: int, pid: int) -> None:
+        found = self._process(key, incarnation)
+        if found is not None:
+            found[1].pid = pid
+
+    def ready(
+        self, key: Key, incarnation: int, watches: int, pending: int, now: float
+    ) -> list[Action]:
+        """fimnotify reported its inotify watches in place (after start or a rescan)."""
+        found = self._process(key, incarnation)
+        if found is None:
+            return []
+        watch, proc = found
+        proc.ready, proc.watches = True, watches
+        if proc is not watch.current:
+            return []
+        first = watch.phase is not Phase.ACTIVE
+        msg = f"{pending} configured path(s) do not exist yet" if pending else ""
+        if first or watch.reason in ("", "PathsPending"):
+            self._set_phase(watch, Phase.ACTIVE, now, "PathsPending" if pending else "", msg)
+        watch.failures = 0
+        actions: list[Action] = [Stop(key, inc) for inc in watch.retiring]
+        watch.retiring.clear()
+        if first:
+            actions.append(Notice(key, "watch_active", detail=f"{watches} inotify watches"))
+        return actions
+
+    def degraded(self, key: Key, incarnation: int, reason: str, message: str) -> None:
+        """An ACTIVE watch could not watch everything (e.g. the inotify watch limit)."""
+        found = self._process(key, incarnation)
+        if found is not None and found[1] is found[0].current:
+            found[0].reason, found[0].message = reason, message
+
+    def exited(
+        self, key: Key, incarnation: int, kind: ExitKind, detail: str, now: float
+    ) -> list[Action]:
+        found = self._process(key, incarnation)
+        if found is None:
+            return []
+        watch, proc = found
+        if proc is not watch.current:
+            del watch.retiring[incarnation]
+            return []
+        watch.current = None
+        if kind is ExitKind.CONFIG_REJECTED:
+            self._set_phase(watch, Phase.FAILED, now, "ConfigRejected", detail)
+            return [Notice(key, "watch_failed", "error", detail)]
+        if kind is ExitKind.TARGET_GONE:
+            watch.needs_resolve = True
+            self._set_phase(watch, Phase.PENDING, now, "TargetGone", detail)
+            return [Resolve(key), Notice(key, "target_gone", "warning", detail)]
+        watch.failures += 1
+        delay = backoff(watch.failures)
+        watch.retry_at = now + delay
+        text = f"fimnotify {kind.value} ({detail}); restart in {delay:.1f}s"
+        self._set_phase(watch, Phase.PENDING, now, "Restarting", text)
+        return [Notice(key, "watcher_exited", "error", text)]
+
+    def resolved(self, key: Key, target_pid: int, detail: str, now: float) -> list[Action]:
+        """Result of a Resolve action: the new target PID, or 0 with the reason."""
+        watch = self.watches.get(key)
+        if watch is None or not watch.needs_resolve:
+            return []
+        if target_pid == 0:
+            watch.retry_at = now + RESOLVE_RETRY
+            self._set_phase(watch, Phase.FAILED, now, "ContainerNotFound", detail)
+            return [Notice(key, "watch_failed", "error", detail)]
+        watch.needs_resolve, watch.target_pid = False, target_pid
+        watch.restarts += 1
+        detail = f"new target PID {target_pid}"
+        self._set_phase(watch, Phase.PENDING, now, "Restarting", detail)
+        notice = Notice(key, "watcher_restarted", detail=detail)
+        return [*self._retire_current(watch), self._spawn(watch), notice]
+
+    def tick(self, now: float) -> list[Action]:
+        """Restarts and re-resolutions whose time has come."""
+        actions: list[Action] = []
+        for watch in self.watches.values():
+            if watch.retry_at is None or watch.retry_at > now or watch.current is not None:
+                continue
+            watch.retry_at = None
+            if watch.needs_resolve:
+                actions.append(Resolve(watch.key))
+            elif watch.phase is not Phase.FAILED:
+                watch.restarts += 1
+                actions += [self._spawn(watch), Notice(watch.key, "watcher_restarted")]
+        return actions
