@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Builds the pinned upstream Kubernetes and etcd binaries of the local test cluster from the
+# Go module proxy into a cache outside the repository, keyed by version:
+#   ${FIM_CACHE:-/var/cache/fim-k8s}/k8s-<version>/bin/{kube-apiserver,kubelet,...}
+#   ${FIM_CACHE:-/var/cache/fim-k8s}/etcd-<version>/bin/etcd
+# Usage: tools/cluster/build.sh [all | apiserver | NAME...]   (NAME: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, kubelet, kubectl). Binaries already in the cache
+# are not rebuilt. Builds run at nice 19: the machine's two cores are shared.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+cache="${FIM_CACHE:-/var/cache/fim-k8s}"
+k8s_dir="$cache/k8s-$KUBERNETES_VERSION"
+etcd_dir="$cache/etcd-$ETCD_VERSION"
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+
+export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
+# Reproducible: no VCS stamping, no local paths in the binaries.
+BUILD_FLAGS=(-trimpath -buildvcs=false)
+
+log() { printf '[cluster-build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Turns `go build -v` output (one line per compiled package) into a progress line every 25.
+progress() {
+  awk -v what="$1" '{ n++; if (n % 25 == 0) { printf "[cluster-build] %s: %d packages compiled (%s)\n", what, n, $0; fflush() } }
+    END { printf "[cluster-build] %s: %d packages compiled\n", what, n }' >&2
+}
+
+# A throwaway module requiring k8s.io/kubernetes, with every k8s.io staging module replaced by
+# its published v0.<minor>.<patch> tag (the staging replaces of k8s.io/kubernetes' own go.mod
+# point into its repository and are ignored for a dependency).
+prepare_k8s_module() {
+  local src="$k8s_dir/src" staging_version="v0.${KUBERNETES_VERSION#v1.}"
+  [[ -f "$src/.ready" ]] && return 0
+  log "preparing module for k8s.io/kubernetes $KUBERNETES_VERSION (staging $staging_version)"
+  rm -rf "$src" && mkdir -p "$src"
+  local gomod
+  gomod="$(cd "$src" && printf 'module fimk8s.local/k8sbuild\ngo 1.26.0\n' > go.mod &&
+    go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')"
+  {
+    echo "module fimk8s.local/k8sbuild"
+    echo
+    grep -E '^(go|godebug) ' "$gomod"
+    echo
+    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
+    echo
+    echo "replace ("
+    sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\t\1 => \1 '"$staging_version"'#p' "$gomod"
+    echo ")"
+  } > "$src/go.mod"
+  local pkgs=()
+  for cmd in "${K8S_COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+  log "resolving dependencies (go get; downloads from the module proxy)"
+  (cd "$src" && nice -n 19 go get "${pkgs[@]}")
+  touch "$src/.ready"
+}
+
+prepare_etcd_module() {
+  local src="$etcd_dir/src"
+  [[ -f "$src/.ready" ]] && return 0
+  log "preparing module for go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+  rm -rf "$src" && mkdir -p "$src"
+  printf 'module fimk8s.local/etcdbuild\n\ngo 1.26.0\n' > "$src/go.mod"
+  (cd "$src" && nice -n 19 go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION")
+  touch "$src/.ready"
+}
+
+k8s_ldflags() {
+  local minor="${KUBERNETES_VERSION#v1.}" flags="-s -w"
+  minor="${minor%%.*}"
+  local key val
+  for kv in "gitVersion=$KUBERNETES_VERSION" "gitMajor=1" "gitMinor=$minor" \
+            "gitTreeState=clean" "buildDate=1970-01-01T00:00:00Z"; do
+    key="${kv%%=*}" val="${kv#*=}"
+    flags+=" -X k8s.io/component-base/version.$key=$val -X k8s.io/client-go/pkg/version.$key=$val"
+  done
+  echo "$flags"
+}
+
+build_k8s() {
+  local todo=()
+  for cmd in "$@"; do [[ -x "$k8s_dir/bin/$cmd" ]] || todo+=("$cmd"); done
+  ((${#todo[@]})) || { log "cached: $* ($k8s_dir/bin)"; return 0; }
+  prepare_k8s_module
+  mkdir -p "$k8s_dir/bin"
+  local start=$SECONDS pkgs=()
+  for cmd in "${todo[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$cmd"); done
+  log "building ${todo[*]} $KUBERNETES_VERSION"
+  # Each command into a temporary name, renamed when complete: a cached binary is whole.
+  for cmd in "${todo[@]}"; do
+    (cd "$k8s_dir/src" && nice -n 19 go build -v "${BUILD_FLAGS[@]}" -ldflags "$(k8s_ldflags)" \
+      -o "$k8s_dir/bin/.$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd" 2>&1 | progress "$cmd")
+    [[ "${PIPESTATUS[0]}" == 0 ]] || { log "FAILED: $cmd"; exit 1; }
+    mv "$k8s_dir/bin/.$cmd.tmp" "$k8s_dir/bin/$cmd"
+    log "built $cmd ($((SECONDS - start)) s so far)"
+  done
+}
+
+build_etcd() {
+  [[ -x "$etcd_dir/bin/etcd" ]] && { log "cached: etcd ($etcd_dir/bin)"; return 0; }
+  prepare_etcd_module
+  mkdir -p "$etcd_dir/bin"
+  local start=$SECONDS
+  log "building etcd $ETCD_VERSION"
+  (cd "$etcd_dir/src" && nice -n 19 go build -v "${BUILD_FLAGS[@]}" \
+    -ldflags "-s -w" -o "$etcd_dir/bin/.etcd.tmp" go.etcd.io/etcd/server/v3 2>&1 | progress etcd)
+  [[ "${PIPESTATUS[0]}" == 0 ]] || { log "FAILED: etcd"; exit 1; }
+  mv "$etcd_dir/bin/.etcd.tmp" "$etcd_dir/bin/etcd"
+  log "built etcd ($((SECONDS - start)) s)"
+}
+
+main() {
+  local targets=("$@")
+  ((${#targets[@]})) || targets=(all)
+  case "${targets[*]}" in
+    all) targets=(etcd "${K8S_COMMANDS[@]}") ;;
+    apiserver) targets=(etcd kube-apiserver) ;;
+  esac
+  local start=$SECONDS
+  for t in "${targets[@]}"; do
+    if [[ "$t" == etcd ]]; then build_etcd; else build_k8s "$t"; fi
+  done
+  log "done in $((SECONDS - start)) s: $k8s_dir/bin, $etcd_dir/bin"
+}
+
+main "$@"
