@@ -1,0 +1,102 @@
+"""From FimWatcher x pod x container to the fim.v1 WatchSpec fimd is asked to hold.
+
+A watch is identified by `Key` (FimWatcher UID, pod UID, container name), exactly the
+proto's WatchKey, as a hashable value. `Desired` pairs a spec with its config hash, the
+value fimd reports back in GetWatchState, so "is this watch up to date" is one comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import attrs
+
+from fim.v1 import fim_pb2
+from fim.v1.config_hash import config_hash
+from libs.k8s.model import FimWatcherSpec, Subject
+from services.controller.objects import Container, Pod, Watcher
+
+
+class Key(NamedTuple):
+    """The identity of one watch on one node (fim.v1 WatchKey)."""
+
+    watcher_uid: str
+    pod_uid: str
+    container: str
+
+    @classmethod
+    def from_proto(cls, key: fim_pb2.WatchKey) -> Key:
+        return cls(key.watcher_uid, key.pod_uid, key.container_name)
+
+    def to_proto(self) -> fim_pb2.WatchKey:
+        return fim_pb2.WatchKey(
+            watcher_uid=self.watcher_uid, pod_uid=self.pod_uid, container_name=self.container
+        )
+
+
+@attrs.frozen
+class Desired:
+    """A watch that should exist: the full spec and its fim.v1 config hash."""
+
+    spec: fim_pb2.WatchSpec = attrs.field(eq=False)
+    config_hash: str
+
+    @property
+    def key(self) -> Key:
+        return Key.from_proto(self.spec.key)
+
+
+def _subject_proto(subject: Subject) -> fim_pb2.Subject:
+    return fim_pb2.Subject(
+        paths=subject.paths,
+        events=sorted(subject.events),
+        ignore=subject.ignore,
+        only_dir=subject.only_dir,
+        recursive=subject.recursive,
+        max_depth=subject.max_depth,
+        follow_move=subject.follow_move,
+        tags=dict(subject.tags),
+    )
+
+
+def desired_watch(
+    watcher: Watcher, spec: FimWatcherSpec, pod: Pod, container: Container
+) -> Desired:
+    """The watch `watcher` wants on `container` of `pod`."""
+    proto = fim_pb2.WatchSpec(
+        key=Key(watcher.meta.uid, pod.uid, container.name).to_proto(),
+        identity=fim_pb2.Identity(
+            watcher_namespace=watcher.meta.namespace,
+            watcher_name=watcher.meta.name,
+            pod_namespace=pod.namespace,
+            pod_name=pod.name,
+        ),
+        container_id=container.container_id,
+        subjects=[_subject_proto(subject) for subject in spec.subjects],
+        log_format=spec.log_format,
+    )
+    return Desired(proto, config_hash(proto))
+
+
+def selected_pods(watcher: Watcher, pods: Iterable[Pod]) -> list[Pod]:
+    """Running pods in the watcher's namespace its selector matches (none if invalid)."""
+    if watcher.spec is None or watcher.deleting:
+        return []
+    selector = watcher.spec.selector
+    return [
+        pod
+        for pod in pods
+        if pod.namespace == watcher.meta.namespace and pod.running and selector.matches(pod.labels)
+    ]
+
+
+def desired_watches(watcher: Watcher, pods: Iterable[Pod]) -> dict[Key, Desired]:
+    """Every watch `watcher` wants on `pods`."""
+    desired = {}
+    for pod in selected_pods(watcher, pods):
+        assert watcher.spec is not None  # selected_pods returns nothing otherwise
+        for container in pod.containers:
+            want = desired_watch(watcher, watcher.spec, pod, container)
+            desired[want.key] = want
+    return desired

@@ -1,0 +1,98 @@
+"""What the controller knows of each node's fimd: its watches, and creates it rejected.
+
+Built from GetWatchState and kept current with the results of the controller's own calls,
+so between sweeps the controller needs no call to know a node's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+
+import attrs
+
+from fim.v1 import fim_pb2
+from services.controller.specs import Desired, Key
+
+
+@attrs.frozen(kw_only=True)
+class Observed:
+    """One watch as fimd reports it."""
+
+    key: Key
+    config_hash: str
+    phase: fim_pb2.WatchPhase.ValueType
+    reason: str = ""
+    message: str = ""
+
+    @classmethod
+    def from_proto(cls, status: fim_pb2.WatchStatus) -> Observed:
+        return cls(
+            key=Key.from_proto(status.key),
+            config_hash=status.config_hash,
+            phase=status.phase,
+            reason=status.reason,
+            message=status.message,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Rejection:
+    """A CreateWatch fimd refused; not retried with the same spec before `retry_at`."""
+
+    config_hash: str
+    code: str
+    message: str
+    retry_at: datetime
+    attempts: int = 1
+
+
+# Read-only copies: states are shared between worker threads and plans.
+def _watches(value: Mapping[Key, Observed]) -> Mapping[Key, Observed]:
+    return MappingProxyType(dict(value))
+
+
+def _rejections(value: Mapping[Key, Rejection]) -> Mapping[Key, Rejection]:
+    return MappingProxyType(dict(value))
+
+
+@attrs.frozen(kw_only=True)
+class NodeState:
+    """What one node's fimd holds, as far as the controller knows."""
+
+    node: str
+    instance_id: str
+    watches: Mapping[Key, Observed] = attrs.field(factory=dict, converter=_watches)
+    rejected: Mapping[Key, Rejection] = attrs.field(factory=dict, converter=_rejections)
+
+    def with_observed(self, observed: Observed) -> NodeState:
+        rejected = {k: v for k, v in self.rejected.items() if k != observed.key}
+        return attrs.evolve(
+            self, watches={**self.watches, observed.key: observed}, rejected=rejected
+        )
+
+    def without(self, key: Key) -> NodeState:
+        watches = {k: v for k, v in self.watches.items() if k != key}
+        return attrs.evolve(self, watches=watches)
+
+    def with_rejection(self, key: Key, rejection: Rejection) -> NodeState:
+        return attrs.evolve(self, rejected={**self.rejected, key: rejection})
+
+    def pruned(self, desired: Mapping[Key, Desired]) -> NodeState:
+        """Forgets rejections of watches no longer desired."""
+        rejected = {k: v for k, v in self.rejected.items() if k in desired}
+        return (
+            self if len(rejected) == len(self.rejected) else attrs.evolve(self, rejected=rejected)
+        )
+
+    def holds(self, watcher_uid: str) -> bool:
+        return any(key.watcher_uid == watcher_uid for key in self.watches)
+
+
+@attrs.frozen
+class NodeView:
+    """A node with a fimd as the status sees it: its state, or None and why it is unknown."""
+
+    state: NodeState | None
+    error: str = ""

@@ -1,0 +1,159 @@
+"""The FimWatcher status the controller reports: pure, from pods and fimd node states.
+
+`watchedPods` counts only pods whose every running container has a watch that its node's
+fimd reports ACTIVE with the current config hash: confirmed, never assumed from a call we
+made. Conditions (metav1.Condition):
+
+- Ready: True when every observable pod is watched.
+- Degraded: True when something needs a human: an invalid spec, a node without a reachable
+  fimd, a watch fimd rejected or reports FAILED, or an ACTIVE watch with a warning.
+
+A condition keeps its lastTransitionTime while its status is unchanged, so an unchanged
+world computes an identical status and costs no write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+import attrs
+
+from fim.v1 import fim_pb2
+from libs.k8s.model import Condition, ConditionStatus, FimWatcherStatus
+from services.controller.objects import Container, Pod, Watcher
+from services.controller.specs import Key, desired_watch, selected_pods
+from services.controller.state import NodeView
+
+READY = "Ready"
+DEGRADED = "Degraded"
+MAX_LISTED_PROBLEMS = 5
+
+# Degraded's reason is the most severe problem's: a broken spec or node explains the rest.
+_SEVERITY = (
+    "InvalidSpec",
+    "FimdUnreachable",
+    "NoFimd",
+    "WatchRejected",
+    "WatchFailed",
+    "WatchDegraded",
+)
+
+
+@attrs.frozen
+class Problem:
+    reason: str
+    message: str
+
+
+def _container_problem(
+    pod: Pod, container: Container, key: Key, view: NodeView, config_hash: str
+) -> tuple[bool, Problem | None]:
+    """(watched?, problem) for one container of a pod on a node with a fimd."""
+    where = f"pod {pod.name} container {container.name}"
+    if view.state is None:
+        message = f"fimd on node {pod.node_name} unreachable: {view.error}"
+        return False, Problem("FimdUnreachable", message)
+    rejection = view.state.rejected.get(key)
+    if rejection is not None and rejection.config_hash == config_hash:
+        return False, Problem("WatchRejected", f"{where}: {rejection.code}: {rejection.message}")
+    observed = view.state.watches.get(key)
+    if observed is None or observed.config_hash != config_hash:
+        return False, None  # not created or not updated yet: pending, not a problem
+    detail = f"{where}: {observed.reason}: {observed.message}"
+    if observed.phase == fim_pb2.WATCH_PHASE_FAILED:
+        return False, Problem("WatchFailed", detail)
+    active = observed.phase == fim_pb2.WATCH_PHASE_ACTIVE
+    # An ACTIVE watch with a reason is degraded (e.g. a path hit the inotify watch limit).
+    return active, Problem("WatchDegraded", detail) if active and observed.reason else None
+
+
+def _pod_problems(
+    watcher: Watcher, pod: Pod, nodes: Mapping[str, NodeView]
+) -> tuple[bool, list[Problem]]:
+    """(watched?, problems) for one selected running pod."""
+    view = nodes.get(pod.node_name)
+    if view is None:
+        return False, [Problem("NoFimd", f"no fimd on node {pod.node_name} (pod {pod.name})")]
+    assert watcher.spec is not None  # only valid watchers select pods
+    watched, problems = True, []
+    for container in pod.containers:
+        want = desired_watch(watcher, watcher.spec, pod, container)
+        ok, problem = _container_problem(pod, container, want.key, view, want.config_hash)
+        watched = watched and ok
+        if problem is not None:
+            problems.append(problem)
+    return watched, problems
+
+
+def _summary(problems: list[Problem]) -> Problem:
+    """The most severe reason and a bounded message listing the first problems."""
+    ordered = sorted(problems, key=lambda p: (_SEVERITY.index(p.reason), p.message))
+    unique = list(dict.fromkeys(p.message for p in ordered))
+    message = "; ".join(unique[:MAX_LISTED_PROBLEMS])
+    if len(unique) > MAX_LISTED_PROBLEMS:
+        message += f"; and {len(unique) - MAX_LISTED_PROBLEMS} more"
+    return Problem(ordered[0].reason, message)
+
+
+def _condition(
+    watcher: Watcher, type_: str, status: bool, *, reason: str, message: str, now: datetime
+) -> Condition:
+    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    previous = {c.type: c for c in watcher.status.conditions}.get(type_)
+    since = previous.last_transition_time if previous and previous.status == value else now
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=watcher.meta.generation,
+    )
+
+
+def _ready(watcher: Watcher, observable: int, watched: int, now: datetime) -> Condition:
+    if watcher.spec is None:
+        return _condition(
+            watcher, READY, False, reason="InvalidSpec", message="the spec is invalid", now=now
+        )
+    message = f"{watched} of {observable} pods watched"
+    if watched == observable:
+        return _condition(watcher, READY, True, reason="AllPodsWatched", message=message, now=now)
+    return _condition(watcher, READY, False, reason="WatchesPending", message=message, now=now)
+
+
+def _degraded(watcher: Watcher, problems: list[Problem], now: datetime) -> Condition:
+    if watcher.spec is None:
+        return _condition(
+            watcher, DEGRADED, True, reason="InvalidSpec", message=watcher.error, now=now
+        )
+    if not problems:
+        return _condition(watcher, DEGRADED, False, reason="AsExpected", message="", now=now)
+    summary = _summary(problems)
+    return _condition(
+        watcher, DEGRADED, True, reason=summary.reason, message=summary.message, now=now
+    )
+
+
+def watcher_status(
+    watcher: Watcher, pods: Iterable[Pod], nodes: Mapping[str, NodeView], *, now: datetime
+) -> FimWatcherStatus:
+    """The status `watcher` should have; a deleting watcher keeps its last status."""
+    if watcher.deleting:
+        return watcher.status
+    selected = selected_pods(watcher, pods)
+    watched, problems = 0, []
+    for pod in selected:
+        ok, pod_problems = _pod_problems(watcher, pod, nodes)
+        watched += ok
+        problems.extend(pod_problems)
+    return FimWatcherStatus(
+        observed_generation=watcher.meta.generation,
+        observable_pods=len(selected),
+        watched_pods=watched,
+        conditions=(
+            _ready(watcher, len(selected), watched, now),
+            _degraded(watcher, problems, now),
+        ),
+    )

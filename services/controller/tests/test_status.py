@@ -1,0 +1,198 @@
+"""FimWatcher status: counts confirmed by fimd state, conditions with clear reasons."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import attrs
+import pytest
+
+from fim.v1 import fim_pb2
+from libs.k8s.model import ConditionStatus, FimWatcherStatus
+from services.controller.objects import Watcher
+from services.controller.reconcile import reconcile
+from services.controller.specs import Key
+from services.controller.state import NodeState, NodeView, Observed, Rejection
+from services.controller.status import watcher_status
+from services.controller.tests.builders import NOW, holding, pod, watcher
+
+W1 = watcher(uid="w1")
+PODS = [pod("web-0", uid="p1", node="n1"), pod("web-1", uid="p2", node="n2")]
+
+
+def status(nodes: dict[str, NodeView], w: Watcher = W1) -> FimWatcherStatus:
+    return watcher_status(w, PODS, nodes, now=NOW)
+
+
+def conditions(s: FimWatcherStatus) -> dict[str, tuple[ConditionStatus, str, str]]:
+    return {c.type: (c.status, c.reason, c.message) for c in s.conditions}
+
+
+def both_active() -> dict[str, NodeView]:
+    return {n: NodeView(holding(n, [W1], PODS)) for n in ("n1", "n2")}
+
+
+def test_all_watched_is_ready() -> None:
+    s = status(both_active())
+    assert (s.observable_pods, s.watched_pods, s.observed_generation) == (2, 2, 1)
+    assert conditions(s) == {
+        "Ready": (ConditionStatus.TRUE, "AllPodsWatched", "2 of 2 pods watched"),
+        "Degraded": (ConditionStatus.FALSE, "AsExpected", ""),
+    }
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [fim_pb2.WATCH_PHASE_PENDING, fim_pb2.WATCH_PHASE_UNSPECIFIED],
+    ids=["pending", "unset"],
+)
+def test_not_active_is_not_watched(phase: fim_pb2.WatchPhase.ValueType) -> None:
+    nodes = {**both_active(), "n2": NodeView(holding("n2", [W1], PODS, phase=phase))}
+    s = status(nodes)
+    assert (s.observable_pods, s.watched_pods) == (2, 1)
+    assert conditions(s)["Ready"] == (
+        ConditionStatus.FALSE,
+        "WatchesPending",
+        "1 of 2 pods watched",
+    )
+    assert conditions(s)["Degraded"][0] is ConditionStatus.FALSE
+
+
+def test_outdated_config_is_not_watched() -> None:
+    changed = watcher(uid="w1", paths=("/srv",))
+    assert watcher_status(changed, PODS, both_active(), now=NOW).watched_pods == 0
+
+
+def test_unreachable_fimd_degrades_only_its_node() -> None:
+    nodes = {**both_active(), "n2": NodeView(None, "deadline exceeded")}
+    s = status(nodes)
+    assert s.watched_pods == 1
+    assert conditions(s)["Degraded"] == (
+        ConditionStatus.TRUE,
+        "FimdUnreachable",
+        "fimd on node n2 unreachable: deadline exceeded",
+    )
+
+
+def test_node_without_fimd() -> None:
+    s = status({"n1": both_active()["n1"]})
+    assert conditions(s)["Degraded"] == (
+        ConditionStatus.TRUE,
+        "NoFimd",
+        "no fimd on node n2 (pod web-1)",
+    )
+
+
+def test_failed_watch_reason_and_message() -> None:
+    state = holding("n2", [W1], PODS)
+    key = Key("w1", "p2", "app")
+    failed = attrs.evolve(
+        state.watches[key],
+        phase=fim_pb2.WATCH_PHASE_FAILED,
+        reason="ContainerNotFound",
+        message="no process for container",
+    )
+    s = status({**both_active(), "n2": NodeView(state.with_observed(failed))})
+    assert s.watched_pods == 1
+    assert conditions(s)["Degraded"] == (
+        ConditionStatus.TRUE,
+        "WatchFailed",
+        "pod web-1 container app: ContainerNotFound: no process for container",
+    )
+
+
+def test_active_with_warning_is_watched_but_degraded() -> None:
+    state = holding("n1", [W1], PODS)
+    key = Key("w1", "p1", "app")
+    warned = attrs.evolve(state.watches[key], reason="WatchLimit", message="max_user_watches")
+    s = status({**both_active(), "n1": NodeView(state.with_observed(warned))})
+    assert s.watched_pods == 2
+    assert conditions(s)["Degraded"][:2] == (ConditionStatus.TRUE, "WatchDegraded")
+
+
+def test_rejected_create_is_reported() -> None:
+    key = Key("w1", "p2", "app")
+    spec_hash = holding("n2", [W1], PODS).watches[key].config_hash
+    rejection = Rejection(
+        config_hash=spec_hash, code="INVALID_ARGUMENT", message="bad path", retry_at=NOW
+    )
+    state = NodeState(node="n2", instance_id="i").with_rejection(key, rejection)
+    s = status({**both_active(), "n2": NodeView(state)})
+    assert conditions(s)["Degraded"] == (
+        ConditionStatus.TRUE,
+        "WatchRejected",
+        "pod web-1 container app: INVALID_ARGUMENT: bad path",
+    )
+
+
+def test_most_severe_reason_wins_and_message_is_bounded() -> None:
+    many = [pod(f"web-{i}", uid=f"p{i}", node=f"gone{i}") for i in range(8)]
+    nodes = {"n1": NodeView(None, "refused")}
+    s = watcher_status(W1, [*many, PODS[0]], nodes, now=NOW)
+    reason, message = conditions(s)["Degraded"][1:]
+    assert reason == "FimdUnreachable"
+    assert message.startswith("fimd on node n1 unreachable: refused; no fimd on node gone0")
+    assert message.endswith("; and 4 more")
+
+
+def test_invalid_spec_is_degraded_with_the_error() -> None:
+    invalid = attrs.evolve(W1, spec=None, error="spec.subjects[0].paths[0]: must be absolute")
+    s = status(both_active(), invalid)
+    assert (s.observable_pods, s.watched_pods) == (0, 0)
+    assert conditions(s)["Degraded"] == (
+        ConditionStatus.TRUE,
+        "InvalidSpec",
+        "spec.subjects[0].paths[0]: must be absolute",
+    )
+
+
+def test_unchanged_world_gives_identical_status_and_no_patch() -> None:
+    first = status(both_active())
+    later = watcher_status(
+        attrs.evolve(W1, status=first), PODS, both_active(), now=NOW + timedelta(hours=1)
+    )
+    assert later == first
+    plan = reconcile([attrs.evolve(W1, status=first)], PODS, both_active(), now=NOW)
+    assert plan.statuses == {}
+
+
+def test_transition_time_moves_only_on_status_change() -> None:
+    first = status(both_active())
+    later = NOW + timedelta(minutes=5)
+    nodes = {**both_active(), "n2": NodeView(None, "refused")}
+    second = watcher_status(attrs.evolve(W1, status=first), PODS, nodes, now=later)
+    times = {c.type: c.last_transition_time for c in second.conditions}
+    assert times == {"Ready": later, "Degraded": later}
+    third = watcher_status(attrs.evolve(W1, status=second), PODS, both_active(), now=later)
+    assert conditions(third) == conditions(first)
+
+
+def test_deleting_watcher_keeps_its_status() -> None:
+    first = status(both_active())
+    deleting = attrs.evolve(watcher(uid="w1", deleting=True), status=first)
+    assert watcher_status(deleting, PODS, {}, now=NOW) == first
+
+
+def test_pod_counts_once_with_several_containers() -> None:
+    pods = [pod(uid="p1", node="n1", containers={"a": 1, "b": 2})]
+    nodes = {"n1": NodeView(holding("n1", [W1], pods))}
+    assert watcher_status(W1, pods, nodes, now=NOW).watched_pods == 1
+    one_missing = holding("n1", [W1], pods).without(Key("w1", "p1", "b"))
+    assert watcher_status(W1, pods, {"n1": NodeView(one_missing)}, now=NOW).watched_pods == 0
+
+
+def test_observed_from_proto() -> None:
+    proto = fim_pb2.WatchStatus(
+        key=fim_pb2.WatchKey(watcher_uid="w", pod_uid="p", container_name="c"),
+        config_hash="h",
+        phase=fim_pb2.WATCH_PHASE_FAILED,
+        reason="R",
+        message="m",
+    )
+    assert Observed.from_proto(proto) == Observed(
+        key=Key("w", "p", "c"),
+        config_hash="h",
+        phase=fim_pb2.WATCH_PHASE_FAILED,
+        reason="R",
+        message="m",
+    )
