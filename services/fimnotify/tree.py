@@ -598,20 +598,20 @@ class Core:
                     self.muted[(parent_wd, split(real)[1])] = None
             for name, is_dir in entries:
                 if rule.ignore is None or not rule.ignored(name):
-                    self._entry(t, (real, logical, depth, wd), name, is_dir, want_create, stack)
+                    self._entry(t, (real, logical, depth, wd), (name, is_dir), want_create, stack)
         return True
 
     def _entry(
         self,
         t: int,
         parent: tuple[bytes, bytes, int, int],
-        name: bytes,
-        is_dir: bool,
+        entry: tuple[bytes, bool],
         want_create: bool,
         stack: list[tuple[bytes, bytes, int, int]],
     ) -> None:
         """One listed entry: synthetic CREATE (race scan) and/or a subdirectory to walk."""
         real, logical, depth, wd = parent
+        name, is_dir = entry
         child = join(logical, name)
         if want_create:
             self._emit(t, child, IN_CREATE | (IN_ISDIR if is_dir else 0), None, True)

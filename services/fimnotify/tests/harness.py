@@ -1,0 +1,236 @@
+"""Real processes for the integration tests: a namespaced "container", fimd's queue, fimnotify.
+
+* `Container`: a Python agent in its own mount namespace with a private tmpfs as its root
+  (``unshare -m`` + ``chroot``); file operations run *inside* it (`Container.run`).
+* `QueueReader`: creates the POSIX queue like fimd (O_CREAT|O_EXCL), decodes messages on a
+  thread, unlinks the queue on close.
+* `Fimnotify`: ``python -m services.fimnotify`` with the config on stdin.
+Every process is stopped by PID in `close()`; nothing is left mounted on the host (the
+tmpfs lives only in the container's mount namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import posix_ipc
+
+from services.fimnotify.config import SubjectConfig, WatchConfig, dumps
+from services.fimnotify.wire import EventRecord, Record, decode_message
+
+# Runs inside the new mount namespace: private tmpfs root, then a command loop on stdin.
+_AGENT = r"""
+import json, os, shutil, subprocess, sys, time
+mnt = sys.argv[1]
+subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "fimk8s-ct", mnt], check=True)
+os.chroot(mnt)
+os.chdir("/")
+out = sys.stdout
+out.write("ready\n"); out.flush()
+for line in sys.stdin:
+    try:
+        exec(json.loads(line), {"os": os, "shutil": shutil, "time": time})
+        out.write("ok\n")
+    except Exception as exc:
+        out.write("err " + repr(exc).replace("\n", " ") + "\n")
+    out.flush()
+"""
+
+
+def _python_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env.pop("PYTHONSAFEPATH", None)
+    return env
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Polls `predicate` until true; fails the test with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class Container:
+    """A process in its own mount namespace whose root is a private tmpfs."""
+
+    def __init__(self, prefix: Sequence[str] = ()) -> None:
+        self.mountpoint = tempfile.mkdtemp(prefix="fimk8s-ct-")
+        self.proc = subprocess.Popen(
+            [*prefix, "unshare", "-m", "--propagation", "private", sys.executable, "-c"]
+            + [_AGENT, self.mountpoint],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_python_env(),
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line != "ready\n":
+            self.close()
+            raise RuntimeError(f"container agent failed to start: {line!r}")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def host_root(self) -> str:
+        return f"/proc/{self.pid}/root"
+
+    def run(self, code: str) -> None:
+        """Executes Python `code` inside the container (its root, its mounts)."""
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(code) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if reply != "ok\n":
+            raise RuntimeError(f"in container: {code!r}: {reply!r}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                stream.close()
+        os.rmdir(self.mountpoint)  # empty on the host: the tmpfs was never visible here
+
+
+class QueueReader:
+    """fimd's side of the queue: create exclusively, decode on a thread, unlink on close."""
+
+    def __init__(self, max_messages: int = 10, max_message_size: int = 8192) -> None:
+        self.name = f"/fimk8s.test.{uuid.uuid4().hex[:12]}"
+        self.queue = posix_ipc.MessageQueue(
+            self.name,
+            posix_ipc.O_CREX,
+            mode=0o600,
+            max_messages=max_messages,
+            max_message_size=max_message_size,
+        )
+        self.records: list[Record] = []
+        self.seqs: list[int] = []
+        self.paused = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.paused.is_set():
+                time.sleep(0.01)
+                continue
+            try:
+                message, _prio = self.queue.receive(0.05)
+            except posix_ipc.BusyError:
+                continue
+            decoded = decode_message(message)
+            with self._lock:
+                self.seqs.append(decoded.seq)
+                self.records.extend(decoded.records)
+
+    def snapshot(self) -> list[Record]:
+        with self._lock:
+            return list(self.records)
+
+    def events(self) -> list[EventRecord]:
+        return [r for r in self.snapshot() if isinstance(r, EventRecord)]
+
+    def paths(self, *names: str) -> set[tuple[bytes, str]]:
+        """(path, event name) pairs seen so far, optionally only for the given names."""
+        return {
+            (e.path, n.value)
+            for e in self.events()
+            for n in e.names
+            if not names or n.value in names
+        }
+
+    def wait_for(self, predicate: Callable[[list[Record]], bool], timeout: float = 10.0) -> None:
+        wait_until(lambda: predicate(self.snapshot()), timeout, "queue records")
+
+    def wait_kind(self, kind: type, timeout: float = 10.0) -> Any:
+        self.wait_for(lambda rs: any(isinstance(r, kind) for r in rs), timeout)
+        return next(r for r in self.snapshot() if isinstance(r, kind))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.queue.close()
+        self.queue.unlink()
+
+
+class Fimnotify:
+    """One fimnotify process fed its config on stdin."""
+
+    def __init__(self, config: WatchConfig, prefix: Sequence[str] = ()) -> None:
+        self.config = config
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "services.fimnotify"],
+            stdin=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=_python_env(),
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(dumps(config).encode())
+        self.proc.stdin.close()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def watched_inodes(self) -> list[tuple[int, int]]:
+        """(inode, device) of every inotify watch the process holds, from fdinfo."""
+        out = []
+        fd_dir = f"/proc/{self.pid}/fdinfo"
+        for fd in os.listdir(fd_dir):
+            try:
+                with open(f"{fd_dir}/{fd}") as handle:
+                    text = handle.read()
+            except FileNotFoundError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("inotify wd:"):
+                    fields = dict(f.split(":", 1) for f in line.split()[1:])
+                    dev = int(fields["sdev"], 16)
+                    out.append((int(fields["ino"], 16), os.makedev(dev >> 20, dev & 0xFFFFF)))
+        return out
+
+
+def make_config(
+    queue: QueueReader, pid: int, *subjects: SubjectConfig, **extra: Any
+) -> WatchConfig:
+    return WatchConfig(
+        watch_id=f"test-{pid}",
+        pid=pid,
+        queue_name=queue.name,
+        subjects=tuple(subjects),
+        **extra,
+    )

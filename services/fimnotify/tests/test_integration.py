@@ -1,0 +1,465 @@
+"""fimnotify end to end: real inotify on real namespaced processes, real message queues.
+
+Needs root (mount namespaces). Each test starts a container agent (own mount namespace,
+private tmpfs root), fimd's queue and a fimnotify process, and stops all of them by PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from libs.k8s.events import EventName
+from services.fimnotify.config import SubjectConfig
+from services.fimnotify.tests.harness import (
+    Container,
+    Fimnotify,
+    QueueReader,
+    make_config,
+    wait_until,
+)
+from services.fimnotify.wire import (
+    DroppedRecord,
+    ErrorRecord,
+    EventRecord,
+    ExitReason,
+    ExitRecord,
+    ExitStatus,
+    OverflowRecord,
+    ReadyRecord,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for mount namespaces")
+
+
+def subject(*paths: str, events: tuple[str, ...] = ("all",), **kw: Any) -> SubjectConfig:
+    return SubjectConfig(paths=paths, events=tuple(EventName(e) for e in events), **kw)
+
+
+class Setup:
+    """A container, a queue and (after `start`) a fimnotify watching the container."""
+
+    def __init__(self) -> None:
+        self.container = Container()
+        self.queue = QueueReader()
+        self.fim: Fimnotify | None = None
+
+    def start(self, *subjects: SubjectConfig, **extra: Any) -> ReadyRecord:
+        config = make_config(self.queue, self.container.pid, *subjects, **extra)
+        self.fim = Fimnotify(config)
+        ready: ReadyRecord = self.queue.wait_kind(ReadyRecord)
+        return ready
+
+    def run(self, code: str) -> None:
+        self.container.run(code)
+
+    def saw(self, path: str, name: str, timeout: float = 10.0) -> None:
+        key = (path.encode(), name)
+        wait_until(lambda: key in self.queue.paths(), timeout, f"{name} {path}")
+
+    def close(self) -> None:
+        try:
+            if self.fim is not None:
+                self.fim.close()
+        finally:
+            try:
+                self.queue.close()
+            finally:
+                self.container.close()
+
+
+@pytest.fixture
+def env() -> Iterator[Setup]:
+    setup = Setup()
+    try:
+        yield setup
+    finally:
+        setup.close()
+
+
+def barrier(env: Setup, marker: str = "/data/.barrier") -> None:
+    """Creates a marker file and waits for it: everything before it has been read."""
+    env.run(f"open({marker!r}, 'w').close()")
+    env.saw(marker, "create")
+
+
+# --- event kinds -----------------------------------------------------------------------
+
+
+def test_every_event_kind_in_a_directory(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.start(subject("/data", tags={"team": "t"}))
+    env.run(
+        "f = open('/data/a', 'w'); f.write('x'); f.close()\n"
+        "open('/data/a').read()\n"
+        "os.chmod('/data/a', 0o600)\n"
+        "os.rename('/data/a', '/data/b')\n"
+        "os.unlink('/data/b')\n"
+    )
+    for path, name in [
+        ("/data/a", "create"),
+        ("/data/a", "open"),
+        ("/data/a", "modify"),
+        ("/data/a", "closewrite"),
+        ("/data/a", "access"),
+        ("/data/a", "closenowrite"),
+        ("/data/a", "attrib"),
+        ("/data/a", "movedfrom"),
+        ("/data/b", "movedto"),
+        ("/data/b", "delete"),
+    ]:
+        env.saw(path, name)
+    moved = [e for e in env.queue.events() if e.names == (EventName.MOVEDFROM,)]
+    assert moved[0].subject == 0
+    assert not any(e.is_dir for e in env.queue.events() if e.path == b"/data/a")
+
+
+def test_self_events_of_the_configured_directory(env: Setup) -> None:
+    env.run("os.makedirs('/data/d'); os.makedirs('/other')")
+    env.start(subject("/data/d", events=("deleteself", "moveself")))
+    env.run("os.rename('/data/d', '/other/d')")
+    env.saw("/data/d", "moveself")
+    env.run("os.makedirs('/data/d')")  # the path is armed again
+    wait_until(lambda: watching(env, "/data/d"), what="/data/d watched again")
+    env.run("os.rmdir('/data/d')")
+    env.saw("/data/d", "deleteself")
+
+
+def watching(env: Setup, path: str) -> bool:
+    """Whether fimnotify holds a watch on the inode at `path` inside the container."""
+    assert env.fim is not None
+    st = os.stat(env.container.host_root + path)
+    return (st.st_ino, st.st_dev) in env.fim.watched_inodes()
+
+
+def test_aggregate_names_close_and_move(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.start(subject("/data", events=("close", "move")))
+    env.run(
+        "open('/data/a', 'w').close(); open('/data/a').close()\n"
+        "os.rename('/data/a', '/data/b')\n"
+        "os.unlink('/data/b')\n"
+    )
+    env.saw("/data/b", "movedto")
+    names = {n.value for e in env.queue.events() for n in e.names}
+    assert names == {"closewrite", "closenowrite", "movedfrom", "movedto"}
+
+
+# --- recursion -------------------------------------------------------------------------
+
+
+def test_recursive_catches_fast_nested_creation(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.start(subject("/data", events=("create", "modify"), recursive=True))
+    env.run(
+        "os.makedirs('/data/a/b/c/d/e')\n"
+        "for p in ('/data/a/f1', '/data/a/b/c/f2', '/data/a/b/c/d/e/f3'):\n"
+        "    open(p, 'w').write('x')\n"
+    )
+    for path in [
+        "/data/a",
+        "/data/a/b",
+        "/data/a/b/c",
+        "/data/a/b/c/d",
+        "/data/a/b/c/d/e",
+        "/data/a/f1",
+        "/data/a/b/c/f2",
+        "/data/a/b/c/d/e/f3",
+    ]:
+        env.saw(path, "create")
+    env.run("open('/data/a/b/c/d/e/f3', 'a').write('more')")
+    env.saw("/data/a/b/c/d/e/f3", "modify")
+    dirs = {e.path for e in env.queue.events() if e.is_dir}
+    assert b"/data/a/b/c/d/e" in dirs
+
+
+def test_max_depth(env: Setup) -> None:
+    env.run("os.makedirs('/data/a/b/c')")
+    ready = env.start(subject("/data", events=("create",), recursive=True, max_depth=1))
+    assert ready.watches == 2  # /data (depth 0) and /data/a (depth 1)
+    env.run(
+        "open('/data/a/b/c/deep', 'w').close()\n"
+        "open('/data/a/b/f2', 'w').close()\n"
+        "open('/data/a/f1', 'w').close()\n"
+        "os.makedirs('/data/n/m')\n"
+        "open('/data/n/m/f3', 'w').close()\n"
+    )
+    env.saw("/data/a/f1", "create")
+    env.saw("/data/n/m", "create")
+    barrier(env)
+    paths = {e.path for e in env.queue.events()}
+    assert b"/data/a/b/f2" not in paths
+    assert b"/data/a/b/c/deep" not in paths
+    assert b"/data/n/m/f3" not in paths
+
+
+def test_ignore_costs_no_watch_and_drops_events(env: Setup) -> None:
+    env.run("os.makedirs('/data/.git/objects/aa'); os.makedirs('/data/src')")
+    ready = env.start(subject("/data", recursive=True, ignore=(".git", "*.swp")))
+    assert ready.watches == 2  # /data and /data/src
+    env.run(
+        "open('/data/.git/objects/aa/x', 'w').close()\n"
+        "open('/data/.git/HEAD', 'w').close()\n"
+        "open('/data/src/.main.py.swp', 'w').close()\n"
+        "open('/data/src/main.py', 'w').close()\n"
+    )
+    env.saw("/data/src/main.py", "closewrite")
+    barrier(env)
+    paths = {e.path for e in env.queue.events()}
+    assert not [p for p in paths if b".git" in p or p.endswith(b".swp")]
+
+
+def test_only_dir(env: Setup) -> None:
+    env.run("os.makedirs('/data'); open('/file', 'w').close()")
+    ready = env.start(subject("/file", only_dir=True), subject("/data", only_dir=True))
+    error = env.queue.wait_kind(ErrorRecord)
+    assert (error.code, error.path, error.subject) == ("ENOTDIR", b"/file", 0)
+    assert ready.watches == 2  # /data, and / waiting for /file to become a directory
+    env.run("open('/file', 'a').write('x'); open('/data/x', 'w').close()")
+    env.saw("/data/x", "create")
+    barrier(env)
+    assert not [e for e in env.queue.events() if e.path == b"/file"]
+
+
+def test_follow_move_keeps_watching_renamed_directories(env: Setup) -> None:
+    env.run("os.makedirs('/srv/data/sub')")
+    env.start(subject("/srv/data", events=("create",), recursive=True, follow_move=True))
+    env.run("os.rename('/srv/data/sub', '/srv/data/sub2')")
+    env.run("open('/srv/data/sub2/f', 'w').close()")
+    env.saw("/srv/data/sub2/f", "create")
+    env.run("os.rename('/srv/data', '/srv/data.old')")
+    env.run("open('/srv/data.old/sub2/g', 'w').close()")
+    env.saw("/srv/data.old/sub2/g", "create")
+
+
+def test_without_follow_move_the_path_is_watched_not_the_directory(env: Setup) -> None:
+    env.run("os.makedirs('/srv/data')")
+    env.start(subject("/srv/data", events=("create",)))
+    env.run("os.rename('/srv/data', '/srv/data.old')")
+    wait_until(lambda: not watching(env, "/srv/data.old"), what="renamed directory dropped")
+    env.run("open('/srv/data.old/f', 'w').close()")
+    env.run("os.makedirs('/srv/data')")
+    env.saw("/srv/data", "create")
+    env.run("open('/srv/data/g', 'w').close()")
+    env.saw("/srv/data/g", "create")
+    assert not [e for e in env.queue.events() if e.path.endswith(b"/f")]
+
+
+# --- files, replacement, late paths ----------------------------------------------------
+
+
+def test_atomic_replace_of_a_watched_file(env: Setup) -> None:
+    env.run("os.makedirs('/etc/app'); open('/etc/app/app.conf', 'w').write('v1')")
+    env.start(subject("/etc/app/app.conf", events=("modify", "movedto", "closewrite")))
+    env.run(
+        "open('/etc/app/.app.conf.tmp', 'w').write('v2')\n"
+        "os.rename('/etc/app/.app.conf.tmp', '/etc/app/app.conf')\n"
+    )
+    env.saw("/etc/app/app.conf", "movedto")
+    env.run("open('/etc/app/app.conf', 'a').write('v3')")
+    env.saw("/etc/app/app.conf", "modify")
+    assert not [e for e in env.queue.events() if b"tmp" in e.path]
+
+
+CONFIGMAP = """
+def publish(version, value):
+    d = '/cfg/..' + version
+    os.makedirs(d)
+    open(d + '/key', 'w').write(value)
+    os.symlink('..' + version, '/cfg/..data_tmp')
+    os.rename('/cfg/..data_tmp', '/cfg/..data')
+"""
+
+
+def test_configmap_data_swap(env: Setup) -> None:
+    env.run(
+        "os.makedirs('/cfg')\n"
+        + CONFIGMAP
+        + "publish('2024_1', 'v1')\nos.symlink('..data/key', '/cfg/key')\n"
+    )
+    env.start(subject("/cfg/key", events=("create", "modify")))
+    env.run(CONFIGMAP + "publish('2024_2', 'v2')\nshutil.rmtree('/cfg/..2024_1')\n")
+    wait_until(
+        lambda: any(e.path == b"/cfg/key" and e.synthetic for e in env.queue.events()),
+        what="synthetic CREATE of /cfg/key after the swap",
+    )
+    env.run("open('/cfg/..2024_2/key', 'a').write('edit')")
+    env.saw("/cfg/key", "modify")
+
+
+def test_path_created_after_start(env: Setup) -> None:
+    ready = env.start(subject("/data/later/x", events=("create",), recursive=True))
+    assert ready.pending == 1
+    env.run("os.makedirs('/data/later/x/y'); open('/data/later/x/y/f', 'w').close()")
+    env.saw("/data/later/x", "create")
+    env.saw("/data/later/x/y/f", "create")
+
+
+# --- never a host path -----------------------------------------------------------------
+
+
+@pytest.fixture
+def host_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="fimk8s-host-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def test_symlink_escapes_stay_inside_the_container(env: Setup, host_dir: str) -> None:
+    os.makedirs(f"{host_dir}/etc")
+    env.run(
+        f"os.makedirs('/data'); os.makedirs('/etc')\n"
+        f"os.symlink('/etc', '/data/abs')\n"
+        f"os.symlink('../../../../../../..{host_dir}', '/data/rel')\n"
+        f"os.symlink('/', '/data/parent')\n"
+    )
+    env.start(
+        subject("/data/abs", tags={"case": "absolute"}),
+        subject("/data/rel", tags={"case": "relative"}),
+        subject(f"/data/parent/..{host_dir}/etc", tags={"case": "parent"}),
+        subject(f"/../../..{host_dir}", tags={"case": "dotdot"}),
+    )
+    assert env.fim is not None
+    container_dev = os.stat(f"{env.container.host_root}/data").st_dev
+    watched = env.fim.watched_inodes()
+    assert watched
+    assert {dev for _ino, dev in watched} == {container_dev}, "a host inode is watched"
+    # Host-side activity must never be reported.
+    for name in ("a", "etc/b"):
+        with open(f"{host_dir}/{name}", "w") as handle:
+            handle.write("host")
+    with open(f"{host_dir}/etc/b") as handle:
+        handle.read()
+    # Container-side activity at the same (in-root) places is reported.
+    env.run(f"open('/etc/c', 'w').close(); os.makedirs('{host_dir}/etc')")
+    env.saw("/data/abs/c", "create")
+    env.run(f"open('{host_dir}/etc/d', 'w').close()")
+    env.saw(f"/data/parent/..{host_dir}/etc/d", "create")
+    env.saw(f"/../../..{host_dir}/etc", "create")
+    env.saw("/data/rel/etc", "create")
+    assert {e.path for e in env.queue.events()}.isdisjoint(
+        {f"{host_dir}/a".encode(), f"{host_dir}/etc/b".encode()}
+    )
+    hostnames = [e for e in env.queue.events() if e.path.endswith((b"/a", b"/b"))]
+    assert hostnames == []
+
+
+# --- nothing lost silently -------------------------------------------------------------
+
+
+def test_overflow_is_reported_then_rescanned(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.start(subject("/data", events=("create",)))
+    assert env.fim is not None
+    limit = int(open("/proc/sys/fs/inotify/max_queued_events").read())
+    os.kill(env.fim.pid, signal.SIGSTOP)
+    try:
+        env.run(f"for i in range({limit + 1000}): open('/data/f%d' % i, 'w').close()")
+    finally:
+        os.kill(env.fim.pid, signal.SIGCONT)
+    env.queue.wait_kind(OverflowRecord, timeout=30)
+    env.queue.wait_for(
+        lambda rs: any(isinstance(r, ReadyRecord) and r.rescan for r in rs), timeout=30
+    )
+    env.run("open('/data/after', 'w').close()")
+    env.saw("/data/after", "create")
+    creates = [e for e in env.queue.events() if e.path.startswith(b"/data/f")]
+    assert len(creates) <= limit
+
+
+def test_full_queue_drops_are_counted_exactly(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.start(subject("/data", events=("create",)), buffer_records=200)
+    env.queue.paused.set()
+    total = 3000
+    try:
+        env.run(f"for i in range({total}): open('/data/f%d' % i, 'w').close()")
+        barrier_wait = 2000  # the writer is done; let fimnotify read everything
+        wait_until(lambda: _fim_idle(env), timeout=barrier_wait / 100, what="fimnotify read")
+    finally:
+        env.queue.paused.clear()
+    env.queue.wait_kind(DroppedRecord, timeout=10)
+
+    def accounted(records: list[Any]) -> bool:
+        seen = sum(1 for r in records if isinstance(r, EventRecord))
+        dropped = sum(r.count for r in records if isinstance(r, DroppedRecord))
+        return seen + dropped == total
+
+    env.queue.wait_for(accounted, timeout=20)
+    dropped = sum(r.count for r in env.queue.snapshot() if isinstance(r, DroppedRecord))
+    assert dropped > 0
+    assert env.queue.seqs == list(range(len(env.queue.seqs)))
+
+
+def _fim_idle(env: Setup) -> bool:
+    """fimnotify has nothing left to read: its process is sleeping in poll."""
+    assert env.fim is not None
+    with open(f"/proc/{env.fim.pid}/stat") as handle:
+        state = handle.read().rsplit(")", 1)[1].split()[0]
+    with open(f"/proc/{env.fim.pid}/wchan") as handle:
+        wchan = handle.read()
+    return state == "S" and "poll" in wchan
+
+
+# --- process lifecycle -----------------------------------------------------------------
+
+
+def test_sigterm_stops_cleanly(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.start(subject("/data"))
+    assert env.fim is not None
+    assert env.fim.stop() == ExitStatus.OK
+    record = env.queue.wait_kind(ExitRecord)
+    assert record.reason is ExitReason.STOPPED
+
+
+def test_container_exit_is_reported_with_distinct_status(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.start(subject("/data"))
+    assert env.fim is not None
+    env.container.proc.kill()
+    env.container.proc.wait(10)
+    assert env.fim.proc.wait(10) == ExitStatus.TARGET_GONE
+    record = env.queue.wait_kind(ExitRecord)
+    assert record.reason is ExitReason.TARGET_GONE
+
+
+def test_missing_target_pid(env: Setup) -> None:
+    dead = Container()
+    pid = dead.pid
+    dead.close()
+    fim = Fimnotify(make_config(env.queue, pid, subject("/data")))
+    try:
+        assert fim.proc.wait(10) == ExitStatus.TARGET_GONE
+    finally:
+        fim.close()
+    assert env.queue.wait_kind(ExitRecord).reason is ExitReason.TARGET_GONE
+
+
+def test_bad_config_exits_with_usage_status(env: Setup) -> None:
+    import subprocess
+    import sys
+
+    from services.fimnotify.tests.harness import _python_env
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "services.fimnotify"],
+        input=b'{"watch_id": "x"}',
+        capture_output=True,
+        env=_python_env(),
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == ExitStatus.USAGE
+    assert b"missing required key" in proc.stderr
+
+
+Check = Callable[[Setup], None]
