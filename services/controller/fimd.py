@@ -1,0 +1,151 @@
+"""The fimd transport: discovery from fimd pods, mTLS channels, typed calls with deadlines.
+
+fimd pods are found by label in the controller's namespace; each is reached on its pod (or
+host) IP and the port its container declares under a name, over mTLS with the
+controller's client certificate (`insecure` is for local development only). Every call
+has a deadline, so an unreachable fimd costs one bounded wait and degrades only its node.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import TypeVar
+
+import attrs
+import grpc
+
+from fim.v1 import fim_pb2, fim_pb2_grpc
+from services.controller.objects import Pod
+from services.controller.specs import Desired, Key
+from services.controller.state import NodeState, Observed
+
+
+class FimdError(Exception):
+    """A failed fimd call; `code` is the gRPC status code name (e.g. UNAVAILABLE)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def rejected(self) -> bool:
+        """fimd refused this one request; other calls to it may still succeed."""
+        return self.code in {"INVALID_ARGUMENT", "FAILED_PRECONDITION"}
+
+
+@attrs.frozen
+class Endpoint:
+    node: str
+    address: str  # host:port
+
+
+def endpoints(
+    fimd_pods: Iterable[Pod], *, port_name: str, use_host_ip: bool
+) -> dict[str, Endpoint]:
+    """node -> the fimd to call there: running fimd pods with an IP and the named port."""
+    found = {}
+    for pod in sorted(fimd_pods, key=lambda p: (p.node_name, p.name)):
+        ip = pod.host_ip if use_host_ip else pod.pod_ip
+        port = pod.ports.get(port_name)
+        if pod.running and ip and port and pod.node_name not in found:
+            host = f"[{ip}]" if ":" in ip else ip
+            found[pod.node_name] = Endpoint(pod.node_name, f"{host}:{port}")
+    return found
+
+
+@attrs.frozen(kw_only=True)
+class Tls:
+    """The controller's mTLS material (PEM bytes) and the name fimd certificates carry."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+    server_name: str = ""
+
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+def _call(
+    rpc: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request, deadline: float
+) -> _Response:
+    try:
+        return rpc(request, timeout=deadline)
+    except grpc.RpcError as err:
+        # Failed unary calls raise an RpcError that is also a grpc.Call with code/details.
+        code, details = getattr(err, "code", None), getattr(err, "details", None)
+        name = code().name if callable(code) else "UNKNOWN"
+        raise FimdError(name, str(details() if callable(details) else err)) from err
+
+
+class FimdClient:
+    """Calls to one fimd."""
+
+    def __init__(self, channel: grpc.Channel, deadline: float) -> None:
+        self.channel = channel
+        self._stub = fim_pb2_grpc.FimDaemonStub(channel)
+        self._deadline = deadline
+
+    def get_state(self) -> NodeState:
+        response = _call(self._stub.GetWatchState, fim_pb2.GetWatchStateRequest(), self._deadline)
+        observed = {Key.from_proto(w.key): Observed.from_proto(w) for w in response.watches}
+        return NodeState(
+            node=response.node_name, instance_id=response.instance_id, watches=observed
+        )
+
+    def create(self, want: Desired) -> Observed:
+        request = fim_pb2.CreateWatchRequest(spec=want.spec, config_hash=want.config_hash)
+        response = _call(self._stub.CreateWatch, request, self._deadline)
+        return Observed.from_proto(response.status)
+
+    def destroy(self, key: Key) -> bool:
+        request = fim_pb2.DestroyWatchRequest(key=key.to_proto())
+        response = _call(self._stub.DestroyWatch, request, self._deadline)
+        return response.existed
+
+
+class FimdPool:
+    """One channel per fimd endpoint, reused across syncs; channels of gone endpoints close."""
+
+    def __init__(self, tls: Tls | None, *, deadline: float) -> None:
+        self._tls = tls
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._clients: dict[Endpoint, FimdClient] = {}
+
+    def _channel(self, address: str) -> grpc.Channel:
+        if self._tls is None:
+            return grpc.insecure_channel(address)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self._tls.ca,
+            private_key=self._tls.key,
+            certificate_chain=self._tls.cert,
+        )
+        options = []
+        if self._tls.server_name:
+            # fimd certificates name the service, not each pod IP.
+            options.append(("grpc.ssl_target_name_override", self._tls.server_name))
+        return grpc.secure_channel(address, credentials, options=options)
+
+    def client(self, endpoint: Endpoint) -> FimdClient:
+        with self._lock:
+            found = self._clients.get(endpoint)
+            if found is None:
+                found = FimdClient(self._channel(endpoint.address), self._deadline)
+                self._clients[endpoint] = found
+            return found
+
+    def retain(self, live: Iterable[Endpoint]) -> None:
+        """Closes channels to endpoints that no longer exist (a fimd pod was replaced)."""
+        keep = set(live)
+        with self._lock:
+            gone = [e for e in self._clients if e not in keep]
+            closing = [self._clients.pop(e) for e in gone]
+        for client in closing:
+            client.channel.close()
+
+    def close(self) -> None:
+        self.retain(())

@@ -1,0 +1,146 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, so only one replica reconciles.
+
+client-go's algorithm: a replica takes the Lease when it is free or its holder has not
+renewed it for `lease_seconds` as measured by this replica's own clock from when it last
+saw the record change (no clock skew between replicas matters), and the leader renews it
+every `retry_seconds`. Writes carry the resourceVersion, so two candidates cannot both
+win. A leader that cannot renew within `renew_deadline` seconds must stop reconciling;
+a leader shutting down releases the Lease so the other replica takes over at once.
+With the defaults a dead leader is replaced within lease + 2 x retry = 11 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from services.controller.kube import ApiError, JsonObject, Kube
+
+NOT_FOUND = 404
+CONFLICT = 409
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class LeaseConfig:
+    namespace: str
+    name: str
+    identity: str
+    lease_seconds: float = 8.0
+    renew_deadline: float = 6.0
+    retry_seconds: float = 1.5
+
+
+def _micro_time() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LeaderElector:
+    """Acquires, renews and releases one Lease."""
+
+    def __init__(
+        self, kube: Kube, config: LeaseConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._kube = kube
+        self._config = config
+        self._clock = clock
+        self._path = (
+            f"/apis/coordination.k8s.io/v1/namespaces/{config.namespace}/leases/{config.name}"
+        )
+        self._observed: Any = None
+        self._observed_at = 0.0
+
+    def _spec(self, previous: JsonObject | None) -> JsonObject:
+        now = _micro_time()
+        spec: JsonObject = {
+            "holderIdentity": self._config.identity,
+            "leaseDurationSeconds": max(1, round(self._config.lease_seconds)),
+            "renewTime": now,
+            "acquireTime": now,
+            "leaseTransitions": 0,
+        }
+        if previous is not None:
+            renewing = previous.get("holderIdentity") == self._config.identity
+            transitions = int(previous.get("leaseTransitions") or 0)
+            spec["leaseTransitions"] = transitions if renewing else transitions + 1
+            if renewing and previous.get("acquireTime"):
+                spec["acquireTime"] = previous["acquireTime"]
+        return spec
+
+    def _held_by_other(self, spec: JsonObject) -> bool:
+        """Whether someone else holds an unexpired lease, by our clock."""
+        holder = spec.get("holderIdentity") or ""
+        record = (holder, spec.get("renewTime"), spec.get("leaseTransitions"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._clock()
+        if not holder or holder == self._config.identity:
+            return False
+        duration = float(spec.get("leaseDurationSeconds") or self._config.lease_seconds)
+        return self._clock() < self._observed_at + duration
+
+    def try_acquire_or_renew(self) -> bool:
+        """One attempt; True if this replica holds the lease afterwards."""
+        try:
+            lease = self._kube.request("GET", self._path)
+        except ApiError as err:
+            if err.status != NOT_FOUND:
+                raise
+            body = {
+                "metadata": {"name": self._config.name, "namespace": self._config.namespace},
+                "spec": self._spec(None),
+            }
+            self._kube.request("POST", self._path.rsplit("/", 1)[0], body=body)
+            return True
+        spec = lease.get("spec") or {}
+        if self._held_by_other(spec):
+            return False
+        lease["spec"] = self._spec(spec)
+        self._kube.request("PUT", self._path, body=lease)
+        return True
+
+    def _attempt(self) -> bool:
+        try:
+            return self.try_acquire_or_renew()
+        except ApiError as err:
+            if err.status != CONFLICT:
+                log.warning("lease request failed", extra={"error": str(err)})
+            return False
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Blocks until this replica leads (True) or `stop` is set (False)."""
+        while not stop.is_set():
+            if self._attempt():
+                log.info("became leader", extra={"identity": self._config.identity})
+                return True
+            stop.wait(self._config.retry_seconds)
+        return False
+
+    def hold(self, stop: threading.Event) -> None:
+        """Renews until `stop` is set (then releases) or a renewal deadline is missed."""
+        last_renewed = self._clock()
+        while not stop.wait(self._config.retry_seconds):
+            if self._attempt():
+                last_renewed = self._clock()
+            elif self._clock() - last_renewed > self._config.renew_deadline:
+                log.error("lost the leader lease", extra={"identity": self._config.identity})
+                return
+        self.release()
+
+    def release(self) -> None:
+        """Gives the lease up so another replica takes over without waiting for expiry."""
+        try:
+            lease = self._kube.request("GET", self._path)
+            spec = lease.get("spec") or {}
+            if spec.get("holderIdentity") != self._config.identity:
+                return
+            spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=_micro_time())
+            self._kube.request("PUT", self._path, body=lease)
+        except ApiError as err:
+            log.warning("lease not released", extra={"error": str(err)})
