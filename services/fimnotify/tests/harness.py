@@ -48,7 +48,7 @@ for line in sys.stdin:
 """
 
 
-def _python_env() -> dict[str, str]:
+def python_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     env.pop("PYTHONSAFEPATH", None)
@@ -70,12 +70,15 @@ class Container:
     def __init__(self, prefix: Sequence[str] = ()) -> None:
         self.mountpoint = tempfile.mkdtemp(prefix="fimk8s-ct-")
         self.proc = subprocess.Popen(
-            [*prefix, "unshare", "-m", "--propagation", "private", sys.executable, "-c"]
-            + [_AGENT, self.mountpoint],
+            [
+                *prefix,
+                *("unshare", "-m", "--propagation", "private"),
+                *(sys.executable, "-c", _AGENT, self.mountpoint),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=_python_env(),
+            env=python_env(),
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -184,7 +187,7 @@ class Fimnotify:
             [*prefix, sys.executable, "-m", "services.fimnotify"],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=_python_env(),
+            env=python_env(),
         )
         assert self.proc.stdin is not None
         self.proc.stdin.write(dumps(config).encode())

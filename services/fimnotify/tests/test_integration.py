@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from services.fimnotify.tests.harness import (
     Fimnotify,
     QueueReader,
     make_config,
+    python_env,
     wait_until,
 )
 from services.fimnotify.wire import (
@@ -359,7 +362,8 @@ def test_overflow_is_reported_then_rescanned(env: Setup) -> None:
     env.run("os.makedirs('/data')")
     env.start(subject("/data", events=("create",)))
     assert env.fim is not None
-    limit = int(open("/proc/sys/fs/inotify/max_queued_events").read())
+    with open("/proc/sys/fs/inotify/max_queued_events") as handle:
+        limit = int(handle.read())
     os.kill(env.fim.pid, signal.SIGSTOP)
     try:
         env.run(f"for i in range({limit + 1000}): open('/data/f%d' % i, 'w').close()")
@@ -445,16 +449,11 @@ def test_missing_target_pid(env: Setup) -> None:
 
 
 def test_bad_config_exits_with_usage_status(env: Setup) -> None:
-    import subprocess
-    import sys
-
-    from services.fimnotify.tests.harness import _python_env
-
     proc = subprocess.run(
         [sys.executable, "-m", "services.fimnotify"],
         input=b'{"watch_id": "x"}',
         capture_output=True,
-        env=_python_env(),
+        env=python_env(),
         timeout=30,
         check=False,
     )
@@ -462,4 +461,94 @@ def test_bad_config_exits_with_usage_status(env: Setup) -> None:
     assert b"missing required key" in proc.stderr
 
 
-Check = Callable[[Setup], None]
+# --- kernel limits, inside a user namespace of the test's own ---------------------------
+#
+# /proc/sys/user/max_inotify_{watches,instances} are per user namespace and charged
+# hierarchically: lowering them in a namespace the test creates limits only the processes
+# in it, and the host's fs.inotify.* settings are never touched.
+
+
+class UserNs:
+    """A user namespace (root mapped to root) held open by a sleeping process."""
+
+    def __init__(self) -> None:
+        self.holder = subprocess.Popen(
+            ["unshare", "-U", "-r", "sleep", "3600"], stdin=subprocess.DEVNULL
+        )
+        wait_until(
+            lambda: (
+                os.readlink(f"/proc/{self.holder.pid}/ns/user") != os.readlink("/proc/self/ns/user")
+            ),
+            what="user namespace",
+        )
+
+    @property
+    def prefix(self) -> list[str]:
+        return ["nsenter", "-t", str(self.holder.pid), "-U", "--"]
+
+    def set_limit(self, name: str, value: int) -> None:
+        subprocess.run(
+            [*self.prefix, "sh", "-c", f"echo {value} > /proc/sys/user/{name}"], check=True
+        )
+
+    def close(self) -> None:
+        self.holder.kill()
+        self.holder.wait(10)
+
+
+@pytest.fixture
+def userns_env() -> Iterator[tuple[UserNs, Setup]]:
+    userns = UserNs()
+    setup = None
+    try:
+        setup = Setup.__new__(Setup)
+        setup.container = Container(prefix=userns.prefix)
+        setup.queue = QueueReader()
+        setup.fim = None
+        yield userns, setup
+    finally:
+        try:
+            if setup is not None:
+                setup.close()
+        finally:
+            userns.close()
+
+
+def test_watch_limit_is_reported_and_the_rest_keeps_working(
+    userns_env: tuple[UserNs, Setup],
+) -> None:
+    userns, env = userns_env
+    env.run("os.makedirs('/small'); [os.makedirs('/big/d%d/e' % i) for i in range(20)]")
+    userns.set_limit("max_inotify_watches", 6)
+    config = make_config(
+        env.queue,
+        env.container.pid,
+        subject("/small", events=("create",)),
+        subject("/big", events=("create",), recursive=True),
+    )
+    env.fim = Fimnotify(config, prefix=userns.prefix)
+    ready: ReadyRecord = env.queue.wait_kind(ReadyRecord)
+    error: ErrorRecord = env.queue.wait_kind(ErrorRecord)
+    assert error.code == "ENOSPC"
+    assert error.subject == 1
+    assert error.path.startswith(b"/big")
+    assert "max_user_watches" in error.message
+    assert ready.watches == 6
+    env.run("open('/small/f', 'w').close()")
+    env.saw("/small/f", "create")
+
+
+def test_instance_limit_is_reported_and_retried(userns_env: tuple[UserNs, Setup]) -> None:
+    userns, env = userns_env
+    env.run("os.makedirs('/data')")
+    userns.set_limit("max_inotify_instances", 0)
+    config = make_config(env.queue, env.container.pid, subject("/data", events=("create",)))
+    env.fim = Fimnotify(config, prefix=userns.prefix)
+    error: ErrorRecord = env.queue.wait_kind(ErrorRecord)
+    assert error.code == "EMFILE"
+    assert "max_user_instances" in error.message
+    assert env.fim.proc.poll() is None  # keeps serving: retries
+    userns.set_limit("max_inotify_instances", 8)
+    env.queue.wait_kind(ReadyRecord, timeout=15)
+    env.run("open('/data/f', 'w').close()")
+    env.saw("/data/f", "create")

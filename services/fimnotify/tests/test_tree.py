@@ -1,0 +1,269 @@
+"""The watch-tree core against an in-memory filesystem (no inotify, no procfs)."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from libs.k8s.events import EventName
+from services.fimnotify.config import SubjectConfig
+from services.fimnotify.masks import (
+    IN_CLOSE_NOWRITE,
+    IN_CREATE,
+    IN_DELETE_SELF,
+    IN_IGNORED,
+    IN_ISDIR,
+    IN_MODIFY,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_OPEN,
+)
+from services.fimnotify.tree import (
+    Core,
+    Lookup,
+    NodeKind,
+    ResolveError,
+    SubjectRule,
+    join,
+    resolve,
+)
+from services.fimnotify.wire import ErrorRecord, EventRecord, decode
+
+
+class FakeFs:
+    """Paths -> "dir" | "file" | b"symlink target". The root always exists."""
+
+    def __init__(self, nodes: dict[str, str | bytes]) -> None:
+        self.nodes: dict[bytes, str | bytes] = {b"/": "dir"}
+        for path, node in nodes.items():
+            self.nodes[path.encode()] = node
+        self.wds: dict[bytes, int] = {}
+        self.unwatched: list[int] = []
+        self.limit = 10_000
+
+    def lookup(self, path: bytes) -> Lookup:
+        node = self.nodes.get(path)
+        if node is None:
+            return Lookup(NodeKind.MISSING)
+        if isinstance(node, bytes):
+            return Lookup(NodeKind.LINK, node)
+        return Lookup(NodeKind.DIR if node == "dir" else NodeKind.FILE)
+
+    def watch_dir(
+        self, path: bytes, mask: int, listing: bool
+    ) -> tuple[int, list[tuple[bytes, bool]]]:
+        if self.nodes.get(path) != "dir":
+            raise OSError(errno.ENOENT, "gone")
+        if path not in self.wds:
+            if len(self.wds) >= self.limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.wds[path] = len(self.wds) + 1
+        prefix = path.rstrip(b"/") + b"/"
+        entries = [
+            (p[len(prefix) :], n == "dir")
+            for p, n in self.nodes.items()
+            if p.startswith(prefix) and b"/" not in p[len(prefix) :] and p != path
+        ]
+        return self.wds[path], sorted(entries) if listing else []
+
+    def unwatch(self, wd: int) -> None:
+        self.unwatched.append(wd)
+        self.wds = {p: w for p, w in self.wds.items() if w != wd}
+
+
+def subject(*paths: str, events: tuple[str, ...] = ("all",), **kw: object) -> SubjectConfig:
+    return SubjectConfig(paths=paths, events=tuple(EventName(e) for e in events), **kw)  # type: ignore[arg-type]
+
+
+def core_for(fs: FakeFs, *subjects: SubjectConfig) -> Core:
+    core = Core(tuple(subjects), fs, lambda: 1)
+    core.start()
+    return core
+
+
+def records(core: Core) -> list[object]:
+    out: list[object] = []
+    for blob in core.out + core.control:
+        out.extend(decode(b"FN\x01\x00\x00\x00\x00\x00\x01\x00" + blob))
+    core.out.clear()
+    core.control.clear()
+    return out
+
+
+def events(core: Core) -> list[tuple[bytes, int, bool]]:
+    return [
+        (r.path, r.mask & ~IN_ISDIR, r.synthetic)
+        for r in records(core)
+        if isinstance(r, EventRecord)
+    ]
+
+
+# --- resolve -----------------------------------------------------------------------------
+
+
+def test_resolve_follows_symlinks_inside_the_root() -> None:
+    fs = FakeFs({"/etc": "dir", "/data": "dir", "/data/abs": b"/etc", "/data/rel": b"../etc"})
+    assert resolve(fs, b"/data/abs").path == b"/etc"
+    assert resolve(fs, b"/data/rel").path == b"/etc"
+    res = resolve(fs, b"/data/abs")
+    assert res.links == ((b"/data", b"abs"),)
+
+
+def test_dotdot_chains_are_clamped_at_the_container_root() -> None:
+    fs = FakeFs({"/etc": "dir", "/a": "dir", "/a/up": b"../../../../etc"})
+    assert resolve(fs, b"/../../../etc").path == b"/etc"
+    assert resolve(fs, b"/a/up").path == b"/etc"
+
+
+def test_missing_path_anchors_at_nearest_existing_ancestor() -> None:
+    fs = FakeFs({"/data": "dir"})
+    res = resolve(fs, b"/data/a/b")
+    assert (res.kind, res.path, res.missing, res.final) == (NodeKind.MISSING, b"/data", b"a", False)
+    res = resolve(fs, b"/data/a")
+    assert res.final
+
+
+def test_symlink_loop_is_an_error() -> None:
+    fs = FakeFs({"/a": b"/b", "/b": b"/a"})
+    with pytest.raises(ResolveError) as info:
+        resolve(fs, b"/a")
+    assert info.value.code == "ELOOP"
+
+
+# --- rules -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("max_depth", "depth", "watched"),
+    [(0, 1, True), (0, 50, True), (1, 1, True), (1, 2, False), (3, 3, True), (3, 4, False)],
+)
+def test_max_depth_semantics(max_depth: int, depth: int, watched: bool) -> None:
+    rule = SubjectRule.compile(0, subject("/d", recursive=True, max_depth=max_depth))
+    assert rule.descend(depth) is watched
+
+
+def test_ignore_globs_match_one_component() -> None:
+    rule = SubjectRule.compile(0, subject("/d", ignore=(".git", "*.swp", "tmp?")))
+    assert rule.ignored(b".git")
+    assert rule.ignored(b"x.swp")
+    assert rule.ignored(b"tmp1")
+    assert not rule.ignored(b"git")
+    assert not rule.ignored(b"tmp12")
+
+
+def test_join() -> None:
+    assert join(b"/", b"a") == b"/a"
+    assert join(b"/a", b"b") == b"/a/b"
+
+
+# --- core --------------------------------------------------------------------------------
+
+
+def test_recursive_walk_honours_depth_and_ignore() -> None:
+    fs = FakeFs(
+        {
+            "/d": "dir",
+            "/d/a": "dir",
+            "/d/a/b": "dir",
+            "/d/.git": "dir",
+            "/d/f": "file",
+        }
+    )
+    core = core_for(fs, subject("/d", recursive=True, max_depth=1, ignore=(".git",)))
+    assert set(fs.wds) == {b"/d", b"/d/a"}
+    assert core.watch_count == 2
+
+
+def test_new_directory_race_scan_emits_synthetic_creates() -> None:
+    fs = FakeFs({"/d": "dir"})
+    core = core_for(fs, subject("/d", events=("create",), recursive=True))
+    fs.nodes.update({b"/d/n": "dir", b"/d/n/m": "dir", b"/d/n/m/f": "file"})
+    core.handle(fs.wds[b"/d"], IN_CREATE | IN_ISDIR, 0, b"n", 2)
+    assert events(core) == [
+        (b"/d/n", IN_CREATE, False),
+        (b"/d/n/m", IN_CREATE, True),
+        (b"/d/n/m/f", IN_CREATE, True),
+    ]
+    assert {b"/d/n", b"/d/n/m"} <= set(fs.wds)
+
+
+def test_own_listing_noise_is_swallowed() -> None:
+    fs = FakeFs({"/d": "dir"})
+    core = core_for(fs, subject("/d", events=("open", "create", "closenowrite"), recursive=True))
+    fs.nodes[b"/d/n"] = "dir"
+    parent = fs.wds[b"/d"]
+    core.handle(parent, IN_CREATE | IN_ISDIR, 0, b"n", 2)
+    child = fs.wds[b"/d/n"]
+    for wd, name in ((parent, b"n"), (child, b"")):
+        core.handle(wd, IN_OPEN | IN_ISDIR, 0, name, 2)
+        core.handle(wd, IN_CLOSE_NOWRITE | IN_ISDIR, 0, name, 2)
+    assert events(core) == [(b"/d/n", IN_CREATE, False)]
+    core.handle(parent, IN_OPEN | IN_ISDIR, 0, b"n", 3)  # the container's own open
+    assert events(core) == [(b"/d/n", IN_OPEN, False)]
+
+
+def test_file_path_is_watched_through_its_parent_and_filtered() -> None:
+    fs = FakeFs({"/etc": "dir", "/etc/app.conf": "file"})
+    core = core_for(fs, subject("/etc/app.conf", events=("modify", "movedto")))
+    wd = fs.wds[b"/etc"]
+    core.handle(wd, IN_MODIFY, 0, b"other", 2)
+    core.handle(wd, IN_MOVED_TO, 7, b"app.conf", 2)
+    core.handle(wd, IN_MODIFY, 0, b"app.conf", 2)
+    assert events(core) == [
+        (b"/etc/app.conf", IN_MOVED_TO, False),
+        (b"/etc/app.conf", IN_MODIFY, False),
+    ]
+
+
+def test_missing_path_is_armed_when_created() -> None:
+    fs = FakeFs({"/data": "dir"})
+    core = core_for(fs, subject("/data/x", events=("create",)))
+    assert core.pending_count == 1
+    fs.nodes[b"/data/x"] = "dir"
+    core.handle(fs.wds[b"/data"], IN_CREATE | IN_ISDIR, 0, b"x", 2)
+    assert events(core) == [(b"/data/x", IN_CREATE, False)]
+    assert core.pending_count == 0
+    assert b"/data/x" in fs.wds
+
+
+def test_deleted_root_is_armed_again() -> None:
+    fs = FakeFs({"/data": "dir", "/data/x": "dir"})
+    core = core_for(fs, subject("/data/x", events=("deleteself",)))
+    wd = fs.wds[b"/data/x"]
+    del fs.nodes[b"/data/x"]
+    core.handle(wd, IN_DELETE_SELF, 0, b"", 2)
+    core.handle(wd, IN_IGNORED, 0, b"", 2)
+    assert events(core) == [(b"/data/x", IN_DELETE_SELF, False)]
+    assert core.pending_count == 1
+
+
+def test_follow_move_renames_subtree_paths() -> None:
+    fs = FakeFs({"/d": "dir", "/d/a": "dir", "/d/a/b": "dir"})
+    core = core_for(fs, subject("/d", events=("create",), recursive=True, follow_move=True))
+    wd_b = fs.wds[b"/d/a/b"]
+    core.handle(fs.wds[b"/d"], IN_MOVED_FROM | IN_ISDIR, 9, b"a", 2)
+    core.handle(fs.wds[b"/d"], IN_MOVED_TO | IN_ISDIR, 9, b"z", 2)
+    core.end_batch()
+    core.handle(wd_b, IN_CREATE, 0, b"f", 3)
+    assert events(core) == [(b"/d/z/b/f", IN_CREATE, False)]
+    assert fs.unwatched == []
+
+
+def test_move_out_without_follow_drops_the_subtree() -> None:
+    fs = FakeFs({"/d": "dir", "/d/a": "dir", "/d/a/b": "dir"})
+    core = core_for(fs, subject("/d", events=("create",), recursive=True))
+    core.handle(fs.wds[b"/d"], IN_MOVED_FROM | IN_ISDIR, 9, b"a", 2)
+    core.end_batch()
+    assert len(fs.unwatched) == 2
+    assert core.watch_count == 1
+
+
+def test_watch_limit_is_reported_once_per_walk() -> None:
+    fs = FakeFs({"/d": "dir", **{f"/d/s{i}": "dir" for i in range(10)}})
+    fs.limit = 3
+    core = core_for(fs, subject("/d", recursive=True))
+    errors = [r for r in records(core) if isinstance(r, ErrorRecord)]
+    assert [(e.code, e.subject) for e in errors] == [("ENOSPC", 0)]
+    assert "max_user_watches" in errors[0].message
+    assert core.watch_count == 3
