@@ -2,8 +2,8 @@
 
 Syntax: literal text with `{name}` placeholders; `{{` and `}}` are literal braces. Nothing
 else is interpreted: no format specs, attribute access or indexing (a template comes from a
-user, so it must never reach `str.format`). Unknown names and control characters (other
-than tab) are rejected when the watch is created. Control characters in values (a file
+user, so it must never reach `str.format`). Unknown names and NUL, CR, LF (as in the
+FimWatcher model) are rejected when the watch is created. Control characters in values (a file
 name may contain a newline) are written as `\\xNN`, so one event is always one line.
 
 Placeholders (values as in the JSON event line, see `services.fimd.lines`):
@@ -77,10 +77,8 @@ def _placeholder(text: str, start: int) -> tuple[str, int]:
 def compile_template(text: str) -> Template:
     """Parses `text`; raises TemplateError naming the first problem."""
     for offset, char in enumerate(text):
-        if (ord(char) < 0x20 and char != "\t") or char == "\x7f":
-            raise TemplateError(
-                f"control character {char!r} at offset {offset}: one event is one line"
-            )
+        if char in "\x00\r\n":
+            raise TemplateError(f"{char!r} at offset {offset}: one event is one line")
     parts: list[tuple[str, str]] = []
     literal: list[str] = []
     i = 0

@@ -46,7 +46,8 @@ def in_cgroup(cgroup_text: str, leaf_names: Collection[str]) -> bool:
 
 
 def _ppid(proc_root: str, pid: int) -> int | None:
-    """The parent PID of a process, or None if it is gone."""
+    """The parent PID of a live process; None if it is gone or a zombie (a zombie keeps
+    its cgroup line until reaped but has no root to watch)."""
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as f:
             text = f.read()
@@ -55,7 +56,7 @@ def _ppid(proc_root: str, pid: int) -> int | None:
     # comm (field 2) may contain spaces and ')': the fixed fields follow the last ')'.
     fields = text.rpartition(b")")[2].split()
     try:
-        return int(fields[1])
+        return None if fields[0] in (b"Z", b"X") else int(fields[1])
     except (IndexError, ValueError):
         return None
 

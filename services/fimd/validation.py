@@ -18,14 +18,14 @@ MAX_PATHS = 64
 MAX_PATH_BYTES = 4096
 MAX_IGNORE = 64
 MAX_TAGS = 32
-MAX_LOG_FORMAT_BYTES = 4096
+MAX_LOG_FORMAT_CHARS = 1024
 # Not in the proto header: generous bounds on free-form strings.
 MAX_ID_BYTES = 253  # UIDs, Kubernetes names (DNS-1123 subdomain length)
 MAX_CONTAINER_ID_BYTES = 256
 MAX_TAG_KEY_BYTES = 317  # a qualified label key: 253-byte prefix + "/" + 63-byte name
 MAX_TAG_VALUE_BYTES = 1024
 MAX_IGNORE_BYTES = 255  # NAME_MAX: a pattern matches one path component
-MAX_DEPTH = 4096  # services.fimnotify.config.MAX_DEPTH_LIMIT
+MAX_DEPTH = 128  # as libs/k8s/model.py (the CRD), which the proto leaves implicit
 
 
 class ValidationError(ValueError):
@@ -111,7 +111,11 @@ def validate_spec(spec: fim_pb2.WatchSpec) -> logformat.Template | None:
     _check_count("spec.subjects", len(spec.subjects), MAX_SUBJECTS)
     for i, subject in enumerate(spec.subjects):
         _validate_subject(f"spec.subjects[{i}]", subject)
-    _check_size("spec.log_format", spec.log_format, MAX_LOG_FORMAT_BYTES, required=False)
+    if len(spec.log_format) > MAX_LOG_FORMAT_CHARS:
+        raise ValidationError(
+            "spec.log_format",
+            f"is {len(spec.log_format)} characters, at most {MAX_LOG_FORMAT_CHARS} allowed",
+        )
     if not spec.log_format:
         return None
     try:

@@ -32,7 +32,8 @@ def test_plain_text_is_a_template_without_placeholders() -> None:
         ("{}", "unknown placeholder {}"),
         ("a {path", "unclosed '{' at offset 2"),
         ("a } b", "single '}' at offset 2"),
-        ("{path}\n{event}", "control character '\\n' at offset 6"),
+        ("{path}\n{event}", "'\\n' at offset 6: one event is one line"),
+        ("{path}\r", "'\\r' at offset 6"),
     ],
 )
 def test_rejects_invalid_templates_with_a_clear_message(text: str, message: str) -> None:

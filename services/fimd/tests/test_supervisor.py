@@ -1,3 +1,5 @@
+from collections.abc import Sequence
+
 from services.fimd.supervisor import (
     BACKOFF_MAX,
     ExitKind,
@@ -13,7 +15,7 @@ from services.fimd.supervisor import (
 KEY = ("w", "p", "c")
 
 
-def _no_notices(actions: list[object]) -> list[object]:
+def _no_notices(actions: Sequence[object]) -> list[object]:
     return [a for a in actions if not isinstance(a, Notice)]
 
 

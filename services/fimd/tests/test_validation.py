@@ -32,7 +32,7 @@ def _mutate(change: Callable[[fim_pb2.WatchSpec], object]) -> fim_pb2.WatchSpec:
         (spec(events=("modify", "write")), "spec.subjects[0].events[1]: unknown event name"),
         (spec(events=()), "spec.subjects[0].events: at least one event name"),
         (spec(log_format="{event} {bogus}"), "spec.log_format: unknown placeholder {bogus}"),
-        (spec(log_format="x" * 4097), "spec.log_format: is 4097 bytes"),
+        (spec(log_format="é" * 1025), "spec.log_format: is 1025 characters, at most 1024"),
         (spec(container_id="containerd://abc"), "spec.container_id: container id must be 64"),
         (spec(container_id="rkt://" + "a" * 64), "spec.container_id:"),
         (spec(container_id=""), "spec.container_id: is required"),

@@ -1,0 +1,77 @@
+"""Real cgroups for tests: create a container-like cgroup, run a process tree in it, clean up.
+
+Needs root and the host's cgroup hierarchies (tests using it are tagged no-sandbox).
+Directories are removed bottom-up in teardown, and only those the fixture created.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+@contextmanager
+def cgroup(hierarchy: str, relative: str) -> Iterator[Path]:
+    """Creates /sys/fs/cgroup/<hierarchy>/<relative> (and missing parents)."""
+    base = CGROUP_ROOT / hierarchy
+    created: list[Path] = []
+    path = base
+    for part in relative.strip("/").split("/"):
+        path = path / part
+        if not path.exists():
+            path.mkdir()
+            created.append(path)
+    try:
+        yield path
+    finally:
+        for directory in reversed(created):
+            for _ in range(50):  # killed processes leave the cgroup asynchronously
+                try:
+                    directory.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+def run_in(cgroup_dirs: list[Path], command: str) -> subprocess.Popen[bytes]:
+    """Starts `sh -c command` after moving the shell into every cgroup in `cgroup_dirs`;
+    the command runs only once the move is done (its children inherit the cgroups)."""
+    moves = " && ".join(f"echo $$ > {d}/cgroup.procs" for d in cgroup_dirs)
+    return subprocess.Popen(["sh", "-c", f"{moves} && exec sh -c '{command}'"])
+
+
+def wait_members(cgroup_dir: Path, count: int, timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = [int(p) for p in (cgroup_dir / "cgroup.procs").read_text().split()]
+        if len(pids) >= count:
+            return sorted(pids)
+        time.sleep(0.01)
+    raise AssertionError(f"{cgroup_dir} has fewer than {count} processes")
+
+
+def stop(proc: subprocess.Popen[bytes], cgroup_dir: Path | None = None) -> None:
+    """Kills the shell started by run_in and its children; waits until `cgroup_dir` is
+    empty (killed children leave it once init has reaped them)."""
+    for child in _children(proc.pid):
+        os.kill(child, 9)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while cgroup_dir is not None and (cgroup_dir / "cgroup.procs").read_text().strip():
+        assert time.monotonic() < deadline, f"{cgroup_dir} did not empty"
+        time.sleep(0.01)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]

@@ -1,0 +1,101 @@
+"""Resolver on a fake /proc tree: every cgroup layout, init selection, near misses."""
+
+from pathlib import Path
+
+import pytest
+
+from libs.k8s.container_id import parse_container_id
+from services.fimd.resolver import ContainerNotFoundError, ProcResolver, in_cgroup
+
+ID = "0123456789abcdef" * 4
+OTHER = "fedcba9876543210" * 4
+UID = "6f1c1c8e-3d1e-4c8a-9b0e-2f8a1b2c3d4e"
+SUID = UID.replace("-", "_")
+
+V1_HEAD = "12:pids:{path}\n11:memory:{path}\n1:name=systemd:/\n0::/\n"
+V2 = "0::{path}\n"
+
+
+def _proc(tmp_path: Path, procs: dict[int, tuple[int, str]]) -> ProcResolver:
+    """procs: pid -> (ppid, /proc/<pid>/cgroup text)."""
+    for pid, (ppid, cgroup) in procs.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cgroup").write_text(cgroup)
+        rest = " ".join(["S", str(ppid)] + ["0"] * 17 + ["4242"] + ["0"] * 10)
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (we ird) name) {rest}\n")
+    (tmp_path / "self").mkdir()
+    return ProcResolver(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("container_id", "cgroup"),
+    [
+        (f"containerd://{ID}", V1_HEAD.format(path=f"/kubepods/besteffort/pod{UID}/{ID}")),
+        (f"containerd://{ID}", V1_HEAD.format(path=f"/kubepods/burstable/pod{UID}/{ID}")),
+        (f"containerd://{ID}", V1_HEAD.format(path=f"/kubepods/pod{UID}/{ID}")),
+        (
+            f"containerd://{ID}",
+            V1_HEAD.format(
+                path="/kubepods.slice/kubepods-besteffort.slice/"
+                f"kubepods-besteffort-pod{SUID}.slice/cri-containerd-{ID}.scope"
+            ),
+        ),
+        (
+            f"cri-o://{ID}",
+            V2.format(path=f"/kubepods.slice/kubepods-pod{SUID}.slice/crio-{ID}.scope/container"),
+        ),
+        (f"cri-o://{ID}", V1_HEAD.format(path=f"/kubepods/burstable/pod{UID}/crio-{ID}")),
+        (f"docker://{ID}", V2.format(path=f"/kubepods/besteffort/pod{UID}/{ID}")),
+        (
+            f"docker://{ID}",
+            V2.format(path=f"/kubepods.slice/kubepods-pod{SUID}.slice/docker-{ID}.scope"),
+        ),
+    ],
+)
+def test_resolves_every_layout_to_the_containers_init(
+    tmp_path: Path, container_id: str, cgroup: str
+) -> None:
+    resolver = _proc(
+        tmp_path,
+        {
+            1: (0, V1_HEAD.format(path="/")),
+            700: (650, cgroup),  # the container's init: parent is the shim, outside
+            701: (700, cgroup),
+            650: (1, V1_HEAD.format(path="/system")),
+        },
+    )
+    assert resolver.resolve(parse_container_id(container_id)) == 700
+    assert resolver.members(parse_container_id(container_id)) == [700, 701]
+
+
+def test_init_is_deterministic_when_several_parents_are_outside(tmp_path: Path) -> None:
+    cgroup = V2.format(path=f"/kubepods/pod{UID}/{ID}")
+    # 900 entered the cgroup through `exec` into the container (parent outside too).
+    resolver = _proc(tmp_path, {900: (1, cgroup), 800: (1, cgroup), 801: (800, cgroup)})
+    assert resolver.resolve(parse_container_id(f"containerd://{ID}")) == 800
+
+
+def test_near_misses_are_not_the_container(tmp_path: Path) -> None:
+    resolver = _proc(
+        tmp_path,
+        {
+            10: (1, V2.format(path=f"/kubepods.slice/crio-conmon-{ID}.scope")),
+            11: (1, V2.format(path=f"/kubepods/pod{UID}/{ID}x")),
+            12: (1, V2.format(path=f"/kubepods/pod{UID}/{OTHER}")),
+            13: (1, V2.format(path=f"/kubepods/pod{UID}/crio-{ID}")),  # CRI-O name, containerd ID
+        },
+    )
+    with pytest.raises(ContainerNotFoundError, match=f"containerd://{ID}"):
+        resolver.resolve(parse_container_id(f"containerd://{ID}"))
+
+
+def test_process_gone_between_scan_and_stat(tmp_path: Path) -> None:
+    resolver = _proc(tmp_path, {20: (1, V2.format(path=f"/kubepods/pod{UID}/{ID}"))})
+    (tmp_path / "20" / "stat").unlink()
+    with pytest.raises(ContainerNotFoundError):
+        resolver.resolve(parse_container_id(f"containerd://{ID}"))
+
+
+def test_in_cgroup_matches_whole_components_only() -> None:
+    assert in_cgroup(f"0::/a/{ID}/sub\n", {ID})
+    assert not in_cgroup(f"0::/a/x{ID}\n", {ID})
