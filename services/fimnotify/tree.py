@@ -224,6 +224,7 @@ class Role:
     name: bytes = b""
     final: bool = False  # ANCHOR: `name` is the configured path's last component
     moved: bool = False  # TREE root: a rename was observed, MOVESELF is expected
+    wd: int = -1  # TREE: its watch descriptor
     dead: bool = False
 
 
@@ -267,7 +268,8 @@ class Core:
         self.out: list[bytes] = []  # encoded event records
         self.control: list[bytes] = []  # encoded error records (never dropped by the sink)
         self.watches: dict[int, list[Role]] = {}
-        self.trees: dict[tuple[int, bytes], tuple[int, Role]] = {}
+        #: Per target: logical path -> TREE role (which knows its wd).
+        self.trees: dict[int, dict[bytes, Role]] = {t: {} for t in range(len(self.targets))}
         self.moves: dict[int, tuple[int, bytes, bytes]] = {}  # cookie -> target, logical, real
         self._now = 0
         #: Our own directory listings cause OPEN/ACCESS/CLOSE_NOWRITE events on the listed
@@ -301,7 +303,8 @@ class Core:
             for role in roles:
                 role.dead = True
         self.watches.clear()
-        self.trees.clear()
+        for tree in self.trees.values():
+            tree.clear()
         self.moves.clear()
         self.muted.clear()
         for t in range(len(self.targets)):
@@ -313,7 +316,8 @@ class Core:
         for wd in list(self.watches):
             self.port.unwatch(wd)
         self.watches.clear()
-        self.trees.clear()
+        for tree in self.trees.values():
+            tree.clear()
 
     # --- events --------------------------------------------------------------------------
 
@@ -406,7 +410,8 @@ class Core:
         self, role: Role, rule: SubjectRule, mask: int, cookie: int, name: bytes
     ) -> None:
         t = role.target
-        child, real = join(role.path, name), join(role.real, name)
+        child = join(role.path, name)
+        real = child if role.real is role.path else join(role.real, name)
         if mask & IN_MOVED_FROM:
             if rule.follow_move:
                 self.moves[cookie] = (t, child, real)
@@ -419,7 +424,7 @@ class Core:
             _, old, old_real = self.moves.pop(cookie)
             self._rename_subtree(t, (old, old_real), (child, real), role.depth + 1)
             return
-        parent_wd = self.trees.get((t, role.path), (-1, role))[0]
+        parent_wd = role.wd
         self._walk(
             t, real, child, role.depth + 1, synthetic=bool(mask & IN_CREATE), parent_wd=parent_wd
         )
@@ -487,7 +492,7 @@ class Core:
                 if role.target == t:
                     role.dead = True
                     if role.kind is RoleKind.TREE:
-                        self.trees.pop((t, role.path), None)
+                        self.trees[t].pop(role.path, None)
             self._set_roles(wd, keep)
 
     def _set_roles(self, wd: int, roles: list[Role]) -> None:
@@ -541,7 +546,8 @@ class Core:
             self._add_role(parent, PARENT_MASK, Role(RoleKind.PARENT, t, name=name))
         if synthetic_self and rule.mask & IN_CREATE:
             self._emit(t, target.path, IN_CREATE | IN_ISDIR, None, synthetic=True)
-        if not self._walk(t, res.path, target.path, 0, synthetic=appeared) and attempts > 0:
+        logical = res.path if res.path == target.path else target.path  # one object: less RSS
+        if not self._walk(t, res.path, logical, 0, synthetic=appeared) and attempts > 0:
             # vanished between resolve and watch: resolve again (bounded)
             self._rearm(t, appeared, synthetic_self=False, attempts=attempts - 1)
 
@@ -589,9 +595,9 @@ class Core:
                 elif depth == 0 and logical == self.targets[t].path:
                     return False
                 continue  # gone again: its parent reports the entry events
-            role = Role(RoleKind.TREE, t, path=logical, real=real, depth=depth)
+            role = Role(RoleKind.TREE, t, path=logical, real=real, depth=depth, wd=wd)
             self.watches.setdefault(wd, []).append(role)
-            self.trees[(t, logical)] = (wd, role)
+            self.trees[t][logical] = role
             if listing and noisy:
                 self.muted[(wd, b"")] = None
                 if parent_wd >= 0:
@@ -613,10 +619,11 @@ class Core:
         real, logical, depth, wd = parent
         name, is_dir = entry
         child = join(logical, name)
+        real_child = child if real is logical else join(real, name)  # share: saves memory
         if want_create:
             self._emit(t, child, IN_CREATE | (IN_ISDIR if is_dir else 0), None, True)
         if is_dir and self.rules[self.targets[t].subject].descend(depth + 1):
-            stack.append((join(real, name), child, depth + 1, wd))
+            stack.append((real_child, child, depth + 1, wd))
 
     def _os_error(self, t: int | None, path: bytes, exc: OSError) -> None:
         code = errno.errorcode.get(exc.errno or 0, "EIO")
@@ -625,26 +632,26 @@ class Core:
     # --- subtrees ------------------------------------------------------------------------
 
     def _root_role(self, t: int) -> Role | None:
-        for _wd, role in self.trees.values():
-            if role.target == t and role.depth == 0:
+        for role in self.trees[t].values():
+            if role.depth == 0:
                 return role
         return None
 
-    def _subtree(self, t: int, logical: bytes) -> list[tuple[int, Role]]:
+    def _subtree(self, t: int, logical: bytes) -> list[Role]:
         prefix = logical + b"/"
         return [
-            entry
-            for (tt, path), entry in self.trees.items()
-            if tt == t and (path == logical or path.startswith(prefix))
+            role
+            for path, role in self.trees[t].items()
+            if path == logical or path.startswith(prefix)
         ]
 
     def _drop_subtree(self, t: int, logical: bytes) -> None:
-        for wd, role in self._subtree(t, logical):
+        for role in self._subtree(t, logical):
             role.dead = True
-            self.trees.pop((t, role.path), None)
-            roles = self.watches.get(wd)
+            self.trees[t].pop(role.path, None)
+            roles = self.watches.get(role.wd)
             if roles is not None:
-                self._set_roles(wd, [r for r in roles if r is not role])
+                self._set_roles(role.wd, [r for r in roles if r is not role])
 
     def _rename_subtree(
         self, t: int, old_paths: tuple[bytes, bytes], new_paths: tuple[bytes, bytes], depth: int
@@ -656,17 +663,18 @@ class Core:
         if not entries:
             self._walk(t, new_real, new, depth, synthetic=False)
             return
-        shift = depth - min(role.depth for _, role in entries)
+        shift = depth - min(role.depth for role in entries)
         if shift and rule.max_depth:
             self._drop_subtree(t, old)  # depth limits change: watch the new place afresh
             self._walk(t, new_real, new, depth, synthetic=False)
             return
-        for wd, role in entries:
-            del self.trees[(t, role.path)]
+        for role in entries:
+            del self.trees[t][role.path]
+        for role in entries:
             role.path = new + role.path[len(old) :]
             role.real = new_real + role.real[len(old_real) :]
             role.depth += shift
-            self.trees[(t, role.path)] = (wd, role)
+            self.trees[t][role.path] = role
 
     def _forget(self, wd: int) -> None:
         roles = self.watches.pop(wd)
@@ -676,7 +684,7 @@ class Core:
                 continue
             role.dead = True
             if role.kind is RoleKind.TREE:
-                self.trees.pop((role.target, role.path), None)
+                self.trees[role.target].pop(role.path, None)
                 if role.depth == 0:
                     rearm.add(role.target)
             elif role.kind is not RoleKind.PARENT:
