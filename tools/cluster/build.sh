@@ -3,8 +3,9 @@
 # Go module proxy into a cache outside the repository, keyed by version:
 #   ${FIM_CACHE:-/var/cache/fim-k8s}/k8s-<version>/bin/{kube-apiserver,kubelet,...}
 #   ${FIM_CACHE:-/var/cache/fim-k8s}/etcd-<version>/bin/etcd
+#   ${FIM_CACHE:-/var/cache/fim-k8s}/cri-tools-<version>/bin/crictl (teardown of pod sandboxes)
 # Usage: tools/cluster/build.sh [all | apiserver | NAME...]   (NAME: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet, kubectl). Binaries already in the cache
+# kube-controller-manager, kube-scheduler, kubelet, kubectl, crictl). Binaries already in the cache
 # are not rebuilt. Builds run at nice 19: the machine's two cores are shared.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -13,6 +14,7 @@ source "$here/versions.env"
 cache="${FIM_CACHE:-/var/cache/fim-k8s}"
 k8s_dir="$cache/k8s-$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
+crictl_dir="$cache/cri-tools-$CRI_TOOLS_VERSION"
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
@@ -110,16 +112,41 @@ build_etcd() {
   log "built etcd ($((SECONDS - start)) s)"
 }
 
+# crictl: the CRI client the harness uses to stop and remove pod sandboxes (which also tears
+# down their network) on teardown; Debian has no cri-tools package.
+build_crictl() {
+  [[ -x "$crictl_dir/bin/crictl" ]] && { log "cached: crictl ($crictl_dir/bin)"; return 0; }
+  local src="$crictl_dir/src" start=$SECONDS
+  if [[ ! -f "$src/.ready" ]]; then
+    log "preparing module for sigs.k8s.io/cri-tools $CRI_TOOLS_VERSION"
+    rm -rf "$src" && mkdir -p "$src"
+    printf 'module fimk8s.local/critoolsbuild\n\ngo 1.26.0\n' > "$src/go.mod"
+    (cd "$src" && nice -n 19 go get "sigs.k8s.io/cri-tools/cmd/crictl@$CRI_TOOLS_VERSION")
+    touch "$src/.ready"
+  fi
+  mkdir -p "$crictl_dir/bin"
+  log "building crictl $CRI_TOOLS_VERSION"
+  (cd "$src" && nice -n 19 go build -v "${BUILD_FLAGS[@]}" -ldflags "-s -w" \
+    -o "$crictl_dir/bin/.crictl.tmp" sigs.k8s.io/cri-tools/cmd/crictl 2>&1 | progress crictl)
+  [[ "${PIPESTATUS[0]}" == 0 ]] || { log "FAILED: crictl"; exit 1; }
+  mv "$crictl_dir/bin/.crictl.tmp" "$crictl_dir/bin/crictl"
+  log "built crictl ($((SECONDS - start)) s)"
+}
+
 main() {
   local targets=("$@")
   ((${#targets[@]})) || targets=(all)
   case "${targets[*]}" in
-    all) targets=(etcd "${K8S_COMMANDS[@]}") ;;
+    all) targets=(etcd "${K8S_COMMANDS[@]}" crictl) ;;
     apiserver) targets=(etcd kube-apiserver) ;;
   esac
   local start=$SECONDS
   for t in "${targets[@]}"; do
-    if [[ "$t" == etcd ]]; then build_etcd; else build_k8s "$t"; fi
+    case "$t" in
+      etcd) build_etcd ;;
+      crictl) build_crictl ;;
+      *) build_k8s "$t" ;;
+    esac
   done
   log "done in $((SECONDS - start)) s: $k8s_dir/bin, $etcd_dir/bin"
 }

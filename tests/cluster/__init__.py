@@ -1,0 +1,31 @@
+"""A real local Kubernetes cluster for tests, started and stopped from Python.
+
+Binaries: pinned upstream Kubernetes and etcd (`tools/cluster/versions.env`), built by
+`bash tools/cluster/build.sh` (or `... build.sh apiserver` for etcd + kube-apiserver only)
+into `${FIM_CACHE:-/var/cache/fim-k8s}`. Nothing here downloads anything.
+
+Command line (state in /var/lib/fim-k8s-cluster, API server on 127.0.0.1:6443):
+
+    python -m tests.cluster up --apiserver-only   # etcd + kube-apiserver
+    export KUBECONFIG=/var/lib/fim-k8s-cluster/kubeconfig
+    python -m tests.cluster status
+    python -m tests.cluster down                  # stop by PID, restore the host
+
+pytest (see `tests.cluster.fixtures`): put `pytest_plugins = ["tests.cluster.fixtures"]` in a
+conftest.py and ask for the `control_plane` fixture (a `ControlPlane`: `.kubeconfig`,
+`.server`, `.kubeconfig_for(user, groups)`).
+
+Python: `Cluster(state_dir, apiserver_only=True).up()` ... `.down()`.
+
+Guarantees: every server listens on 127.0.0.1 only; every component runs inside a network
+guard (`tests.cluster.netguard`) that drops and counts any packet leaving other than through
+loopback or the cluster's own bridge, and `down()` fails loudly if it counted one; every
+process is stopped by PID (checked against its start time, never by name).
+"""
+
+from tests.cluster.cluster import Cluster
+from tests.cluster.config import BinariesMissingError
+from tests.cluster.controlplane import ControlPlane
+from tests.cluster.netguard import NetworkGuardError
+
+__all__ = ["BinariesMissingError", "Cluster", "ControlPlane", "NetworkGuardError"]

@@ -1,0 +1,327 @@
+"""The node half of the local cluster: containerd + runc + a CNI bridge, the kubelet, and
+the controller-manager and scheduler that a node's pods need.
+
+All of it follows the machine facts: cgroupfs driver, cgroup v1 allowed, runc, an own bridge
+on a private /24 without gateway, routes or NAT (pods cannot reach anything but each other),
+an unreachable route for the service range, streaming and every server on 127.0.0.1, the
+node named `127.0.0.1` so its InternalIP is loopback. containerd keeps its content store in
+the cache (images survive between runs: warm bring-up imports nothing); everything else lives
+in the cluster's state directory or is undone by `tests.cluster.hoststate` on teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.cluster.config import Binaries, system_tool
+from tests.cluster.controlplane import LOOPBACK, SERVICE_CIDR, ControlPlane
+from tests.cluster.hoststate import HostSnapshot
+from tests.cluster.kubeconfig import write_kubeconfig
+from tests.cluster.supervisor import Supervisor, log_tail
+
+NODE_NAME = LOOPBACK
+BRIDGE = "fimk8s0"
+POD_CIDR = "10.244.77.0/24"
+KUBELET_PORT = 10250
+NODE_COMPONENTS = ("kube-scheduler", "kube-controller-manager", "kubelet", "containerd")
+
+
+class Node:
+    """containerd, kubelet, controller-manager and scheduler of one single-node cluster."""
+
+    def __init__(
+        self, supervisor: Supervisor, binaries: Binaries, control_plane: ControlPlane
+    ) -> None:
+        self.supervisor = supervisor
+        self.binaries = binaries
+        self.cp = control_plane
+        self.dir = supervisor.state_dir
+        self.containerd_root = binaries.cache / "containerd"
+
+    @property
+    def containerd_socket(self) -> Path:
+        return Path("/run/fim-k8s") / f"containerd-{self.supervisor.guard.ident}.sock"
+
+    def owned_dirs(self) -> list[Path]:
+        """Directories whose mounts teardown must undo."""
+        return [self.dir, self.containerd_root, Path("/run/fim-k8s")]
+
+    def start(self, images: list[Path], timeout: float) -> None:
+        """Starts containerd (importing missing images), then the kubelet, controller-manager
+        and scheduler; returns when the node is Ready."""
+        self.binaries.require(
+            "kubelet", "kube-controller-manager", "kube-scheduler", "kubectl", "crictl"
+        )
+        if "host" not in self.supervisor.extra:
+            self.supervisor.extra["host"] = HostSnapshot.take().to_json()
+            self.supervisor.save()
+        _ip("route", "replace", "unreachable", SERVICE_CIDR)
+        self.supervisor.extra["service_route"] = True
+        self._write_cni_config()
+        self.supervisor.start(
+            "containerd", ["containerd", "--config", str(self._containerd_config())]
+        )
+        self._wait_for(self.containerd_socket.exists, "containerd socket", timeout)
+        self.import_images(images)
+        self.supervisor.start(
+            "kubelet", self._kubelet_argv(), env={"AWS_EC2_METADATA_DISABLED": "true"}
+        )
+        self.supervisor.start("kube-controller-manager", self._controller_manager_argv())
+        self.supervisor.start("kube-scheduler", self._scheduler_argv())
+        self._wait_for(self.ready, "node Ready", timeout)
+
+    def stop(self) -> list[str]:
+        """Stops the node's processes and pods and restores the host; returns problems."""
+        running = {record.name for record in self.supervisor.records}
+        for name in NODE_COMPONENTS[:3]:
+            if name in running:
+                self.supervisor.stop(name)
+        if "containerd" in running:
+            self._remove_pods()
+            self.supervisor.stop("containerd")
+        self._kill_leftovers()
+        problems: list[str] = []
+        host = self.supervisor.extra.pop("host", None)
+        if host is not None:
+            problems += HostSnapshot.from_json(host).restore(self.owned_dirs())
+        if self.supervisor.extra.pop("service_route", False):
+            _ip("route", "delete", "unreachable", SERVICE_CIDR, check=False)
+        self.supervisor.save()
+        return problems
+
+    def ready(self) -> bool:
+        self.supervisor.ensure_alive()
+        out = self.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
+        if out.returncode != 0:
+            return False
+        conditions = json.loads(out.stdout)["status"].get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.binaries.kube("kubectl")), f"--kubeconfig={self.cp.kubeconfig}", *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=check)
+
+    def import_images(self, archives: list[Path]) -> None:
+        """Imports image archives into containerd's k8s.io namespace unless already there."""
+        present = self._ctr("images", "list", "-q").stdout.split()
+        for archive in archives:
+            name = archive.with_suffix(".digest").read_text().split()[0]
+            if name not in present:
+                self._ctr("images", "import", "--no-unpack", str(archive))
+
+    def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [
+            system_tool("ctr"),
+            "--address",
+            str(self.containerd_socket),
+            "--namespace",
+            "k8s.io",
+            *args,
+        ]
+        return subprocess.run(argv, capture_output=True, text=True, check=True)
+
+    def _wait_for(self, condition: object, what: str, timeout: float) -> None:
+        assert callable(condition)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.supervisor.ensure_alive()
+            if condition():
+                return
+            time.sleep(0.25)
+        raise TimeoutError(
+            f"{what} not reached after {timeout} s; kubelet log:\n"
+            + log_tail(self.supervisor.log_dir / "kubelet.log")
+        )
+
+    def _remove_pods(self) -> None:
+        """Stops and removes every pod sandbox through CRI (which also tears down its
+        network namespace and veth), then every container."""
+        endpoint = f"unix://{self.containerd_socket}"
+        for args in (["rmp", "--all", "--force"], ["rm", "--all", "--force"]):
+            subprocess.run(
+                [
+                    str(self.binaries.crictl),
+                    f"--runtime-endpoint={endpoint}",
+                    "--timeout=30s",
+                    *args,
+                ],
+                capture_output=True,
+                check=False,
+            )
+
+    def _kill_leftovers(self) -> None:
+        """Kills processes still in the guard cgroup (container shims and their containers,
+        started by containerd) by PID."""
+        procs = self.supervisor.guard.cgroup_procs
+        for _ in range(50):
+            pids = [int(p) for p in procs.read_text().split()] if procs.exists() else []
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+    def _write_cni_config(self) -> None:
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": "fim-k8s",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": BRIDGE,
+                    "isGateway": False,
+                    "ipMasq": False,
+                    "hairpinMode": False,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": POD_CIDR}]],
+                        "dataDir": str(self.dir / "cni" / "ipam"),
+                    },
+                },
+                {"type": "loopback"},
+            ],
+        }
+        path = self.dir / "cni" / "net.d" / "10-fim-k8s.conflist"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(conflist, indent=2) + "\n")
+
+    def _containerd_config(self) -> Path:
+        cri = '[plugins."io.containerd.grpc.v1.cri"]'
+        runc = f"{cri[:-1]}.containerd.runtimes.runc]"
+        config = f"""version = 2
+root = "{self.containerd_root / "root"}"
+state = "/run/fim-k8s/containerd-{self.supervisor.guard.ident}"
+disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+[grpc]
+  address = "{self.containerd_socket}"
+[ttrpc]
+  address = "{self.containerd_socket}.ttrpc"
+[metrics]
+  address = ""
+{cri}
+  sandbox_image = "localhost/fim-k8s/pause:local"
+  # CAP_SYS_RESOURCE is missing here: negative oom_score_adj values fail with EPERM.
+  restrict_oom_score_adj = true
+  stream_server_address = "{LOOPBACK}"
+  stream_server_port = "0"
+  enable_cdi = false
+{cri[:-1]}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+  discard_unpacked_layers = false
+{runc}
+  runtime_type = "io.containerd.runc.v2"
+{runc[:-1]}.options]
+  BinaryName = "/usr/sbin/runc"
+  SystemdCgroup = false
+{cri[:-1]}.cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{self.dir / "cni" / "net.d"}"
+  max_conf_num = 1
+"""
+        path = self.dir / "containerd.toml"
+        path.write_text(config)
+        return path
+
+    def _kubelet_argv(self) -> list[str]:
+        pki = self.cp.pki
+        client = pki.issue("kubelet-client", f"system:node:{NODE_NAME}", "system:nodes")
+        serving = pki.issue("kubelet-serving", NODE_NAME, server_names=(LOOPBACK,), client=False)
+        kubeconfig = write_kubeconfig(
+            self.dir / "kubelet.kubeconfig", self.cp.server, pki.ca.cert, client, "kubelet"
+        )
+        config = {
+            "apiVersion": "kubelet.config.k8s.io/v1beta1",
+            "kind": "KubeletConfiguration",
+            "address": LOOPBACK,
+            "port": KUBELET_PORT,
+            "readOnlyPort": 0,
+            "healthzPort": 0,
+            "tlsCertFile": str(serving.cert),
+            "tlsPrivateKeyFile": str(serving.key),
+            "authentication": {
+                "anonymous": {"enabled": False},
+                "webhook": {"enabled": True},
+                "x509": {"clientCAFile": str(pki.ca.cert)},
+            },
+            "authorization": {"mode": "Webhook"},
+            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+            "cgroupDriver": "cgroupfs",
+            # This machine has hybrid cgroups (v1 controllers); 1.35+ refuse v1 by default.
+            "failCgroupV1": False,
+            "failSwapOn": False,
+            "oomScoreAdj": 0,
+            "makeIPTablesUtilChains": False,
+            "protectKernelDefaults": False,
+            "enforceNodeAllocatable": [],
+            "resolvConf": "",
+            "podLogsDir": str(self.dir / "pod-logs"),
+            "nodeStatusUpdateFrequency": "2s",
+            "syncFrequency": "5s",
+            # Disk and image GC thresholds of a shared dev machine say nothing about pods.
+            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
+                             "imagefs.available": "1%"},
+            "imageGCHighThresholdPercent": 100,
+            "imageGCLowThresholdPercent": 99,
+            "serializeImagePulls": False,
+            "shutdownGracePeriod": "0s",
+        }  # fmt: skip
+        path = self.dir / "kubelet.json"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        return [
+            str(self.binaries.kube("kubelet")),
+            f"--config={path}",
+            f"--kubeconfig={kubeconfig}",
+            f"--root-dir={self.dir / 'kubelet'}",
+            f"--hostname-override={NODE_NAME}",
+            "--v=1",
+        ]
+
+    def _controller_manager_argv(self) -> list[str]:
+        pki = self.cp.pki
+        pair = pki.issue("controller-manager", "system:kube-controller-manager")
+        kubeconfig = write_kubeconfig(
+            self.dir / "controller-manager.kubeconfig", self.cp.server, pki.ca.cert, pair, "kcm"
+        )
+        return [
+            str(self.binaries.kube("kube-controller-manager")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}",
+            "--secure-port=0",
+            f"--service-account-private-key-file={pki.service_account_keys().key}",
+            f"--root-ca-file={pki.ca.cert}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+
+    def _scheduler_argv(self) -> list[str]:
+        pki = self.cp.pki
+        pair = pki.issue("scheduler", "system:kube-scheduler")
+        kubeconfig = write_kubeconfig(
+            self.dir / "scheduler.kubeconfig", self.cp.server, pki.ca.cert, pair, "scheduler"
+        )
+        return [
+            str(self.binaries.kube("kube-scheduler")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}",
+            "--secure-port=0",
+            "--leader-elect=false",
+            "--v=1",
+        ]
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    subprocess.run([system_tool("ip"), *args], capture_output=True, check=check)
