@@ -11,6 +11,9 @@ PACKAGES=(
   openssl            # test certificates for mTLS
   util-linux         # unshare: namespaced "containers" in tests
   iproute2 procps
+  # The local Kubernetes cluster (tests/cluster, e2e, demo): container runtime, pod network,
+  # the network guard's iptables rules, busybox for the workload image.
+  containerd runc containernetworking-plugins iptables busybox-static
 )
 
 missing=()

@@ -7,6 +7,11 @@ cd "$(dirname "$0")/.."
 
 bash tools/setup.sh || exit 1
 
+# The cluster tests need the pinned Kubernetes/etcd binaries and the base images in the cache
+# (${FIM_CACHE:-/var/cache/fim-k8s}); built once (cold: about 15 min on 2 cores), then cached.
+bash tools/cluster/build.sh all || exit 1
+PYTHONPATH=. python3 -m images.build || exit 1
+
 events="$(mktemp)"
 trap 'rm -f "$events"' EXIT
 bazel test //... --keep_going --build_event_json_file="$events" "$@"

@@ -1,0 +1,65 @@
+"""The two small images every cluster needs: the pod sandbox (pause) and a workload image
+with a shell (busybox from Debian's busybox-static) for tests and the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from images.oci import Entry, Image, directory, file, host_file, symlink
+
+PAUSE_IMAGE = "localhost/fim-k8s/pause:local"
+WORKLOAD_IMAGE = "localhost/fim-k8s/workload:local"
+BUSYBOX = Path("/bin/busybox")
+_HERE = Path(__file__).resolve().parent
+
+_PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+_GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+
+
+def pause_image() -> Image:
+    """A static Go pause binary as the only file."""
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "pause"
+        env = os.environ | {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+        subprocess.run(
+            [
+                "go",
+                "build",
+                "-trimpath",
+                "-buildvcs=false",
+                "-ldflags=-s -w",
+                "-o",
+                str(binary),
+                ".",
+            ],
+            cwd=_HERE / "pause",
+            env=env,
+            check=True,
+        )
+        layer = [host_file("pause", binary, 0o755)]
+    return Image(PAUSE_IMAGE, [layer], entrypoint=["/pause"], env=[])
+
+
+def workload_image() -> Image:
+    """busybox (static) with its applets linked in /bin: a shell, coreutils, sleep."""
+    if not BUSYBOX.exists():
+        raise FileNotFoundError(f"{BUSYBOX} missing: install Debian's busybox-static")
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], check=True, capture_output=True, text=True
+    ).stdout.split()
+    layer: list[Entry] = [
+        directory("bin"),
+        directory("etc"),
+        directory("root", 0o700),
+        directory("tmp", 0o1777),
+        directory("var"),
+        directory("var/log"),
+        host_file("bin/busybox", BUSYBOX, 0o755),
+        file("etc/passwd", _PASSWD),
+        file("etc/group", _GROUP),
+    ]
+    layer += [symlink(f"bin/{applet}", "busybox") for applet in applets if applet != "busybox"]
+    return Image(WORKLOAD_IMAGE, [layer], entrypoint=[], cmd=["/bin/sh"], env=["PATH=/bin"])
