@@ -123,7 +123,11 @@ class LeaderElector:
         return False
 
     def hold(self, stop: threading.Event) -> None:
-        """Renews until `stop` is set (then releases) or a renewal deadline is missed."""
+        """Renews until `stop` is set or a renewal deadline is missed (then returns early).
+
+        The caller stops its work first and then calls `release`, so the next leader never
+        overlaps with work still in flight here.
+        """
         last_renewed = self._clock()
         while not stop.wait(self._config.retry_seconds):
             if self._attempt():
@@ -131,7 +135,6 @@ class LeaderElector:
             elif self._clock() - last_renewed > self._config.renew_deadline:
                 log.error("lost the leader lease", extra={"identity": self._config.identity})
                 return
-        self.release()
 
     def release(self) -> None:
         """Gives the lease up so another replica takes over without waiting for expiry."""

@@ -1,0 +1,140 @@
+"""`python -m services.controller`: flags, wiring, leader election, signal handling."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from services.controller import logs
+from services.controller.controller import Controller, Settings
+from services.controller.events import EventRecorder
+from services.controller.fimd import FimdPool, Tls
+from services.controller.kube import Kube
+from services.controller.leader import LeaderElector, LeaseConfig
+from services.controller.metrics import Metrics, serve
+
+log = logging.getLogger("services.controller")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="fim-controller", description=__doc__)
+    p.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster, else $KUBECONFIG")
+    p.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE", "fim-system"),
+        help="namespace of the controller's Lease and of the fimd pods (default: $POD_NAMESPACE)",
+    )
+    p.add_argument("--fimd-selector", default="app.kubernetes.io/name=fimd")
+    p.add_argument("--fimd-port-name", default="grpc", help="named container port of fimd")
+    p.add_argument(
+        "--fimd-address",
+        choices=("pod", "host"),
+        default="pod",
+        help="reach fimd on its pod IP or its node's host IP (hostNetwork)",
+    )
+    p.add_argument("--fimd-ca", type=Path, help="CA bundle that signed fimd's certificates")
+    p.add_argument("--fimd-cert", type=Path, help="controller client certificate (PEM)")
+    p.add_argument("--fimd-key", type=Path, help="controller client key (PEM)")
+    p.add_argument("--fimd-server-name", default="", help="name fimd certificates carry")
+    p.add_argument("--insecure", action="store_true", help="plaintext gRPC: local development only")
+    p.add_argument("--call-timeout", type=float, default=5.0, help="deadline of each fimd call (s)")
+    p.add_argument("--resync-period", type=float, default=60.0, help="GetWatchState sweep (s)")
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--lease-name", default="fim-controller")
+    p.add_argument("--lease-duration", type=float, default=8.0)
+    p.add_argument("--renew-deadline", type=float, default=6.0)
+    p.add_argument("--retry-period", type=float, default=1.5)
+    p.add_argument("--identity", default=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}")
+    p.add_argument("--http-address", default="0.0.0.0:8080", help="/metrics /healthz /readyz")
+    p.add_argument("--log-level", default="info")
+    args = p.parse_args(argv)
+    if not args.insecure and not (args.fimd_ca and args.fimd_cert and args.fimd_key):
+        p.error("fimd needs mTLS: give --fimd-ca, --fimd-cert and --fimd-key (or --insecure)")
+    return args
+
+
+def _tls(args: argparse.Namespace) -> Tls | None:
+    if args.insecure:
+        return None
+    return Tls(
+        ca=args.fimd_ca.read_bytes(),
+        cert=args.fimd_cert.read_bytes(),
+        key=args.fimd_key.read_bytes(),
+        server_name=args.fimd_server_name,
+    )
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _lead(
+    kube: Kube,
+    args: argparse.Namespace,
+    controller: Controller,
+    metrics: Metrics,
+    stop: threading.Event,
+) -> int:
+    """Reconciles while leading; 1 if leadership was lost (the pod restarts), else 0."""
+    lease = LeaseConfig(
+        namespace=args.namespace,
+        name=args.lease_name,
+        identity=args.identity,
+        lease_seconds=args.lease_duration,
+        renew_deadline=args.renew_deadline,
+        retry_seconds=args.retry_period,
+    )
+    elector = LeaderElector(kube, lease)
+    if not elector.acquire(stop):
+        return 0
+    metrics.leader.set(1)
+    controller.start_workers(stop)
+    elector.hold(stop)
+    lost = not stop.is_set()
+    stop.set()
+    metrics.leader.set(0)
+    controller.shut_down()
+    if not lost:
+        elector.release()
+    return 1 if lost else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure(args.log_level)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    kube = Kube.connect(args.kubeconfig)
+    metrics = Metrics()
+    settings = Settings(
+        namespace=args.namespace,
+        fimd_selector=args.fimd_selector,
+        fimd_port_name=args.fimd_port_name,
+        fimd_use_host_ip=args.fimd_address == "host",
+        resync_seconds=args.resync_period,
+        workers=args.workers,
+    )
+    pool = FimdPool(_tls(args), deadline=args.call_timeout)
+    events = EventRecorder(kube, metrics, instance=args.identity)
+    controller = Controller(kube, pool, settings, metrics, events)
+    server = serve(
+        metrics, _address(args.http_address), healthy=controller.healthy, ready=controller.synced
+    )
+    log.info("starting", extra={"identity": args.identity, "http": server.server_address})
+    controller.start_informers(stop)
+    if args.leader_elect:
+        return _lead(kube, args, controller, metrics, stop)
+    controller.start_workers(stop)
+    stop.wait()
+    controller.shut_down()
+    return 0

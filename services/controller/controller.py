@@ -1,0 +1,458 @@
+"""The controller: informers -> work queue -> level-triggered sync handlers.
+
+Two kinds of work-queue keys:
+- `node:<name>` drives that node's fimd to the desired watches (reconcile.plan_node) with
+  CreateWatch/DestroyWatch, and records the results in the node's known state;
+- `watcher:<namespace>/<name>` writes that FimWatcher's status and finalizer.
+
+The known state of each fimd comes from GetWatchState and is kept current with the results
+of our own calls, so a sync calls fimd only for differences: steady state costs nothing,
+and a change costs calls proportional to what it changed. GetWatchState is called when a
+node's state is unknown (start, fimd replaced or unreachable) and on the periodic sweep,
+which re-reads every fimd, recreates FAILED watches and so repairs any drift (a fimd or a
+controller that died uncleanly, a watch lost behind our back).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+import attrs
+
+from fim.v1 import fim_pb2
+from libs.k8s.codec import status_to_dict
+from libs.k8s.model import API_VERSION, PLURAL, FimWatcherStatus
+from services.controller.events import NORMAL, WARNING, EventRecorder
+from services.controller.fimd import Endpoint, FimdClient, FimdError, FimdPool, endpoints
+from services.controller.informer import Informer
+from services.controller.kube import MERGE_PATCH, ApiError, Kube
+from services.controller.metrics import Metrics
+from services.controller.objects import (
+    FINALIZER,
+    Pod,
+    Watcher,
+    pod_from_dict,
+    watcher_from_dict,
+)
+from services.controller.reconcile import (
+    FinalizerAction,
+    NodePlan,
+    desired_for_node,
+    finalizer_action,
+    plan_node,
+)
+from services.controller.specs import Key
+from services.controller.state import NodeState, NodeView, Rejection
+from services.controller.status import watcher_status
+from services.controller.workqueue import ShutDown, WorkQueue
+
+NODE = "node:"
+WATCHER = "watcher:"
+MAX_REJECTION_BACKOFF = timedelta(minutes=5)
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    namespace: str
+    fimd_selector: str = "app.kubernetes.io/name=fimd"
+    fimd_port_name: str = "grpc"
+    fimd_use_host_ip: bool = False
+    resync_seconds: float = 60.0
+    pending_recheck_seconds: float = 1.0
+    workers: int = 4
+
+
+def _now() -> datetime:
+    # metav1.Time has second precision: so have our timestamps, or statuses never compare equal.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Controller:
+    """Keeps every node's fimd and every FimWatcher's status in line with the caches."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        pool: FimdPool,
+        settings: Settings,
+        metrics: Metrics,
+        events: EventRecorder,
+        *,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._kube = kube
+        self._pool = pool
+        self._settings = settings
+        self._metrics = metrics
+        self._events = events
+        self._clock = clock
+        self.queue = WorkQueue(max_delay=settings.resync_seconds)
+        metrics.queue_depth.set_function(lambda: len(self.queue))
+        self.watchers: Informer[Watcher] = Informer(
+            kube,
+            f"/apis/{API_VERSION}/{PLURAL}",
+            parse=watcher_from_dict,
+            on_change=self._watcher_changed,
+            indexers={"namespace": lambda w: w.meta.namespace, "uid": lambda w: w.meta.uid},
+        )
+        self.pods: Informer[Pod] = Informer(
+            kube,
+            "/api/v1/pods",
+            parse=pod_from_dict,
+            on_change=self._pod_changed,
+            indexers={"namespace": lambda p: p.namespace, "node": lambda p: p.node_name},
+        )
+        self.fimds: Informer[Pod] = Informer(
+            kube,
+            f"/api/v1/namespaces/{settings.namespace}/pods",
+            query={"labelSelector": settings.fimd_selector},
+            parse=pod_from_dict,
+            on_change=self._fimd_changed,
+        )
+        self._lock = threading.Lock()
+        self._states: dict[str, NodeState] = {}
+        self._errors: dict[str, str] = {}
+        self._stale: set[str] = set()
+        self._sweeping: set[str] = set()
+        self._rechecks: dict[str, int] = {}
+        self._threads: list[threading.Thread] = []
+
+    # Event handlers: enqueue what a change may affect; never block, never call out.
+    def _pod_changed(self, old: Pod | None, new: Pod | None) -> None:
+        for pod in (old, new):
+            if pod is None:
+                continue
+            if pod.node_name:
+                self.queue.add(NODE + pod.node_name)
+            for watcher in self.watchers.by_index("namespace", pod.namespace):
+                if watcher.spec is not None and watcher.spec.selector.matches(pod.labels):
+                    self.queue.add(WATCHER + watcher.key)
+
+    def _watcher_changed(self, old: Watcher | None, new: Watcher | None) -> None:
+        current = new or old
+        assert current is not None
+        self.queue.add(WATCHER + current.key)
+        if old is not None and new is not None and _intent(old) == _intent(new):
+            return  # a status or metadata-only update: no watch changes
+        uids = {w.meta.uid for w in (old, new) if w is not None}
+        nodes = {p.node_name for p in self.pods.by_index("namespace", current.meta.namespace)}
+        with self._lock:
+            nodes |= {n for n, s in self._states.items() if any(s.holds(u) for u in uids)}
+        for node in nodes - {""}:
+            self.queue.add(NODE + node)
+
+    def _fimd_changed(self, old: Pod | None, new: Pod | None) -> None:
+        for pod in (old, new):
+            if pod is not None and pod.node_name:
+                with self._lock:
+                    self._stale.add(pod.node_name)  # maybe a new fimd: re-read its state
+                self.queue.add(NODE + pod.node_name)
+
+    # Lifecycle.
+    def start_informers(self, stop: threading.Event) -> None:
+        for informer in (self.fimds, self.watchers, self.pods):
+            self._threads.append(informer.start(stop))
+
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in (self.fimds, self.watchers, self.pods))
+
+    def healthy(self) -> bool:
+        return all(thread.is_alive() for thread in self._threads)
+
+    def start_workers(self, stop: threading.Event) -> None:
+        """Waits for the caches, then reconciles everything and keeps doing so until `stop`."""
+        while not self.synced():
+            if stop.wait(0.1):
+                return
+        self.sweep()
+        for index in range(self._settings.workers):
+            worker = threading.Thread(target=self._work, name=f"worker-{index}", daemon=True)
+            worker.start()
+            self._threads.append(worker)
+        sweeper = threading.Thread(target=self._sweep_loop, args=(stop,), daemon=True)
+        sweeper.start()
+        self._threads.append(sweeper)
+
+    def shut_down(self, timeout: float = 10.0) -> None:
+        """Stops taking work and waits (bounded) for the running syncs."""
+        self.queue.shut_down()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.name.startswith("worker-"):
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._pool.close()
+
+    def sweep(self) -> None:
+        """Re-reads every fimd, retries FAILED watches and recomputes every status."""
+        live = self._endpoints()
+        self._pool.retain(live.values())
+        with self._lock:
+            self._stale |= set(live)
+            self._sweeping |= set(live)
+            gone = set(self._states) - set(live)
+        for node in set(live) | gone:
+            self.queue.add(NODE + node)
+        for watcher in self.watchers.items():
+            self.queue.add(WATCHER + watcher.key)
+
+    def _sweep_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self._settings.resync_seconds):
+            self.sweep()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                key = self.queue.get()
+            except ShutDown:
+                return
+            try:
+                self.sync(key)
+            finally:
+                self.queue.done(key)
+
+    def sync(self, key: str) -> None:
+        """One level-triggered sync of a key; failures are retried with backoff."""
+        kind, _, name = key.partition(":")
+        started = time.monotonic()
+        try:
+            if kind == "node":
+                self._sync_node(name)
+            else:
+                self._sync_watcher(name)
+        except (ApiError, FimdError) as err:
+            self._metrics.reconciles.labels(kind, "error").inc()
+            self._metrics.errors.labels(kind).inc()
+            delay = self.queue.retry(key)
+            log.warning("sync failed", extra={"key": key, "error": str(err), "retry_in": delay})
+        else:
+            self._metrics.reconciles.labels(kind, "ok").inc()
+            self.queue.forget(key)
+        finally:
+            self._metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
+
+    # Node sync.
+    def _endpoints(self) -> dict[str, Endpoint]:
+        return endpoints(
+            self.fimds.items(),
+            port_name=self._settings.fimd_port_name,
+            use_host_ip=self._settings.fimd_use_host_ip,
+        )
+
+    def _watchers_for(self, pods: Iterable[Pod]) -> list[Watcher]:
+        namespaces = {pod.namespace for pod in pods}
+        return [w for ns in sorted(namespaces) for w in self.watchers.by_index("namespace", ns)]
+
+    def _sync_node(self, node: str) -> None:
+        endpoint = self._endpoints().get(node)
+        if endpoint is None:
+            self._forget_node(node)
+            return
+        client = self._pool.client(endpoint)
+        with self._lock:
+            before = self._states.get(node) if node not in self._stale else None
+            retry_failed = node in self._sweeping
+        try:
+            state = before or self._read_state(node, client)
+            pods = self.pods.by_index("node", node)
+            desired = desired_for_node(node, self._watchers_for(pods), pods)
+            state = state.pruned(desired)
+            plan = plan_node(desired, state, now=self._clock(), retry_failed=retry_failed)
+            self._execute(node, client, plan, state)
+        except FimdError as err:
+            self._unreachable(node, err)
+            raise
+        with self._lock:
+            self._sweeping.discard(node)
+        self._metrics.fimd_reachable.labels(node).set(1)
+        self._after_node_sync(node, before, desired.keys())
+
+    def _read_state(self, node: str, client: FimdClient) -> NodeState:
+        state = client.get_state()
+        self._metrics.actions.labels("get_state", "ok").inc()
+        if state.node != node:
+            raise FimdError("WRONG_NODE", f"fimd for node {node} says it runs on {state.node!r}")
+        with self._lock:
+            previous = self._states.get(node)
+            self._states[node] = state
+            self._stale.discard(node)
+            self._errors.pop(node, None)
+        if previous is not None and previous.instance_id != state.instance_id:
+            log.info("fimd restarted", extra={"node": node, "instance": state.instance_id})
+        return state
+
+    def _save(self, node: str, state: NodeState) -> None:
+        with self._lock:
+            self._states[node] = state
+
+    def _execute(self, node: str, client: FimdClient, plan: NodePlan, state: NodeState) -> None:
+        """Carries out `plan`, saving the state after every call so nothing is forgotten."""
+        changes: dict[str, Counter[str]] = {}
+        try:
+            for key in plan.destroy:
+                client.destroy(key)
+                self._metrics.actions.labels("destroy", "ok").inc()
+                state = state.without(key)
+                self._save(node, state)
+                changes.setdefault(key.watcher_uid, Counter())["removed"] += 1
+            for want in plan.create:
+                verb = "updated" if want.key in state.watches else "added"
+                try:
+                    state = state.with_observed(client.create(want))
+                except FimdError as err:
+                    if not err.rejected:
+                        raise
+                    state = self._rejected(node, state, want.key, want.config_hash, err)
+                    verb = "failed"
+                self._metrics.actions.labels("create", "error" if verb == "failed" else "ok").inc()
+                self._save(node, state)
+                changes.setdefault(want.key.watcher_uid, Counter())[verb] += 1
+        finally:
+            self._record_events(node, changes)
+
+    def _rejected(
+        self, node: str, state: NodeState, key: Key, config_hash: str, err: FimdError
+    ) -> NodeState:
+        """Records a rejected create and schedules its retry with a growing backoff."""
+        previous = state.rejected.get(key)
+        attempts = previous.attempts + 1 if previous and previous.config_hash == config_hash else 1
+        backoff = min(timedelta(seconds=2**attempts), MAX_REJECTION_BACKOFF)
+        rejection = Rejection(
+            config_hash=config_hash,
+            code=err.code,
+            message=err.message,
+            retry_at=self._clock() + backoff,
+            attempts=attempts,
+        )
+        self.queue.add_after(NODE + node, backoff.total_seconds())
+        return state.with_rejection(key, rejection)
+
+    def _record_events(self, node: str, changes: dict[str, Counter[str]]) -> None:
+        for uid, counts in changes.items():
+            for watcher in self.watchers.by_index("uid", uid):
+                for verb, count in sorted(counts.items()):
+                    kind = WARNING if verb == "failed" else NORMAL
+                    reason = {"added": "WatchesAdded", "updated": "WatchesUpdated"}.get(
+                        verb, "WatchesRemoved" if verb == "removed" else "WatchesFailed"
+                    )
+                    message = f"{count} watch(es) {verb} on node {node}"
+                    self._events.emit(watcher.meta, kind, reason, message)
+
+    def _unreachable(self, node: str, err: FimdError) -> None:
+        """Forgets the node's state (re-read when it answers) and degrades its watchers."""
+        with self._lock:
+            previous = self._states.pop(node, None)
+            first = node not in self._errors
+            self._errors[node] = str(err)
+        self._metrics.fimd_reachable.labels(node).set(0)
+        if first:
+            log.warning("fimd unreachable", extra={"node": node, "error": str(err)})
+            self._enqueue_watchers_of(node, previous, ())
+
+    def _forget_node(self, node: str) -> None:
+        """No fimd on the node (any more): it holds no watches we could reach."""
+        with self._lock:
+            previous = self._states.pop(node, None)
+            self._errors.pop(node, None)
+            self._stale.discard(node)
+            self._sweeping.discard(node)
+        if previous is not None:
+            self._metrics.fimd_reachable.remove(node)
+        self._enqueue_watchers_of(node, previous, ())
+
+    def _after_node_sync(self, node: str, before: NodeState | None, desired: Iterable[Key]) -> None:
+        with self._lock:
+            after = self._states.get(node)
+        if after is None:
+            return
+        self._recheck_pending(node, after)
+        if before is None or before != after:
+            self._enqueue_watchers_of(node, after, desired)
+
+    def _recheck_pending(self, node: str, state: NodeState) -> None:
+        """Re-reads a node with PENDING watches soon, backing off while they stay pending."""
+        pending = any(w.phase == fim_pb2.WATCH_PHASE_PENDING for w in state.watches.values())
+        with self._lock:
+            if not pending:
+                self._rechecks.pop(node, None)
+                return
+            count = self._rechecks[node] = self._rechecks.get(node, 0) + 1
+            self._stale.add(node)
+        base = self._settings.pending_recheck_seconds
+        delay = min(base * (1 << min(count - 1, 16)), self._settings.resync_seconds)
+        self.queue.add_after(NODE + node, delay)
+
+    def _enqueue_watchers_of(
+        self, node: str, state: NodeState | None, desired: Iterable[Key]
+    ) -> None:
+        uids = {key.watcher_uid for key in desired}
+        if state is not None:
+            uids |= {key.watcher_uid for key in state.watches}
+        uids |= {w.meta.uid for w in self._watchers_for(self.pods.by_index("node", node))}
+        for uid in uids:
+            for watcher in self.watchers.by_index("uid", uid):
+                self.queue.add(WATCHER + watcher.key)
+
+    # Watcher sync.
+    def node_views(self) -> dict[str, NodeView]:
+        """Every node with a fimd: its known state, or why it is unknown."""
+        live = self._endpoints()
+        with self._lock:
+            return {
+                node: NodeView(self._states.get(node), self._errors.get(node, "not contacted yet"))
+                for node in live
+            }
+
+    def _sync_watcher(self, key: str) -> None:
+        watcher = self.watchers.get(key)
+        if watcher is None:
+            return
+        nodes = self.node_views()
+        action = finalizer_action(watcher, nodes)
+        if action is not FinalizerAction.NONE:
+            self._patch_finalizers(watcher, action)
+            return
+        pods = self.pods.by_index("namespace", watcher.meta.namespace)
+        status = watcher_status(watcher, pods, nodes, now=self._clock())
+        if status != watcher.status and not self._waiting_for_first_contact(nodes):
+            self._patch_status(watcher, status)
+
+    def _waiting_for_first_contact(self, nodes: dict[str, NodeView]) -> bool:
+        """A node not yet read is not a problem to report: its sync enqueues us again."""
+        with self._lock:
+            errors = dict(self._errors)
+        return any(view.state is None and node not in errors for node, view in nodes.items())
+
+    def _patch_finalizers(self, watcher: Watcher, action: FinalizerAction) -> None:
+        finalizers = [f for f in watcher.meta.finalizers if f != FINALIZER]
+        if action is FinalizerAction.ADD:
+            finalizers.append(FINALIZER)
+        # resourceVersion makes the patch conditional: never drop someone else's finalizer.
+        body = {
+            "metadata": {"finalizers": finalizers, "resourceVersion": watcher.meta.resource_version}
+        }
+        self._kube.request("PATCH", self._path(watcher), body=body, content_type=MERGE_PATCH)
+        self._metrics.actions.labels(f"finalizer_{action.value}", "ok").inc()
+
+    def _patch_status(self, watcher: Watcher, status: FimWatcherStatus) -> None:
+        body = {"status": status_to_dict(status)}
+        path = self._path(watcher) + "/status"
+        self._kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+        self._metrics.actions.labels("status_patch", "ok").inc()
+
+    @staticmethod
+    def _path(watcher: Watcher) -> str:
+        return (
+            f"/apis/{API_VERSION}/namespaces/{watcher.meta.namespace}/{PLURAL}/{watcher.meta.name}"
+        )
+
+
+def _intent(watcher: Watcher) -> tuple[object, ...]:
+    """What decides a watcher's watches; status and bookkeeping metadata do not."""
+    return (watcher.meta.uid, watcher.spec, watcher.error, watcher.deleting)

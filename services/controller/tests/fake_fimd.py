@@ -1,0 +1,117 @@
+"""A fake fimd: an in-process gRPC server that implements fim.v1 FimDaemon over real gRPC.
+
+It holds watches like fimd's bookkeeping (by WatchKey, with the fim.v1 config hash), counts
+every call by method, and can be told to restart with empty state, to report a phase, or
+to reject specs, so controller tests see the controller's real calls and can break a node.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+
+from fim.v1 import fim_pb2, fim_pb2_grpc
+from fim.v1.config_hash import config_hash
+
+Reject = Callable[[fim_pb2.WatchSpec], tuple[grpc.StatusCode, str] | None]
+KeyTuple = tuple[str, str, str]
+
+
+def key_of(key: fim_pb2.WatchKey) -> KeyTuple:
+    return (key.watcher_uid, key.pod_uid, key.container_name)
+
+
+class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
+    """fimd's contract in memory; thread-safe."""
+
+    def __init__(self, node: str, phase: fim_pb2.WatchPhase.ValueType = fim_pb2.WATCH_PHASE_ACTIVE):
+        self.node = node
+        self.phase = phase
+        self.reject: Reject | None = None
+        self.instance_id = uuid.uuid4().hex
+        self.calls: Counter[str] = Counter()
+        self.watches: dict[KeyTuple, fim_pb2.WatchSpec] = {}
+        self.lock = threading.Lock()
+
+    def restart(self) -> None:
+        """fimd died and came back: empty state, new instance ID."""
+        with self.lock:
+            self.watches.clear()
+            self.instance_id = uuid.uuid4().hex
+
+    def _status(self, spec: fim_pb2.WatchSpec) -> fim_pb2.WatchStatus:
+        return fim_pb2.WatchStatus(
+            key=spec.key,
+            config_hash=config_hash(spec),
+            phase=self.phase,
+            container_id=spec.container_id,
+            pid=4242,
+        )
+
+    def CreateWatch(
+        self, request: fim_pb2.CreateWatchRequest, context: grpc.ServicerContext
+    ) -> fim_pb2.CreateWatchResponse:
+        with self.lock:
+            self.calls["CreateWatch"] += 1
+            spec = request.spec
+            if request.config_hash and request.config_hash != config_hash(spec):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "config_hash does not match spec")
+            refusal = self.reject(spec) if self.reject else None
+            if refusal is not None:
+                context.abort(*refusal)
+            key = key_of(spec.key)
+            changed = self.watches.get(key) != spec
+            self.watches[key] = spec
+            return fim_pb2.CreateWatchResponse(status=self._status(spec), changed=changed)
+
+    def DestroyWatch(
+        self, request: fim_pb2.DestroyWatchRequest, context: grpc.ServicerContext
+    ) -> fim_pb2.DestroyWatchResponse:
+        with self.lock:
+            self.calls["DestroyWatch"] += 1
+            existed = self.watches.pop(key_of(request.key), None) is not None
+            return fim_pb2.DestroyWatchResponse(existed=existed)
+
+    def GetWatchState(
+        self, request: fim_pb2.GetWatchStateRequest, context: grpc.ServicerContext
+    ) -> fim_pb2.GetWatchStateResponse:
+        with self.lock:
+            self.calls["GetWatchState"] += 1
+            return fim_pb2.GetWatchStateResponse(
+                node_name=self.node,
+                instance_id=self.instance_id,
+                watches=[self._status(spec) for spec in self.watches.values()],
+            )
+
+    def snapshot(self) -> dict[KeyTuple, fim_pb2.WatchSpec]:
+        with self.lock:
+            return dict(self.watches)
+
+
+class FakeFimdServer:
+    """Serves a FakeFimd on 127.0.0.1 (a free port), plaintext or with server credentials."""
+
+    def __init__(
+        self, fimd: FakeFimd, credentials: grpc.ServerCredentials | None = None, port: int = 0
+    ) -> None:
+        self.fimd = fimd
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        fim_pb2_grpc.add_FimDaemonServicer_to_server(fimd, self._server)
+        address = f"127.0.0.1:{port}"
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
+        self._server.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.stop(grace=None).wait()

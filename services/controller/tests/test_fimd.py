@@ -1,0 +1,184 @@
+"""The fimd transport over real gRPC: discovery, typed calls, deadlines, mTLS."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from services.controller.fimd import Endpoint, FimdError, FimdPool, Tls, endpoints
+from services.controller.objects import Container, Pod
+from services.controller.specs import Desired, Key, desired_watch
+from services.controller.tests.builders import pod, watcher
+from services.controller.tests.fake_fimd import FakeFimd, FakeFimdServer
+
+SERVER_NAME = "fimd.fim-system.svc"
+
+
+def fimd_pod(name: str, node: str, *, ip: str = "10.0.0.1", running: bool = True) -> Pod:
+    return Pod(
+        namespace="fim-system",
+        name=name,
+        uid=name,
+        node_name=node,
+        phase="Running" if running else "Pending",
+        containers=(Container(name="fimd", container_id="containerd://" + "0" * 64),),
+        pod_ip=ip,
+        host_ip="192.0.2.1",
+        ports={"grpc": "7443"},
+    )
+
+
+def test_endpoints_use_running_pods_with_the_named_port() -> None:
+    pods = [
+        fimd_pod("a", "n1"),
+        fimd_pod("b", "n2", running=False),
+        fimd_pod("c", "n3", ip="fd00::1"),
+        fimd_pod("d", "n4", ip=""),
+    ]
+    assert endpoints(pods, port_name="grpc", use_host_ip=False) == {
+        "n1": Endpoint("n1", "10.0.0.1:7443"),
+        "n3": Endpoint("n3", "[fd00::1]:7443"),
+    }
+    assert endpoints(pods, port_name="grpc", use_host_ip=True)["n1"].address == "192.0.2.1:7443"
+    assert endpoints(pods, port_name="metrics", use_host_ip=False) == {}
+
+
+def first_watch() -> Desired:
+    w, p = watcher(), pod()
+    assert w.spec is not None
+    return desired_watch(w, w.spec, p, p.containers[0])
+
+
+@pytest.fixture
+def server() -> Iterator[FakeFimdServer]:
+    running = FakeFimdServer(FakeFimd("n1"))
+    yield running
+    running.stop()
+
+
+def test_calls_round_trip(server: FakeFimdServer) -> None:
+    client = FimdPool(None, deadline=5).client(Endpoint("n1", server.address))
+    want = first_watch()
+    observed = client.create(want)
+    assert (observed.key, observed.config_hash) == (Key("w1", "p1", "app"), want.config_hash)
+    state = client.get_state()
+    assert (state.node, state.instance_id) == ("n1", server.fimd.instance_id)
+    assert state.watches == {observed.key: observed}
+    assert client.destroy(observed.key) is True
+    assert client.destroy(observed.key) is False
+
+
+def test_rejection_keeps_the_grpc_code(server: FakeFimdServer) -> None:
+    server.fimd.reject = lambda spec: (grpc.StatusCode.INVALID_ARGUMENT, "paths[0]: bad")
+    client = FimdPool(None, deadline=5).client(Endpoint("n1", server.address))
+    want = first_watch()
+    with pytest.raises(FimdError) as caught:
+        client.create(want)
+    assert (caught.value.code, caught.value.message, caught.value.rejected) == (
+        "INVALID_ARGUMENT",
+        "paths[0]: bad",
+        True,
+    )
+
+
+def test_unreachable_fimd_fails_within_the_deadline() -> None:
+    client = FimdPool(None, deadline=0.5).client(Endpoint("n1", "127.0.0.1:1"))
+    started = time.monotonic()
+    with pytest.raises(FimdError) as caught:
+        client.get_state()
+    assert caught.value.code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
+    assert not caught.value.rejected
+    assert time.monotonic() - started < 2
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def issue(directory: Path, ca: str, name: str, extension: str) -> tuple[Path, Path]:
+    key, csr, cert = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
+    openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
+    )  # fmt: skip
+    ext = directory / f"{name}.ext"
+    ext.write_text(extension)
+    openssl(
+        "x509", "-req", "-in", str(csr), "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+        "-CAcreateserial", "-days", "1", "-out", str(cert), "-extfile", str(ext),
+    )  # fmt: skip
+    return cert, key
+
+
+def make_ca(directory: Path, name: str) -> str:
+    base = str(directory / name)
+    openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", f"{base}.key", "-out", f"{base}.crt", "-days", "1", "-subj", f"/CN={name}",
+    )  # fmt: skip
+    return base
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    directory = tmp_path_factory.mktemp("pki")
+    ca, rogue = make_ca(directory, "ca"), make_ca(directory, "rogue-ca")
+    server_cert, server_key = issue(
+        directory, ca, "fimd", f"subjectAltName=DNS:{SERVER_NAME}\nextendedKeyUsage=serverAuth\n"
+    )
+    client_cert, client_key = issue(directory, ca, "controller", "extendedKeyUsage=clientAuth\n")
+    rogue_cert, rogue_key = issue(directory, rogue, "rogue", "extendedKeyUsage=clientAuth\n")
+    files = {
+        "ca": Path(f"{ca}.crt"),
+        "server_cert": server_cert,
+        "server_key": server_key,
+        "client_cert": client_cert,
+        "client_key": client_key,
+        "rogue_cert": rogue_cert,
+        "rogue_key": rogue_key,
+    }
+    return {name: path.read_bytes() for name, path in files.items()}
+
+
+@pytest.fixture
+def mtls_server(pki: dict[str, bytes]) -> Iterator[FakeFimdServer]:
+    credentials = grpc.ssl_server_credentials(
+        [(pki["server_key"], pki["server_cert"])],
+        root_certificates=pki["ca"],
+        require_client_auth=True,
+    )
+    running = FakeFimdServer(FakeFimd("n1"), credentials)
+    yield running
+    running.stop()
+
+
+def test_mtls_with_the_client_certificate(
+    mtls_server: FakeFimdServer, pki: dict[str, bytes]
+) -> None:
+    tls = Tls(ca=pki["ca"], cert=pki["client_cert"], key=pki["client_key"], server_name=SERVER_NAME)
+    state = FimdPool(tls, deadline=5).client(Endpoint("n1", mtls_server.address)).get_state()
+    assert state.node == "n1"
+
+
+def test_mtls_refuses_a_client_of_another_ca(
+    mtls_server: FakeFimdServer, pki: dict[str, bytes]
+) -> None:
+    tls = Tls(ca=pki["ca"], cert=pki["rogue_cert"], key=pki["rogue_key"], server_name=SERVER_NAME)
+    with pytest.raises(FimdError) as caught:
+        FimdPool(tls, deadline=2).client(Endpoint("n1", mtls_server.address)).get_state()
+    assert caught.value.code == "UNAVAILABLE"
+    assert mtls_server.fimd.calls["GetWatchState"] == 0
+
+
+def test_pool_reuses_and_closes_channels(server: FakeFimdServer) -> None:
+    pool = FimdPool(None, deadline=5)
+    endpoint = Endpoint("n1", server.address)
+    assert pool.client(endpoint) is pool.client(endpoint)
+    first = pool.client(endpoint)
+    pool.retain([])
+    assert pool.client(endpoint) is not first
