@@ -46,11 +46,29 @@ class Container:
         self._qos_path = "kubepods" if qos == "guaranteed" else f"kubepods/{qos}"
         self._stack = ExitStack()
         self.proc: subprocess.Popen[str] | None = None
+        self._cgroup = Path()
 
     def start(self) -> Container:
-        directory = self._stack.enter_context(
+        self._cgroup = self._stack.enter_context(
             cgroup("pids", f"{self._qos_path}/pod{uuid.uuid4()}/{self.id}")
         )
+        self._spawn()
+        return self
+
+    def replace(self) -> None:
+        """A new process takes over the container (same cgroup, same ID); the old one exits,
+        as when a container's main process is restarted in place."""
+        old = self.proc
+        self._spawn()
+        assert old is not None
+        old.kill()
+        old.wait()
+        for stream in (old.stdin, old.stdout):
+            assert stream is not None
+            stream.close()
+
+    def _spawn(self) -> None:
+        directory = self._cgroup
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-c",
              _SCRIPT, str(directory / "cgroup.procs"), str(self.root)],
@@ -58,7 +76,6 @@ class Container:
         )  # fmt: skip
         assert self.proc.stdout is not None
         assert self.proc.stdout.readline() == "ready\n"
-        return self
 
     @property
     def pid(self) -> int:

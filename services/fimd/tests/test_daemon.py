@@ -116,7 +116,8 @@ def test_target_gone_is_resolved_again(resolver: FakeResolver) -> None:
         )
         wait_for(lambda: len(spawner.children) == 2, what="respawn")
         assert spawner.children[1].config.pid == 5555
-        assert capture.ops("target_gone")[0]["detail"].endswith("pid 4242 gone")
+        gone = wait_for(lambda: capture.ops("target_gone"), what="target_gone line")
+        assert gone[0]["detail"].endswith("pid 4242 gone")
         del resolver.pids[CONTAINER]
         spawner.children[1].exit(int(wire.ExitStatus.TARGET_GONE))
         wait_for(lambda: _status(daemon).phase == fim_pb2.WATCH_PHASE_FAILED, what="FAILED")
@@ -160,7 +161,7 @@ def test_destroy_stops_the_child_and_removes_its_queue(resolver: FakeResolver) -
             return False
 
         wait_for(queue_gone, what="queue unlinked")
-        assert capture.ops("watch_removed")
+        wait_for(lambda: capture.ops("watch_removed"), what="watch_removed line")
 
 
 def test_unknown_container_is_a_precondition_error(resolver: FakeResolver) -> None:
