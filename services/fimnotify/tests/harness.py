@@ -55,7 +55,7 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
     """Polls `predicate` until true; fails the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -164,10 +164,10 @@ class QueueReader:
             if not names or n.value in names
         }
 
-    def wait_for(self, predicate: Callable[[list[Record]], bool], timeout: float = 10.0) -> None:
+    def wait_for(self, predicate: Callable[[list[Record]], bool], timeout: float = 30.0) -> None:
         wait_until(lambda: predicate(self.snapshot()), timeout, "queue records")
 
-    def wait_kind(self, kind: type, timeout: float = 10.0) -> Any:
+    def wait_kind(self, kind: type, timeout: float = 30.0) -> Any:
         self.wait_for(lambda rs: any(isinstance(r, kind) for r in rs), timeout)
         return next(r for r in self.snapshot() if isinstance(r, kind))
 

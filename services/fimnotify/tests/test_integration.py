@@ -62,7 +62,7 @@ class Setup:
     def run(self, code: str) -> None:
         self.container.run(code)
 
-    def saw(self, path: str, name: str, timeout: float = 10.0) -> None:
+    def saw(self, path: str, name: str, timeout: float = 30.0) -> None:
         key = (path.encode(), name)
         wait_until(lambda: key in self.queue.paths(), timeout, f"{name} {path}")
 
