@@ -1,0 +1,131 @@
+"""deploy/base/crd.yaml in a real API server: valid FimWatchers accepted and defaulted,
+invalid ones rejected with a message that names the field."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from services.controller.kube import ApiError
+from services.controller.objects import watcher_from_dict
+from services.controller.tests import apiserver
+
+if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here first stops assert rewriting
+    from services.controller.tests.fixtures import Env
+
+pytest_plugins = ["tests.cluster.fixtures", "services.controller.tests.fixtures"]
+
+NS = "crd-test"
+
+
+@pytest.fixture(scope="module")
+def kube(env: Env) -> Any:
+    apiserver.namespace(env.admin, NS)
+    return env.admin
+
+
+def create(kube: Any, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "apiVersion": "fim-k8s.io/v1alpha1",
+        "kind": "FimWatcher",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": spec,
+    }
+    created: dict[str, Any] = kube.request("POST", apiserver.watcher_path(NS), body=body)
+    return created
+
+
+def subject(**fields: Any) -> dict[str, Any]:
+    return {"paths": ["/var/log"], "events": ["modify"], **fields}
+
+
+def test_valid_watcher_is_accepted_with_defaults(kube: Any) -> None:
+    spec = {
+        "selector": {
+            "matchLabels": {"app.kubernetes.io/name": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}],
+        },
+        "subjects": [
+            subject(paths=["/", "/etc/..d", "/srv/.hidden"], recursive=True, maxDepth=3),
+            subject(ignore=["*.swp", ".git"], tags={"team": "payments"}),
+        ],
+    }
+    created = create(kube, "valid", spec)
+    first, second = created["spec"]["subjects"]
+    assert (first["onlyDir"], first["followMove"], second["maxDepth"]) == (False, False, 0)
+    assert created["spec"]["logFormat"] == ""
+    assert watcher_from_dict(created).spec is not None  # the model agrees
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"selector": {}, "subjects": []}, "spec.subjects: Invalid value"),
+        ({"subjects": [subject()]}, "spec.selector: Required value"),
+        ({"selector": {}, "subjects": [subject(paths=["var/log"])]}, "spec.subjects[0].paths[0]"),
+        ({"selector": {}, "subjects": [subject(paths=["/a/../b"])]}, "spec.subjects[0].paths[0]"),
+        ({"selector": {}, "subjects": [subject(paths=["/a/"])]}, "spec.subjects[0].paths[0]"),
+        ({"selector": {}, "subjects": [subject(paths=[])]}, "spec.subjects[0].paths"),
+        ({"selector": {}, "subjects": [subject(paths=["/a", "/a"])]}, "Duplicate value"),
+        ({"selector": {}, "subjects": [subject(events=["write"])]}, 'Unsupported value: "write"'),
+        ({"selector": {}, "subjects": [subject(events=[])]}, "spec.subjects[0].events"),
+        (
+            {"selector": {}, "subjects": [subject(recursive=True, maxDepth=-1)]},
+            "spec.subjects[0].maxDepth",
+        ),
+        (
+            {"selector": {}, "subjects": [subject(maxDepth=2)]},
+            "maxDepth requires recursive: true",
+        ),
+        ({"selector": {}, "subjects": [subject(ignore=["a/b"])]}, "spec.subjects[0].ignore[0]"),
+        (
+            {"selector": {}, "subjects": [subject(tags={"bad key!": "x"})]},
+            "tag keys must be qualified names",
+        ),
+        (
+            {
+                "selector": {"matchExpressions": [{"key": "a", "operator": "In"}]},
+                "subjects": [subject()],
+            },
+            "values must be non-empty for In and NotIn",
+        ),
+        (
+            {
+                "selector": {"matchExpressions": [{"key": "a", "operator": "Like"}]},
+                "subjects": [subject()],
+            },
+            'Unsupported value: "Like"',
+        ),
+        (
+            {"selector": {}, "subjects": [subject()], "logFormat": "a\nb"},
+            "spec.logFormat",
+        ),
+    ],
+    ids=lambda value: "" if isinstance(value, dict) else value[:40],
+)
+def test_invalid_watcher_is_rejected_naming_the_field(
+    kube: Any, spec: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ApiError) as rejected:
+        create(kube, "invalid", spec)
+    assert rejected.value.status == 422
+    assert message in rejected.value.message
+
+
+def test_status_subresource_and_printer_columns(kube: Any) -> None:
+    create(kube, "columns", {"selector": {}, "subjects": [subject()]})
+    path = apiserver.watcher_path(NS, "columns")
+    status = {"observablePods": 3, "watchedPods": 2, "observedGeneration": 1}
+    kube.request("PATCH", path, body={"status": status}, content_type=apiserver.MERGE_PATCH)
+    assert "status" not in kube.request("GET", path)  # the main resource ignores status
+    kube.request(
+        "PATCH", path + "/status", body={"status": status}, content_type=apiserver.MERGE_PATCH
+    )
+    assert kube.request("GET", path)["status"] == status
+    crd = kube.request(
+        "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/fimwatchers.fim-k8s.io"
+    )
+    columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
+    assert columns == ["Observable", "Watched", "Ready", "Age"]
+    assert crd["spec"]["names"]["shortNames"] == ["fw"]
