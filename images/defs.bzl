@@ -42,7 +42,10 @@ def _debian_rootfs_impl(ctx):
         use_default_shell_env = True,
     )
     return [
-        DefaultInfo(files = depset([blob, descriptor, packages])),
+        DefaultInfo(
+            files = depset([blob, descriptor, packages]),
+            runfiles = ctx.runfiles([blob, descriptor, packages]),
+        ),
         ImageInfo(
             layers = [struct(descriptor = descriptor, blob = blob)],
             files = depset(),
@@ -138,7 +141,10 @@ def _oci_image_impl(ctx):
         progress_message = "Image %s" % ctx.label,
     )
     return [
-        DefaultInfo(files = depset([oci, archive, digest])),
+        DefaultInfo(
+            files = depset([oci, archive, digest]),
+            runfiles = ctx.runfiles([oci, archive, digest]),
+        ),
         ImageInfo(
             layers = layers,
             files = depset(transitive = [base.files, runfiles]),
@@ -156,7 +162,7 @@ oci_image = rule(
         "env": attr.string_dict(),
         "labels": attr.string_dict(),
         "repository": attr.string(mandatory = True),
-        "tag": attr.string(default = "dev"),
+        "tag": attr.string(default = "local"),
         "_files_layer": attr.label(default = "//images/tools:files_layer", executable = True, cfg = "exec"),
         "_image": attr.label(default = "//images/tools:image", executable = True, cfg = "exec"),
     },

@@ -14,6 +14,9 @@ PACKAGES=(
   # The local Kubernetes cluster (tests/cluster, e2e, demo): container runtime, pod network,
   # the network guard's iptables rules, busybox for the workload image.
   containerd runc containernetworking-plugins iptables busybox-static
+  # Service images (images/): Debian rootfs without a Docker engine; the image tests unpack
+  # the OCI layout for runc and read the docker-archive.
+  mmdebstrap umoci skopeo
 )
 
 missing=()
