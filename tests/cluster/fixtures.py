@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.cluster.cluster import Cluster
-from tests.cluster.controlplane import ControlPlane
+from tests.cluster.controlplane import STANDARD_APISERVER_PORT, ControlPlane
 
 
 @pytest.fixture(scope="session")
@@ -32,5 +32,23 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     cluster.up()
     try:
         yield cluster.control_plane
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The full single-node cluster (containerd, kubelet, controller-manager, scheduler) for
+    the whole session, API server on 127.0.0.1:6443 (the port the local overlay's in-cluster
+    clients use). Base images are imported; teardown restores the host and fails the session
+    if the network guard stopped anything."""
+    cluster = Cluster(
+        tmp_path_factory.mktemp("cluster"),
+        apiserver_only=False,
+        apiserver_port=STANDARD_APISERVER_PORT,
+    )
+    cluster.up()
+    try:
+        yield cluster
     finally:
         cluster.down()

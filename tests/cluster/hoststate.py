@@ -68,7 +68,7 @@ class HostSnapshot:
     mounts: list[str] = field(default_factory=list)
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
-    kubepods_existed: bool = False
+    kubepods_existing: list[str] = field(default_factory=list)  # hierarchies that had one
 
     @classmethod
     def take(cls) -> HostSnapshot:
@@ -78,7 +78,7 @@ class HostSnapshot:
             mounts=mount_points(),
             netns=netns_names(),
             links=link_names(),
-            kubepods_existed=(CGROUP_ROOT / "memory" / KUBEPODS).exists(),
+            kubepods_existing=[str(path) for path in _kubepods_cgroups()],
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -92,8 +92,7 @@ class HostSnapshot:
         """Undoes the node's changes; returns what could not be undone (empty when clean)."""
         problems = self._unmount(owned_dirs)
         problems += self._delete_netns_and_links()
-        if not self.kubepods_existed:
-            problems += _remove_kubepods_cgroups()
+        problems += _remove_kubepods_cgroups(keep=set(self.kubepods_existing))
         for name, value in self.sysctls.items():
             _sysctl_path(name).write_text(value)
         problems += self._remove_dirs()
@@ -102,11 +101,18 @@ class HostSnapshot:
     def _unmount(self, owned_dirs: list[Path]) -> list[str]:
         """Unmounts every new mount below owned dirs or a HOST_DIR, deepest first."""
         roots = [str(path) for path in owned_dirs] + list(HOST_DIRS)
-        before = set(self.mounts)
+        return HostSnapshot.unmount_below(roots, keep=set(self.mounts))
+
+    @staticmethod
+    def unmount_below(roots: list[Path] | list[str], keep: set[str] | None = None) -> list[str]:
+        """Unmounts mounts at or below any of roots (except those in keep), deepest first;
+        returns the ones that failed."""
+        prefixes = [str(root) for root in roots]
         new = [
             point
             for point in mount_points()
-            if point not in before and any(point == r or point.startswith(r + "/") for r in roots)
+            if point not in (keep or set())
+            and any(point == r or point.startswith(r + "/") for r in prefixes)
         ]
         problems = []
         for point in sorted(set(new), key=lambda p: p.count("/"), reverse=True):
@@ -147,11 +153,47 @@ class HostSnapshot:
         return problems
 
 
-def _remove_kubepods_cgroups() -> list[str]:
+def _kubepods_cgroups() -> list[Path]:
+    """The kubepods cgroup of every hierarchy that has one."""
+    return sorted(path for path in CGROUP_ROOT.glob(f"*/{KUBEPODS}") if path.is_dir())
+
+
+def _remove_kubepods_cgroups(keep: set[str]) -> list[str]:
+    """Removes the kubepods cgroups the node created (other tests on this machine make their
+    own in some hierarchies: those are left alone)."""
     problems = []
-    for hierarchy in sorted(CGROUP_ROOT.iterdir()):
+    for path in _kubepods_cgroups():
+        if str(path) in keep:
+            continue
         try:
-            remove_cgroup(hierarchy / KUBEPODS)
+            remove_cgroup(path)
         except OSError as error:
-            problems.append(f"cgroup {hierarchy / KUBEPODS}: {error}")
+            problems.append(f"cgroup {path}: {error}")
     return problems
+
+
+def fingerprint() -> dict[str, object]:
+    """What a test compares before and after a cluster's life to prove the host is restored."""
+    iptables = [
+        subprocess.run(
+            [system_tool(tool), "-S"], capture_output=True, text=True, check=False
+        ).stdout
+        for tool in ("iptables", "ip6tables")
+    ]
+    routes = subprocess.run(
+        [system_tool("ip"), "route", "show", "table", "all"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return {
+        "mounts": sorted(mount_points()),
+        "netns": sorted(netns_names()),
+        "links": link_names(),
+        "iptables": iptables,
+        "routes": sorted(routes.splitlines()),
+        "sysctls": {name: _sysctl_path(name).read_text().strip() for name in SYSCTLS},
+        "dirs": [path for path in HOST_DIRS if Path(path).exists()],
+        "cgroups": [str(path) for path in _kubepods_cgroups()],
+        "guard_cgroups": sorted(p.name for p in (CGROUP_ROOT / "unified").glob("fim-k8s-*")),
+    }

@@ -1,8 +1,11 @@
 """The network guard: proof that no cluster component sent a packet off this machine.
 
 Every component runs in a cgroup of its own in the cgroup2 (unified) hierarchy, which on
-this machine's hybrid cgroup layout every process also belongs to. Two iptables/ip6tables
-rules match sockets by that cgroup (and its descendants) with `-m cgroup --path`: packets
+this machine's hybrid cgroup layout every process also belongs to. runc puts containers in
+the unified `kubepods` cgroup the kubelet manages, so with a node (`bridge` set) that cgroup
+is guarded too (created before the kubelet starts, so no pod ever runs unguarded).
+iptables/ip6tables rules match sockets by these cgroups (and descendants) with
+`-m cgroup --path`: packets
 leaving through loopback or the cluster's own bridge pass; anything else is logged, dropped
 and counted. Dropping means a component that tries (the kubelet's cloud metadata lookup, a
 DNS query, a telemetry call) fails fast instead of hanging; counting means the harness can
@@ -23,6 +26,7 @@ from tests.cluster.config import system_tool
 
 UNIFIED = Path("/sys/fs/cgroup/unified")
 _TOOLS = ("iptables", "ip6tables")
+POD_CGROUP = "kubepods"  # the kubelet's cgroupfs root for pods
 
 
 class NetworkGuardError(RuntimeError):
@@ -48,8 +52,14 @@ class NetworkGuard:
     def chain(self) -> str:
         return f"FIMK8S-{self.ident}"[:28]
 
-    def _output_rule(self) -> list[str]:
-        return ["OUTPUT", "-m", "cgroup", "--path", self.cgroup.name, "-j", self.chain]
+    @property
+    def pod_cgroup(self) -> Path | None:
+        """The unified cgroup of the node's pods (only when guarding a node)."""
+        return UNIFIED / POD_CGROUP if self.bridge else None
+
+    def _output_rule(self, cgroup: Path | None = None) -> list[str]:
+        name = (cgroup or self.cgroup).name
+        return ["OUTPUT", "-m", "cgroup", "--path", name, "-j", self.chain]
 
     def _forward_rule(self) -> list[str]:
         return ["FORWARD", "-i", self.bridge, "!", "-o", self.bridge, "-j", self.chain]
@@ -69,7 +79,9 @@ class NetworkGuard:
             _run(tool, "-A", self.chain, "-j", "LOG", "--log-prefix", f"{self.chain}: ")
             _run(tool, "-A", self.chain, "-j", "DROP")
             _run(tool, "-I", *self._output_rule())
-            if self.bridge:
+            if self.pod_cgroup is not None:
+                self.pod_cgroup.mkdir(exist_ok=True)
+                _run(tool, "-I", *self._output_rule(self.pod_cgroup))
                 _run(tool, "-I", *self._forward_rule())
 
     def dropped(self) -> int:
@@ -100,11 +112,14 @@ class NetworkGuard:
         """Removes the rules and the (by now empty) cgroup."""
         for tool in _TOOLS:
             _run(tool, "-D", *self._output_rule(), check=False)
-            if self.bridge:
+            if self.pod_cgroup is not None:
+                _run(tool, "-D", *self._output_rule(self.pod_cgroup), check=False)
                 _run(tool, "-D", *self._forward_rule(), check=False)
             _run(tool, "-F", self.chain, check=False)
             _run(tool, "-X", self.chain, check=False)
         remove_cgroup(self.cgroup)
+        if self.pod_cgroup is not None:
+            remove_cgroup(self.pod_cgroup)
 
 
 def remove_cgroup(path: Path) -> None:

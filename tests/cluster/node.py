@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -29,6 +30,7 @@ NODE_NAME = LOOPBACK
 BRIDGE = "fimk8s0"
 POD_CIDR = "10.244.77.0/24"
 KUBELET_PORT = 10250
+RUN_DIR = Path("/run/fim-k8s")  # containerd's state and sockets (short socket paths)
 NODE_COMPONENTS = ("kube-scheduler", "kube-controller-manager", "kubelet", "containerd")
 
 
@@ -46,11 +48,11 @@ class Node:
 
     @property
     def containerd_socket(self) -> Path:
-        return Path("/run/fim-k8s") / f"containerd-{self.supervisor.guard.ident}.sock"
+        return RUN_DIR / f"containerd-{self.supervisor.guard.ident}.sock"
 
     def owned_dirs(self) -> list[Path]:
         """Directories whose mounts teardown must undo."""
-        return [self.dir, self.containerd_root, Path("/run/fim-k8s")]
+        return [self.dir, self.containerd_root, RUN_DIR]
 
     def start(self, images: list[Path], timeout: float) -> None:
         """Starts containerd (importing missing images), then the kubelet, controller-manager
@@ -75,6 +77,8 @@ class Node:
         self.supervisor.start("kube-controller-manager", self._controller_manager_argv())
         self.supervisor.start("kube-scheduler", self._scheduler_argv())
         self._wait_for(self.ready, "node Ready", timeout)
+        # Pods are rejected until the controller-manager made the namespace's ServiceAccount.
+        self._wait_for(self._default_service_account, "default ServiceAccount", timeout)
 
     def stop(self) -> list[str]:
         """Stops the node's processes and pods and restores the host; returns problems."""
@@ -86,6 +90,7 @@ class Node:
             self._remove_pods()
             self.supervisor.stop("containerd")
         self._kill_leftovers()
+        self._remove_runtime_dirs()
         problems: list[str] = []
         host = self.supervisor.extra.pop("host", None)
         if host is not None:
@@ -103,9 +108,16 @@ class Node:
         conditions = json.loads(out.stdout)["status"].get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
+    def _default_service_account(self) -> bool:
+        return self.kubectl("get", "serviceaccount", "default", check=False).returncode == 0
+
     def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Runs the pinned kubectl as admin; with check, failures raise with kubectl's stderr."""
         argv = [str(self.binaries.kube("kubectl")), f"--kubeconfig={self.cp.kubeconfig}", *args]
-        return subprocess.run(argv, capture_output=True, text=True, check=check)
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done
 
     def import_images(self, archives: list[Path]) -> None:
         """Imports image archives into containerd's k8s.io namespace unless already there."""
@@ -168,6 +180,19 @@ class Node:
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
 
+    def _remove_runtime_dirs(self) -> None:
+        """containerd's state directory and sockets below /run/fim-k8s (after unmounting
+        anything left there: shm and rootfs mounts of killed sandboxes)."""
+        HostSnapshot.unmount_below([RUN_DIR])
+        ident = self.supervisor.guard.ident
+        for path in RUN_DIR.glob(f"containerd-{ident}*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            RUN_DIR.rmdir()
+
     def _write_cni_config(self) -> None:
         conflist = {
             "cniVersion": "1.0.0",
@@ -197,7 +222,7 @@ class Node:
         runc = f"{cri[:-1]}.containerd.runtimes.runc]"
         config = f"""version = 2
 root = "{self.containerd_root / "root"}"
-state = "/run/fim-k8s/containerd-{self.supervisor.guard.ident}"
+state = "{RUN_DIR}/containerd-{self.supervisor.guard.ident}"
 disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 [grpc]
   address = "{self.containerd_socket}"
