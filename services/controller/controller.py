@@ -54,6 +54,7 @@ from services.controller.workqueue import ShutDown, WorkQueue
 NODE = "node:"
 WATCHER = "watcher:"
 MAX_REJECTION_BACKOFF = timedelta(minutes=5)
+NOT_FOUND = 404
 
 log = logging.getLogger(__name__)
 
@@ -413,6 +414,14 @@ class Controller:
         watcher = self.watchers.get(key)
         if watcher is None:
             return
+        try:
+            self._write_watcher(watcher)
+        except ApiError as err:
+            if err.status != NOT_FOUND:
+                raise
+            # Deleted since the cache saw it: its DELETED event makes the nodes clean up.
+
+    def _write_watcher(self, watcher: Watcher) -> None:
         nodes = self.node_views()
         action = finalizer_action(watcher, nodes)
         if action is not FinalizerAction.NONE:

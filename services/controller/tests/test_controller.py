@@ -1,0 +1,318 @@
+"""The controller process against a real kube-apiserver and fake fimd nodes (real gRPC).
+
+Every controller here runs as `python -m services.controller` with a token of the
+fim-controller ServiceAccount, so each scenario also proves that the RBAC of deploy/base
+suffices for it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from fim.v1 import fim_pb2
+from services.controller.kube import ApiError, Kube
+from services.controller.tests import apiserver
+from services.controller.tests.apiserver import container_id, create_pod, eventually
+from services.controller.tests.fake_fimd import FakeFimdServer, KeyTuple
+
+if TYPE_CHECKING:  # a pytest plugin: importing it first would stop its assert rewriting
+    from services.controller.tests.fixtures import Env, World
+
+pytest_plugins = ["tests.cluster.fixtures", "services.controller.tests.fixtures"]
+
+WEB = {"app": "web"}
+
+
+def keys(world: World) -> dict[str, set[KeyTuple]]:
+    return {node: set(server.fimd.snapshot()) for node, server in world.fimds.items()}
+
+
+def calls(world: World, method: str) -> int:
+    return sum(server.fimd.calls[method] for server in world.fimds.values())
+
+
+def add_watcher(world: World, name: str, paths: list[str], labels: dict[str, str] = WEB) -> str:
+    body = apiserver.fimwatcher(world.ns, name, labels, paths)
+    created = world.kube.request("POST", apiserver.watcher_path(world.ns), body=body)
+    return str(created["metadata"]["uid"])
+
+
+def pod(world: World, name: str, node: str, containers: dict[str, int], **labels: str) -> str:
+    create_pod(world.kube, world.ns, name, node=node, labels=labels or WEB, containers=containers)
+    return apiserver.pod_uid(world.kube, world.ns, name)
+
+
+def status(world: World, name: str) -> dict[str, Any]:
+    watcher = apiserver.get_watcher(world.kube, world.ns, name) or {}
+    return dict(watcher.get("status") or {})
+
+
+def condition(world: World, name: str, type_: str) -> tuple[str, str, str]:
+    for c in status(world, name).get("conditions") or ():
+        if c["type"] == type_:
+            return (c["status"], c["reason"], c.get("message", ""))
+    return ("", "", "")
+
+
+def counts(world: World, name: str) -> tuple[int, int]:
+    s = status(world, name)
+    return (s.get("observablePods", -1), s.get("watchedPods", -1))
+
+
+def patch(world: World, path: str, body: dict[str, Any]) -> None:
+    world.kube.request("PATCH", path, body=body, content_type=apiserver.MERGE_PATCH)
+
+
+def delete_pod(world: World, name: str) -> None:
+    # No kubelet confirms a graceful deletion here: delete at once.
+    world.kube.request(
+        "DELETE", f"/api/v1/namespaces/{world.ns}/pods/{name}", query={"gracePeriodSeconds": "0"}
+    )
+
+
+def reasons(kube: Kube, ns: str, uid: str) -> set[str]:
+    events = kube.request("GET", f"/api/v1/namespaces/{ns}/events").get("items", [])
+    return {e["reason"] for e in events if e["involvedObject"].get("uid") == uid}
+
+
+def test_watches_and_status_follow_every_change(world: World) -> None:
+    n1, n2 = f"{world.tag}-n1", f"{world.tag}-n2"
+    world.add_node(n1)
+    world.add_node(n2)
+    web0 = pod(world, "web-0", n1, {"app": 1, "side": 2})
+    web1 = pod(world, "web-1", n2, {"app": 3})
+    pod(world, "db-0", n1, {"app": 4}, app="db")
+    world.start_controller()
+
+    logs = add_watcher(world, "logs", ["/var/log"])
+    eventually(
+        lambda: (
+            keys(world)
+            == {n1: {(logs, web0, "app"), (logs, web0, "side")}, n2: {(logs, web1, "app")}}
+        ),
+        what="watches of 'logs' on both nodes",
+    )
+    eventually(lambda: counts(world, "logs") == (2, 2), what="status 2 of 2 watched")
+    assert condition(world, "logs", "Ready")[:2] == ("True", "AllPodsWatched")
+    assert condition(world, "logs", "Degraded")[0] == "False"
+    watcher = apiserver.get_watcher(world.kube, world.ns, "logs") or {}
+    assert watcher["metadata"]["finalizers"] == ["fim-k8s.io/watches"]
+    eventually(lambda: "WatchesAdded" in reasons(world.kube, world.ns, logs), what="event")
+
+    # A second watcher on the same pods gets its own watches.
+    audit = add_watcher(world, "audit", ["/etc"])
+    eventually(lambda: (audit, web1, "app") in keys(world)[n2], what="second watcher's watch")
+
+    # A pod that stops matching loses its watches, from both watchers.
+    patch(
+        world, f"/api/v1/namespaces/{world.ns}/pods/web-1", {"metadata": {"labels": {"app": "x"}}}
+    )
+    eventually(lambda: keys(world)[n2] == set(), what="relabelled pod unwatched")
+    eventually(lambda: counts(world, "logs") == (1, 1), what="status follows the relabel")
+
+    # A spec change updates the watch in place (same key, new spec).
+    patch(world, apiserver.watcher_path(world.ns, "logs"), {"spec": {"logFormat": "{path}"}})
+
+    def updated() -> bool:
+        spec = world.fimds[n1].fimd.snapshot().get((logs, web0, "app"))
+        return spec is not None and spec.log_format == "{path}"
+
+    eventually(updated, what="logFormat applied")
+
+    # A container restart (new container ID) retargets the same watch.
+    apiserver.set_running(world.kube, world.ns, "web-0", {"app": 7, "side": 2})
+
+    def retargeted() -> bool:
+        spec = world.fimds[n1].fimd.snapshot().get((logs, web0, "app"))
+        return spec is not None and spec.container_id == container_id(7)
+
+    eventually(retargeted, what="watch follows the restarted container")
+
+    # A pod that starts later is picked up.
+    web2 = pod(world, "web-2", n2, {"app": 8})
+    eventually(lambda: (logs, web2, "app") in keys(world)[n2], what="new pod watched")
+
+    # Deleting a watcher destroys its watches everywhere, then releases its finalizer.
+    world.kube.request("DELETE", apiserver.watcher_path(world.ns, "logs"))
+    eventually(
+        lambda: all(k[0] != logs for node in keys(world).values() for k in node),
+        what="watches of the deleted watcher destroyed",
+    )
+    eventually(
+        lambda: apiserver.get_watcher(world.kube, world.ns, "logs") is None,
+        what="finalizer removed",
+    )
+    assert keys(world) == {
+        n1: {(audit, web0, "app"), (audit, web0, "side")},
+        n2: {(audit, web2, "app")},
+    }
+
+    # Steady state: over two sweeps, no Create/Destroy, only one GetWatchState per node each.
+    eventually(lambda: counts(world, "audit") == (2, 2), what="audit status")
+    before = {m: calls(world, m) for m in ("CreateWatch", "DestroyWatch", "GetWatchState")}
+    time.sleep(7)
+    assert calls(world, "CreateWatch") == before["CreateWatch"]
+    assert calls(world, "DestroyWatch") == before["DestroyWatch"]
+    assert calls(world, "GetWatchState") - before["GetWatchState"] <= 2 * 3
+
+
+def test_killed_controller_restarts_without_duplicate_or_leaked_watches(world: World) -> None:
+    nodes = [f"{world.tag}-n{i}" for i in range(3)]
+    for node in nodes:
+        world.add_node(node)
+    pods = {f"web-{i}": pod(world, f"web-{i}", nodes[i % 3], {"app": i}) for i in range(6)}
+    first = world.start_controller()
+    keep = add_watcher(world, "keep", ["/var/log"])
+    eventually(lambda: sum(map(len, keys(world).values())) == 6, what="initial convergence")
+
+    # Killed mid-way: a second watcher was just created.
+    gone = add_watcher(world, "gone", ["/srv"])
+    time.sleep(0.3)
+    first.kill()
+
+    # While no controller runs: a pod goes, a pod comes, the watcher goes, a fimd restarts.
+    delete_pod(world, "web-0")
+    pods["web-6"] = pod(world, "web-6", nodes[0], {"app": 6})
+    world.kube.request("DELETE", apiserver.watcher_path(world.ns, "gone"))
+    world.fimds[nodes[2]].fimd.restart()
+
+    expected = {node: set[KeyTuple]() for node in nodes}
+    for index, name in enumerate(["web-1", "web-2", "web-3", "web-4", "web-5", "web-6"], 1):
+        expected[nodes[index % 3]].add((keep, pods[name], "app"))
+    held = keys(world)
+    missing = sum(len(expected[n] - held[n]) for n in nodes)
+    extra = sum(len(held[n] - expected[n]) for n in nodes)
+    created, destroyed = calls(world, "CreateWatch"), calls(world, "DestroyWatch")
+
+    world.start_controller()
+    eventually(lambda: keys(world) == expected, what="exactly the desired watches")
+    eventually(
+        lambda: apiserver.get_watcher(world.kube, world.ns, "gone") is None,
+        what="deleted watcher finalized",
+    )
+    eventually(lambda: counts(world, "keep") == (6, 6), what="status after restart")
+    # Only the differences were called: nothing recreated, nothing destroyed twice.
+    assert calls(world, "CreateWatch") - created == missing
+    assert calls(world, "DestroyWatch") - destroyed == extra
+    assert all(k[0] != gone for node in keys(world).values() for k in node)
+
+
+def test_unreachable_fimd_degrades_only_its_node_and_recovers(world: World) -> None:
+    n1, n2 = f"{world.tag}-n1", f"{world.tag}-n2"
+    world.add_node(n1)
+    second = world.add_node(n2)
+    pod(world, "web-0", n1, {"app": 1})
+    pod(world, "web-1", n2, {"app": 2})
+    pod(world, "db-0", n1, {"app": 3}, app="db")
+    world.start_controller()
+    add_watcher(world, "web", ["/var/log"])
+    add_watcher(world, "db", ["/var/lib/db"], {"app": "db"})
+    eventually(lambda: counts(world, "web") == (2, 2) and counts(world, "db") == (1, 1))
+
+    second.stop()
+    eventually(
+        lambda: condition(world, "web", "Degraded")[:2] == ("True", "FimdUnreachable"),
+        what="web degraded by its unreachable node",
+    )
+    assert n2 in condition(world, "web", "Degraded")[2]
+    assert condition(world, "db", "Degraded")[0] == "False"
+    assert condition(world, "db", "Ready")[0] == "True"
+
+    # fimd comes back on the same address with empty state: the watches are rebuilt.
+    world.fimds[n2] = FakeFimdServer(second.fimd, port=second.port)
+    second.fimd.restart()
+    eventually(lambda: len(keys(world)[n2]) == 1, what="watches rebuilt on the returned fimd")
+    eventually(lambda: condition(world, "web", "Degraded")[0] == "False", what="recovered")
+    eventually(lambda: counts(world, "web") == (2, 2))
+
+
+def test_rejected_and_failed_watches_are_reported(world: World) -> None:
+    node = f"{world.tag}-n1"
+    server = world.add_node(node)
+    server.fimd.reject = lambda spec: (
+        (grpc.StatusCode.FAILED_PRECONDITION, "container not found on this node")
+        if spec.identity.pod_name == "web-1"
+        else None
+    )
+    pod(world, "web-0", node, {"app": 1})
+    pod(world, "web-1", node, {"app": 2})
+    world.start_controller()
+    uid = add_watcher(world, "logs", ["/var/log"])
+    eventually(
+        lambda: condition(world, "logs", "Degraded")[:2] == ("True", "WatchRejected"),
+        what="rejection reported",
+    )
+    assert "web-1" in condition(world, "logs", "Degraded")[2]
+    assert counts(world, "logs") == (2, 1)
+    eventually(lambda: "WatchesFailed" in reasons(world.kube, world.ns, uid), what="event")
+
+    # fimd accepts it on a retry (the container appeared): Ready without any other change.
+    server.fimd.reject = None
+    eventually(lambda: counts(world, "logs") == (2, 2), timeout=30, what="retried after backoff")
+
+    # A watch fimd holds as FAILED is reported with fimd's reason.
+    server.fimd.phase = fim_pb2.WATCH_PHASE_FAILED
+    server.fimd.restart()
+    eventually(
+        lambda: condition(world, "logs", "Degraded")[:2] == ("True", "WatchFailed"),
+        what="FAILED phase reported",
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/v1/namespaces/fim-system/secrets"),
+        ("DELETE", "/api/v1/namespaces/default/pods/x"),
+        ("PATCH", "/api/v1/namespaces/default/pods/x"),
+        ("GET", apiserver.watcher_path("default", "x")),
+        ("DELETE", apiserver.watcher_path("default", "x")),
+        ("GET", "/api/v1/nodes"),
+        ("GET", "/apis/coordination.k8s.io/v1/namespaces/fim-system/leases/other"),
+        ("GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases/fim-controller"),
+    ],
+)
+def test_service_account_has_nothing_beyond_its_role(env: Env, method: str, path: str) -> None:
+    controller = Kube.connect(str(env.kubeconfig))
+    with pytest.raises(ApiError) as denied:
+        controller.request(method, path, body={} if method == "PATCH" else None)
+    assert denied.value.status == 403
+
+
+def leader(world: World) -> str:
+    try:
+        lease = world.kube.request(
+            "GET", "/apis/coordination.k8s.io/v1/namespaces/fim-system/leases/fim-controller"
+        )
+    except ApiError:
+        return ""
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def test_leader_failover_within_15_seconds(world: World) -> None:
+    node = f"{world.tag}-n1"
+    world.add_node(node)
+    web0 = pod(world, "web-0", node, {"app": 1})
+    replicas = {
+        name: world.start_controller("--leader-elect", f"--identity={world.tag}-{name}", name=name)
+        for name in ("a", "b")
+    }
+    uid = add_watcher(world, "logs", ["/var/log"])
+    eventually(lambda: keys(world)[node] == {(uid, web0, "app")}, what="leader reconciles")
+    first = eventually(lambda: leader(world).removeprefix(f"{world.tag}-"), what="a leader")
+    standby = "b" if first == "a" else "a"
+
+    replicas[first].kill()
+    killed = time.monotonic()
+    web1 = pod(world, "web-1", node, {"app": 2})
+    eventually(lambda: (uid, web1, "app") in keys(world)[node], timeout=15, what="failover")
+    took = time.monotonic() - killed
+    assert leader(world) == f"{world.tag}-{standby}"
+    assert took < 15
+    # A clean shutdown releases the lease at once.
+    assert replicas[standby].stop() == 0
+    assert leader(world) == ""
