@@ -27,6 +27,7 @@ from services.fimd.resolver import ProcResolver
 from services.fimd.server import TlsFiles, build
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.spawner import ProcessSpawner
+from services.fimnotify import wire
 
 INSECURE_WARNING = (
     "WARNING: --insecure: gRPC without TLS or client authentication. Anyone who can reach "
@@ -51,12 +52,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
     parser.add_argument("--queue-prefix", default=queues.DEFAULT_PREFIX, help="queue names")
+    geometry = queues.DEFAULT_GEOMETRY
+    parser.add_argument(
+        "--queue-messages", type=int, default=geometry.max_messages, help="messages per queue"
+    )
+    parser.add_argument(
+        "--queue-message-size", type=int, default=geometry.message_size, help="bytes"
+    )
+    parser.add_argument(
+        "--msgqueue-limit",
+        type=int,
+        default=64 << 20,
+        help="RLIMIT_MSGQUEUE to ask for (needs CAP_SYS_RESOURCE beyond the hard limit)",
+    )
     args = parser.parse_args(argv)
     tls = (args.tls_cert, args.tls_key, args.client_ca)
     if args.insecure and any(tls):
         parser.error("--insecure excludes --tls-cert/--tls-key/--client-ca")
     if not args.insecure and not all(tls):
         parser.error("--tls-cert, --tls-key and --client-ca are required (or --insecure)")
+    if args.queue_messages < 1 or args.queue_message_size < wire.MIN_MESSAGE_SIZE:
+        parser.error(f"queues need >= 1 message of >= {wire.MIN_MESSAGE_SIZE} bytes")
     if not args.queue_prefix.startswith("/") or "/" in args.queue_prefix[1:]:
         parser.error("--queue-prefix must look like /name.")
     return args
@@ -71,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     metrics = Metrics()
     writer = LineWriter(sys.stdout.fileno(), args.node_name)
+    geometry = queues.Geometry(args.queue_messages, args.queue_message_size)
+    limit = queues.raise_limit(args.msgqueue_limit)
     daemon = Daemon(
         args.node_name,
         ProcResolver(args.proc_root),
@@ -79,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics,
         proc_root=args.proc_root,
         queue_prefix=args.queue_prefix,
+        queue_geometry=geometry,
     )
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)
@@ -90,7 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         metrics.serve(*_host_port(args.metrics_listen))
     loop = threading.Thread(target=daemon.run, name="fimd-io")
     loop.start()
-    writer.op("started", instance=daemon.instance_id, port=port, tls=tls is not None)
+    writer.op(
+        "started",
+        instance=daemon.instance_id,
+        port=port,
+        tls=tls is not None,
+        msgqueue_limit=limit,
+        # Queues (watches, plus one per watch being updated) that fit: a node-wide budget.
+        queue_capacity=limit // geometry.kernel_bytes(),
+    )
 
     stop = threading.Event()
 

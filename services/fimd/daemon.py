@@ -152,6 +152,7 @@ class Daemon:
         *,
         proc_root: str = "/proc",
         queue_prefix: str = queues.DEFAULT_PREFIX,
+        queue_geometry: queues.Geometry = queues.DEFAULT_GEOMETRY,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node = node
@@ -162,6 +163,7 @@ class Daemon:
         self._metrics = metrics
         self._proc_root = proc_root
         self._queue_prefix = queue_prefix
+        self._geometry = queue_geometry
         self._clock = clock
         self._lock = threading.RLock()
         self._core = Supervisor()
@@ -283,9 +285,11 @@ class Daemon:
             proc_root=self._proc_root,
         )
         try:
-            queue = queues.create(name)
+            queue = queues.create(name, self._geometry)
         except (posix_ipc.Error, OSError) as err:
-            self._failed_start(action, f"cannot create queue {name}: {err}")
+            self._failed_start(
+                action, f"cannot create queue {name}: {err} (RLIMIT_MSGQUEUE used up?)"
+            )
             return
         try:
             child = self._spawner.spawn(config)

@@ -10,24 +10,54 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 
+import attrs
 import posix_ipc
 
 DEFAULT_PREFIX = "/fimk8s."
-#: fs.mqueue defaults (msg_max, msgsize_max): creating larger queues needs
-#: CAP_SYS_RESOURCE, which pods usually lack; the wire format batches records instead.
-MAX_MESSAGES = 10
-MESSAGE_SIZE = 8192
 
 
-def create(name: str) -> posix_ipc.MessageQueue:
+@attrs.frozen
+class Geometry:
+    """Size of each queue. All queues of a user share RLIMIT_MSGQUEUE (default 819,200
+    bytes, raisable only with CAP_SYS_RESOURCE): with the fs.mqueue defaults of 10 x 8192
+    bytes only 9 queues fit, so fimd defaults to one message of 4608 bytes (one PATH_MAX
+    event fits, see `wire.MIN_MESSAGE_SIZE`), about 170 queues. fimnotify buffers while
+    fimd drains, so a small queue costs throughput only in round trips."""
+
+    max_messages: int = 1
+    message_size: int = 4608
+
+    def kernel_bytes(self) -> int:
+        """Approximate charge against RLIMIT_MSGQUEUE (measured: ~150 bytes per message of
+        kernel bookkeeping on top of the payload)."""
+        return self.max_messages * (self.message_size + 150)
+
+
+DEFAULT_GEOMETRY = Geometry()
+
+
+def raise_limit(wanted: int) -> int:
+    """Raises RLIMIT_MSGQUEUE towards `wanted` as far as allowed (beyond the hard limit
+    only with CAP_SYS_RESOURCE, e.g. in a privileged pod); returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_MSGQUEUE)
+    try:
+        resource.setrlimit(resource.RLIMIT_MSGQUEUE, (max(wanted, soft), max(wanted, hard)))
+    except (ValueError, OSError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_MSGQUEUE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_MSGQUEUE)[0]
+
+
+def create(name: str, geometry: Geometry) -> posix_ipc.MessageQueue:
     """Creates the queue exclusively, for non-blocking reads."""
     queue = posix_ipc.MessageQueue(
         name,
         posix_ipc.O_CREX,
         mode=0o600,
-        max_messages=MAX_MESSAGES,
-        max_message_size=MESSAGE_SIZE,
+        max_messages=geometry.max_messages,
+        max_message_size=geometry.message_size,
         read=True,
         write=False,
     )

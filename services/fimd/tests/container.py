@@ -4,7 +4,8 @@ private tmpfs, inside a real kubepods cgroup, that writes files on command.
 The tmpfs is mounted over `<workdir>/root` inside the process's mount namespace only, so a
 file it writes is visible at that path from inside the "container" (and through
 /proc/<pid>/root), never on the host. Commands on stdin: `w <path> [count]` appends a line to
-the file `count` times (open/append/close each) and answers `ok`; EOF ends the process.
+the file `count` times (open/append/close each) and answers `ok <seconds>`; `b` and `l` are
+the paced benchmark writers (see the script). EOF ends the process.
 """
 
 from __future__ import annotations
@@ -19,19 +20,38 @@ from pathlib import Path
 from services.fimd.tests.cgroups import cgroup
 
 _SCRIPT = r"""
-import os, subprocess, sys
+import os, subprocess, sys, time
 procs, mountpoint = sys.argv[1], sys.argv[2]
 with open(procs, "w") as f:
     f.write(str(os.getpid()))
 subprocess.run(["mount", "-t", "tmpfs", "fimd-test", mountpoint], check=True)
 os.mkdir(os.path.join(mountpoint, "data"))
 print("ready", flush=True)
+
+def paced(count, rate):
+    start = time.monotonic()
+    for i in range(count):
+        ahead = start + i / rate - time.monotonic() if rate else 0
+        if ahead > 0.001:
+            time.sleep(ahead)
+        yield i
+    print("ok", time.monotonic() - start, flush=True)
+
 for line in sys.stdin:
-    cmd, path, *count = line.split()
-    for _ in range(int(count[0]) if count else 1):
-        with open(path, "a") as f:
-            f.write("x\n")
-    print("ok", flush=True)
+    cmd, path, *args = line.split()
+    if cmd == "w":  # w PATH [COUNT]: append COUNT times
+        for _ in paced(int(args[0]) if args else 1, 0):
+            with open(path, "a") as f:
+                f.write("x\n")
+    elif cmd == "b":  # b DIR COUNT RATE NFILES: appends rotating over NFILES files
+        count, rate, nfiles = map(int, args)
+        for i in paced(count, rate):
+            with open(f"{path}/f{i % nfiles}", "a") as f:
+                f.write("x\n")
+    elif cmd == "l":  # l DIR COUNT RATE: new files named by their creation time (ns)
+        count, rate = map(int, args)
+        for _ in paced(count, rate):
+            open(f"{path}/{time.time_ns()}", "w").close()
 """
 
 
@@ -84,12 +104,23 @@ class Container:
 
     def write(self, path: str, count: int = 1) -> None:
         """Appends to `path` (inside the container) `count` times; returns when done."""
+        self.command(f"w {path} {count}")
+        self.result()
+
+    def command(self, line: str) -> None:
+        """Sends one command without waiting for it (see `result`)."""
         assert self.proc is not None
         assert self.proc.stdin is not None
-        assert self.proc.stdout is not None
-        self.proc.stdin.write(f"w {path} {count}\n")
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
-        assert self.proc.stdout.readline() == "ok\n"
+
+    def result(self) -> float:
+        """Waits for the running command; returns its duration in seconds."""
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        answer, seconds = self.proc.stdout.readline().split()
+        assert answer == "ok"
+        return float(seconds)
 
     def close(self) -> None:
         if self.proc is not None:

@@ -54,7 +54,7 @@ class FakeChild:
         self.status: int | None = None
         self.terminated = False
         self._queue = posix_ipc.MessageQueue(config.queue_name, write=True, read=False)
-        self._packer = wire.Packer()
+        self._packer = wire.Packer(self._queue.max_message_size)
 
     def send(self, *records: wire.Record) -> None:
         for message in self._packer.pack(records):
