@@ -71,6 +71,10 @@ class Cluster:
             )
         return archives
 
+    def import_images(self, archives: list[Path]) -> None:
+        """Imports more images (e.g. the service images Bazel builds) into the node."""
+        self.node.import_images(archives)
+
     def up(self, timeout: float = 120.0) -> None:
         """Starts the cluster; on any failure stops what was started before re-raising."""
         started = time.monotonic()
