@@ -46,7 +46,7 @@ from services.controller.reconcile import (
     finalizer_action,
     plan_node,
 )
-from services.controller.specs import Key
+from services.controller.specs import Desired, Key
 from services.controller.state import NodeState, NodeView, Rejection
 from services.controller.status import watcher_status
 from services.controller.workqueue import ShutDown, WorkQueue
@@ -293,46 +293,53 @@ class Controller:
             self._states[node] = state
 
     def _execute(self, node: str, client: FimdClient, plan: NodePlan, state: NodeState) -> None:
-        """Carries out `plan`, saving the state after every call so nothing is forgotten."""
+        """Carries out `plan`; whatever happens, the state records every call that succeeded.
+
+        Works on mutable copies (copying an immutable state per call would cost O(n^2) for a
+        node's first thousands of watches) and saves them once, in `finally`.
+        """
+        watches, rejected = dict(state.watches), dict(state.rejected)
         changes: dict[str, Counter[str]] = {}
         try:
-            for key in plan.destroy:
-                client.destroy(key)
+            for key, destroyed in client.destroy_many(plan.destroy):
+                if isinstance(destroyed, FimdError):
+                    raise destroyed
+                watches.pop(key, None)
                 self._metrics.actions.labels("destroy", "ok").inc()
-                state = state.without(key)
-                self._save(node, state)
                 changes.setdefault(key.watcher_uid, Counter())["removed"] += 1
-            for want in plan.create:
-                verb = "updated" if want.key in state.watches else "added"
-                try:
-                    state = state.with_observed(client.create(want))
-                except FimdError as err:
-                    if not err.rejected:
-                        raise
-                    state = self._rejected(node, state, want.key, want.config_hash, err)
+            for want, created in client.create_many(plan.create):
+                verb = "updated" if want.key in watches else "added"
+                if isinstance(created, FimdError):
+                    if not created.rejected:
+                        raise created
+                    rejected[want.key] = self._rejection(
+                        node, rejected.get(want.key), want, created
+                    )
                     verb = "failed"
+                else:
+                    watches[want.key] = created
+                    rejected.pop(want.key, None)
                 self._metrics.actions.labels("create", "error" if verb == "failed" else "ok").inc()
-                self._save(node, state)
                 changes.setdefault(want.key.watcher_uid, Counter())[verb] += 1
         finally:
+            self._save(node, attrs.evolve(state, watches=watches, rejected=rejected))
             self._record_events(node, changes)
 
-    def _rejected(
-        self, node: str, state: NodeState, key: Key, config_hash: str, err: FimdError
-    ) -> NodeState:
+    def _rejection(
+        self, node: str, previous: Rejection | None, want: Desired, err: FimdError
+    ) -> Rejection:
         """Records a rejected create and schedules its retry with a growing backoff."""
-        previous = state.rejected.get(key)
-        attempts = previous.attempts + 1 if previous and previous.config_hash == config_hash else 1
+        same = previous is not None and previous.config_hash == want.config_hash
+        attempts = previous.attempts + 1 if previous is not None and same else 1
         backoff = min(timedelta(seconds=2**attempts), MAX_REJECTION_BACKOFF)
-        rejection = Rejection(
-            config_hash=config_hash,
+        self.queue.add_after(NODE + node, backoff.total_seconds())
+        return Rejection(
+            config_hash=want.config_hash,
             code=err.code,
             message=err.message,
             retry_at=self._clock() + backoff,
             attempts=attempts,
         )
-        self.queue.add_after(NODE + node, backoff.total_seconds())
-        return state.with_rejection(key, rejection)
 
     def _record_events(self, node: str, changes: dict[str, Counter[str]]) -> None:
         for uid, counts in changes.items():

@@ -9,7 +9,8 @@ has a deadline, so an unreachable fimd costs one bounded wait and degrades only 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 import attrs
@@ -67,6 +68,17 @@ class Tls:
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
+_Tag = TypeVar("_Tag")
+
+#: Calls in flight per node when applying many changes: latency overlaps, memory stays bounded.
+WINDOW = 32
+
+
+def _error(err: grpc.RpcError) -> FimdError:
+    # Failed unary calls raise an RpcError that is also a grpc.Call with code/details.
+    code, details = getattr(err, "code", None), getattr(err, "details", None)
+    name = code().name if callable(code) else "UNKNOWN"
+    return FimdError(name, str(details() if callable(details) else err))
 
 
 def _call(
@@ -75,10 +87,34 @@ def _call(
     try:
         return rpc(request, timeout=deadline)
     except grpc.RpcError as err:
-        # Failed unary calls raise an RpcError that is also a grpc.Call with code/details.
-        code, details = getattr(err, "code", None), getattr(err, "details", None)
-        name = code().name if callable(code) else "UNKNOWN"
-        raise FimdError(name, str(details() if callable(details) else err)) from err
+        raise _error(err) from err
+
+
+def _pipelined(
+    rpc: grpc.UnaryUnaryMultiCallable[_Request, _Response],
+    requests: Iterable[tuple[_Tag, _Request]],
+    deadline: float,
+) -> Iterator[tuple[_Tag, _Response | FimdError]]:
+    """Each request's result (or error) in order, with up to WINDOW calls in flight."""
+    in_flight: deque[tuple[_Tag, grpc.Future[_Response]]] = deque()
+
+    def settle() -> tuple[_Tag, _Response | FimdError]:
+        tag, future = in_flight.popleft()
+        try:
+            return tag, future.result()
+        except grpc.RpcError as err:
+            return tag, _error(err)
+
+    try:
+        for tag, request in requests:
+            in_flight.append((tag, rpc.future(request, timeout=deadline)))
+            if len(in_flight) >= WINDOW:
+                yield settle()
+        while in_flight:
+            yield settle()
+    finally:
+        for _, future in in_flight:  # the caller stopped early (fimd unreachable)
+            future.cancel()
 
 
 class FimdClient:
@@ -96,15 +132,25 @@ class FimdClient:
             node=response.node_name, instance_id=response.instance_id, watches=observed
         )
 
-    def create(self, want: Desired) -> Observed:
-        request = fim_pb2.CreateWatchRequest(spec=want.spec, config_hash=want.config_hash)
-        response = _call(self._stub.CreateWatch, request, self._deadline)
-        return Observed.from_proto(response.status)
+    def create_many(
+        self, wants: Iterable[Desired]
+    ) -> Iterator[tuple[Desired, Observed | FimdError]]:
+        """CreateWatch for each, pipelined; results in order."""
+        requests = (
+            (want, fim_pb2.CreateWatchRequest(spec=want.spec, config_hash=want.config_hash))
+            for want in wants
+        )
+        for want, result in _pipelined(self._stub.CreateWatch, requests, self._deadline):
+            yield (
+                want,
+                result if isinstance(result, FimdError) else Observed.from_proto(result.status),
+            )
 
-    def destroy(self, key: Key) -> bool:
-        request = fim_pb2.DestroyWatchRequest(key=key.to_proto())
-        response = _call(self._stub.DestroyWatch, request, self._deadline)
-        return response.existed
+    def destroy_many(self, keys: Iterable[Key]) -> Iterator[tuple[Key, bool | FimdError]]:
+        """DestroyWatch for each, pipelined; results in order."""
+        requests = ((key, fim_pb2.DestroyWatchRequest(key=key.to_proto())) for key in keys)
+        for key, result in _pipelined(self._stub.DestroyWatch, requests, self._deadline):
+            yield key, result if isinstance(result, FimdError) else result.existed
 
 
 class FimdPool:

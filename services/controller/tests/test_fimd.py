@@ -13,6 +13,7 @@ import pytest
 from services.controller.fimd import Endpoint, FimdError, FimdPool, Tls, endpoints
 from services.controller.objects import Container, Pod
 from services.controller.specs import Desired, Key, desired_watch
+from services.controller.state import Observed
 from services.controller.tests.builders import pod, watcher
 from services.controller.tests.fake_fimd import FakeFimd, FakeFimdServer
 
@@ -64,22 +65,39 @@ def server() -> Iterator[FakeFimdServer]:
 def test_calls_round_trip(server: FakeFimdServer) -> None:
     client = FimdPool(None, deadline=5).client(Endpoint("n1", server.address))
     want = first_watch()
-    observed = client.create(want)
-    assert (observed.key, observed.config_hash) == (Key("w1", "p1", "app"), want.config_hash)
+    [(sent, observed)] = list(client.create_many([want]))
+    assert isinstance(observed, Observed)
+    assert (sent, observed.key, observed.config_hash) == (
+        want,
+        Key("w1", "p1", "app"),
+        want.config_hash,
+    )
     state = client.get_state()
     assert (state.node, state.instance_id) == ("n1", server.fimd.instance_id)
     assert state.watches == {observed.key: observed}
-    assert client.destroy(observed.key) is True
-    assert client.destroy(observed.key) is False
+    assert list(client.destroy_many([observed.key])) == [(observed.key, True)]
+    assert list(client.destroy_many([observed.key])) == [(observed.key, False)]
+
+
+def test_many_calls_are_pipelined_and_answered_in_order(server: FakeFimdServer) -> None:
+    client = FimdPool(None, deadline=5).client(Endpoint("n1", server.address))
+    w = watcher()
+    assert w.spec is not None
+    pods = [pod(f"web-{i}", uid=f"p{i}") for i in range(100)]
+    wants = [desired_watch(w, w.spec, p, p.containers[0]) for p in pods]
+    results = list(client.create_many(wants))
+    assert [sent for sent, _ in results] == wants
+    assert len(server.fimd.snapshot()) == 100
+    keys = [want.key for want in wants]
+    assert [key for key, existed in client.destroy_many(keys) if existed is True] == keys
 
 
 def test_rejection_keeps_the_grpc_code(server: FakeFimdServer) -> None:
     server.fimd.reject = lambda spec: (grpc.StatusCode.INVALID_ARGUMENT, "paths[0]: bad")
     client = FimdPool(None, deadline=5).client(Endpoint("n1", server.address))
-    want = first_watch()
-    with pytest.raises(FimdError) as caught:
-        client.create(want)
-    assert (caught.value.code, caught.value.message, caught.value.rejected) == (
+    [(_, error)] = list(client.create_many([first_watch()]))
+    assert isinstance(error, FimdError)
+    assert (error.code, error.message, error.rejected) == (
         "INVALID_ARGUMENT",
         "paths[0]: bad",
         True,
