@@ -98,7 +98,11 @@ def _oci_image_impl(ctx):
     for dep in ctx.attr.deps:
         if dep[DefaultInfo].files_to_run.executable:
             present[dep[DefaultInfo].files_to_run.executable.path] = True
-    new = [f for f in runfiles.to_list() if f.path not in present]
+    new = [
+        f
+        for f in runfiles.to_list()
+        if f.path not in present and not _image_path(ctx, f)[len("app/"):].startswith(tuple(ctx.attr.exclude))
+    ]
     layers = list(base.layers)
     third_party = [f for f in new if f.owner.workspace_name]
     first_party = [f for f in new if not f.owner.workspace_name]
@@ -160,6 +164,7 @@ oci_image = rule(
         "entrypoint": attr.string_list(mandatory = True),
         "user": attr.string(mandatory = True, doc = "uid:gid"),
         "env": attr.string_dict(),
+        "exclude": attr.string_list(doc = "runfiles path prefixes left out (e.g. pypi/site/pkg/)"),
         "labels": attr.string_dict(),
         "repository": attr.string(mandatory = True),
         "tag": attr.string(default = "local"),

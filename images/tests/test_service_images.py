@@ -64,6 +64,13 @@ def test_entrypoint_help_runs(image: str, tmp_path: Path) -> None:
     assert IMAGES[image][0] in result.stdout
 
 
+def test_controller_image_runs_the_pki_job_entrypoint(tmp_path: Path) -> None:
+    bundle = _bundle("controller", tmp_path, ["/usr/bin/python3", "-m", "libs.pki", "--help"])
+    result = _run(bundle, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "--namespace" in result.stdout
+
+
 @pytest.mark.parametrize("image", sorted(IMAGES))
 def test_runs_as_its_user_without_shell_or_apt(image: str, tmp_path: Path) -> None:
     probe = (
