@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from services.controller import logs
@@ -61,15 +61,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _tls(args: argparse.Namespace) -> Tls | None:
+def _tls_loader(args: argparse.Namespace) -> Callable[[], Tls] | None:
+    """Reads the mounted certificate files; called again on every sweep (rotation)."""
     if args.insecure:
         return None
-    return Tls(
-        ca=args.fimd_ca.read_bytes(),
-        cert=args.fimd_cert.read_bytes(),
-        key=args.fimd_key.read_bytes(),
-        server_name=args.fimd_server_name,
-    )
+
+    def load() -> Tls:
+        return Tls(
+            ca=args.fimd_ca.read_bytes(),
+            cert=args.fimd_cert.read_bytes(),
+            key=args.fimd_key.read_bytes(),
+            server_name=args.fimd_server_name,
+        )
+
+    return load
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -124,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resync_seconds=args.resync_period,
         workers=args.workers,
     )
-    pool = FimdPool(_tls(args), deadline=args.call_timeout)
+    pool = FimdPool(_tls_loader(args), deadline=args.call_timeout)
     events = EventRecorder(kube, metrics, instance=args.identity)
     controller = Controller(kube, pool, settings, metrics, events)
     server = serve(

@@ -193,7 +193,7 @@ class Controller:
     def sweep(self) -> None:
         """Re-reads every fimd, retries FAILED watches and recomputes every status."""
         live = self._endpoints()
-        self._pool.retain(live.values())
+        self._pool.refresh(live.values())
         with self._lock:
             self._stale |= set(live)
             self._sweeping |= set(live)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 import attrs
@@ -154,10 +154,15 @@ class FimdClient:
 
 
 class FimdPool:
-    """One channel per fimd endpoint, reused across syncs; channels of gone endpoints close."""
+    """One channel per fimd endpoint, reused across syncs; channels of gone endpoints close.
 
-    def __init__(self, tls: Tls | None, *, deadline: float) -> None:
-        self._tls = tls
+    `load_tls` (None: plaintext) is called again by `refresh`, on every sweep: when the
+    mounted certificate Secret was rotated, every channel is reopened with the new material.
+    """
+
+    def __init__(self, load_tls: Callable[[], Tls] | None, *, deadline: float) -> None:
+        self._load_tls = load_tls
+        self._tls = load_tls() if load_tls else None
         self._deadline = deadline
         self._lock = threading.Lock()
         self._clients: dict[Endpoint, FimdClient] = {}
@@ -184,14 +189,22 @@ class FimdPool:
                 self._clients[endpoint] = found
             return found
 
-    def retain(self, live: Iterable[Endpoint]) -> None:
-        """Closes channels to endpoints that no longer exist (a fimd pod was replaced)."""
+    def refresh(self, live: Iterable[Endpoint]) -> None:
+        """Closes channels to endpoints that no longer exist (a fimd pod was replaced), or
+        all of them when the TLS material changed."""
         keep = set(live)
+        tls = self._load_tls() if self._load_tls else None
         with self._lock:
+            if tls != self._tls:
+                self._tls, keep = tls, set()
             gone = [e for e in self._clients if e not in keep]
             closing = [self._clients.pop(e) for e in gone]
         for client in closing:
             client.channel.close()
 
     def close(self) -> None:
-        self.retain(())
+        with self._lock:
+            closing = list(self._clients.values())
+            self._clients.clear()
+        for client in closing:
+            client.channel.close()

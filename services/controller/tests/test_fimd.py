@@ -179,8 +179,27 @@ def test_mtls_with_the_client_certificate(
     mtls_server: FakeFimdServer, pki: dict[str, bytes]
 ) -> None:
     tls = Tls(ca=pki["ca"], cert=pki["client_cert"], key=pki["client_key"], server_name=SERVER_NAME)
-    state = FimdPool(tls, deadline=5).client(Endpoint("n1", mtls_server.address)).get_state()
+    state = (
+        FimdPool(lambda: tls, deadline=5).client(Endpoint("n1", mtls_server.address)).get_state()
+    )
     assert state.node == "n1"
+
+
+def test_rotated_certificates_are_used_after_a_refresh(
+    mtls_server: FakeFimdServer, pki: dict[str, bytes]
+) -> None:
+    good = Tls(
+        ca=pki["ca"], cert=pki["client_cert"], key=pki["client_key"], server_name=SERVER_NAME
+    )
+    rogue = Tls(ca=pki["ca"], cert=pki["rogue_cert"], key=pki["rogue_key"], server_name=SERVER_NAME)
+    mounted = [rogue]
+    pool = FimdPool(lambda: mounted[0], deadline=2)
+    endpoint = Endpoint("n1", mtls_server.address)
+    with pytest.raises(FimdError):
+        pool.client(endpoint).get_state()
+    mounted[0] = good  # the Secret was rotated and the kubelet updated the files
+    pool.refresh([endpoint])
+    assert pool.client(endpoint).get_state().node == "n1"
 
 
 def test_mtls_refuses_a_client_of_another_ca(
@@ -188,7 +207,7 @@ def test_mtls_refuses_a_client_of_another_ca(
 ) -> None:
     tls = Tls(ca=pki["ca"], cert=pki["rogue_cert"], key=pki["rogue_key"], server_name=SERVER_NAME)
     with pytest.raises(FimdError) as caught:
-        FimdPool(tls, deadline=2).client(Endpoint("n1", mtls_server.address)).get_state()
+        FimdPool(lambda: tls, deadline=2).client(Endpoint("n1", mtls_server.address)).get_state()
     assert caught.value.code == "UNAVAILABLE"
     assert mtls_server.fimd.calls["GetWatchState"] == 0
 
@@ -198,5 +217,7 @@ def test_pool_reuses_and_closes_channels(server: FakeFimdServer) -> None:
     endpoint = Endpoint("n1", server.address)
     assert pool.client(endpoint) is pool.client(endpoint)
     first = pool.client(endpoint)
-    pool.retain([])
+    pool.refresh([endpoint])
+    assert pool.client(endpoint) is first
+    pool.refresh([])
     assert pool.client(endpoint) is not first
