@@ -17,6 +17,7 @@ PACKAGES=(
   # Service images (images/): Debian rootfs without a Docker engine; the image tests unpack
   # the OCI layout for runc and read the docker-archive.
   mmdebstrap umoci skopeo
+  prometheus         # promtool: unit tests of the alert rules in deploy/logging
 )
 
 missing=()
