@@ -14,6 +14,7 @@ from services.controller.tests import apiserver
 
 if TYPE_CHECKING:  # a pytest plugin: importing it first would stop its assert rewriting
     from services.controller.tests.fixtures import Env
+    from tests.cluster.controlplane import ControlPlane
 
 pytest_plugins = ["tests.cluster.fixtures", "services.controller.tests.fixtures"]
 
@@ -83,5 +84,30 @@ def test_informer_recovers_from_drops_and_gone(env: Env) -> None:
         kube.broken.set()
         apiserver.eventually(lambda: "p0" not in pod_names(informer), what="relisted")
         assert any(old is not None and old.name == "p0" and new is None for old, new in changes)
+    finally:
+        stop.set()
+
+
+def test_informer_survives_an_api_server_restart(env: Env, control_plane: ControlPlane) -> None:
+    apiserver.namespace(env.admin, NS)
+    informer: Informer[Pod] = Informer(
+        env.admin,
+        f"/api/v1/namespaces/{NS}/pods",
+        parse=pod_from_dict,
+        on_change=lambda old, new: None,
+        watch_seconds=60,
+    )
+    stop = threading.Event()
+    informer.start(stop)
+    try:
+        apiserver.eventually(informer.synced.is_set, what="synced")
+        control_plane.stop()  # etcd and kube-apiserver: every stream and connection drops
+        control_plane.start()
+        apiserver.create_pod(
+            env.admin, NS, "after-restart", node="n1", labels={}, containers={"c": 1}
+        )
+        apiserver.eventually(
+            lambda: "after-restart" in pod_names(informer), timeout=30, what="resumed after restart"
+        )
     finally:
         stop.set()
