@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
+import grpc
 import pytest
 
 from services.controller.kube import Kube
@@ -43,8 +44,10 @@ class World:
     def kube(self) -> Kube:
         return self.env.admin
 
-    def add_node(self, node: str) -> FakeFimdServer:
-        server = FakeFimdServer(FakeFimd(node))
+    def add_node(
+        self, node: str, credentials: grpc.ServerCredentials | None = None
+    ) -> FakeFimdServer:
+        server = FakeFimdServer(FakeFimd(node), credentials)
         self.fimds[node] = server
         self.fimd_pod(node, server.port)
         return server
@@ -62,8 +65,9 @@ class World:
 
     def start_controller(self, *extra: str, name: str = "") -> apiserver.ControllerProcess:
         log = self.env.tmp / f"controller-{self.tag}-{len(self.controllers)}{name}.log"
+        secure = any(arg.startswith("--fimd-ca") for arg in extra)
         args = [
-            "--insecure",
+            *([] if secure else ["--insecure"]),
             f"--namespace={apiserver.SYSTEM}",
             f"--fimd-selector=app.kubernetes.io/name=fimd,fim-test={self.tag}",
             "--http-address=127.0.0.1:0",

@@ -8,6 +8,7 @@ suffices for it.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -17,6 +18,7 @@ from fim.v1 import fim_pb2
 from services.controller.kube import ApiError, Kube
 from services.controller.tests import apiserver
 from services.controller.tests.apiserver import container_id, create_pod, eventually
+from services.controller.tests.certs import issue, make_ca
 from services.controller.tests.fake_fimd import FakeFimdServer, KeyTuple
 
 if TYPE_CHECKING:  # a pytest plugin: importing it first would stop its assert rewriting
@@ -281,6 +283,34 @@ def test_service_account_has_nothing_beyond_its_role(env: Env, method: str, path
     with pytest.raises(ApiError) as denied:
         controller.request(method, path, body={} if method == "PATCH" else None)
     assert denied.value.status == 403
+
+
+def test_controller_calls_fimd_over_mtls_with_its_client_certificate(world: World) -> None:
+    directory = world.env.tmp / f"pki-{world.tag}"
+    directory.mkdir()
+    ca = make_ca(directory, "ca")
+    server_name = "fimd.fim-system.svc"
+    fimd_cert, fimd_key = issue(
+        directory, ca, "fimd", f"subjectAltName=DNS:{server_name}\nextendedKeyUsage=serverAuth\n"
+    )
+    client_cert, client_key = issue(directory, ca, "controller", "extendedKeyUsage=clientAuth\n")
+    credentials = grpc.ssl_server_credentials(
+        [(fimd_key.read_bytes(), fimd_cert.read_bytes())],
+        root_certificates=Path(f"{ca}.crt").read_bytes(),
+        require_client_auth=True,
+    )
+    node = f"{world.tag}-n1"
+    world.add_node(node, credentials)
+    web0 = pod(world, "web-0", node, {"app": 1})
+    world.start_controller(
+        f"--fimd-ca={ca}.crt",
+        f"--fimd-cert={client_cert}",
+        f"--fimd-key={client_key}",
+        f"--fimd-server-name={server_name}",
+    )
+    uid = add_watcher(world, "logs", ["/var/log"])
+    eventually(lambda: keys(world)[node] == {(uid, web0, "app")}, what="watch created over mTLS")
+    eventually(lambda: counts(world, "logs") == (1, 1), what="status over mTLS")
 
 
 def leader(world: World) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from services.controller.objects import Container, Pod
 from services.controller.specs import Desired, Key, desired_watch
 from services.controller.state import Observed
 from services.controller.tests.builders import pod, watcher
+from services.controller.tests.certs import issue, make_ca
 from services.controller.tests.fake_fimd import FakeFimd, FakeFimdServer
 
 SERVER_NAME = "fimd.fim-system.svc"
@@ -112,34 +112,6 @@ def test_unreachable_fimd_fails_within_the_deadline() -> None:
     assert caught.value.code in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
     assert not caught.value.rejected
     assert time.monotonic() - started < 2
-
-
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def issue(directory: Path, ca: str, name: str, extension: str) -> tuple[Path, Path]:
-    key, csr, cert = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
-    openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
-    )  # fmt: skip
-    ext = directory / f"{name}.ext"
-    ext.write_text(extension)
-    openssl(
-        "x509", "-req", "-in", str(csr), "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", "1", "-out", str(cert), "-extfile", str(ext),
-    )  # fmt: skip
-    return cert, key
-
-
-def make_ca(directory: Path, name: str) -> str:
-    base = str(directory / name)
-    openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{base}.key", "-out", f"{base}.crt", "-days", "1", "-subj", f"/CN={name}",
-    )  # fmt: skip
-    return base
 
 
 @pytest.fixture(scope="module")
