@@ -1,0 +1,129 @@
+"""fim-k8s as deployed in a cluster: deploying it, finding its pods, reading its event lines."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.kube import Kube, KubectlError, wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEM_NAMESPACE = "fim-system"
+FIMD_LABEL = "app.kubernetes.io/name=fimd"
+CONTROLLER_LABEL = "app.kubernetes.io/name=fim-controller"
+SERVICE_IMAGES = ("images/controller.tar", "images/fimd.tar")
+
+
+def artifact(relative: str) -> Path:
+    """A Bazel-built file: from this test's runfiles under Bazel, else from bazel-bin."""
+    candidates = []
+    if "TEST_SRCDIR" in os.environ:
+        workspace = os.environ.get("TEST_WORKSPACE", "fim_k8s")
+        candidates.append(Path(os.environ["TEST_SRCDIR"]) / workspace / relative)
+    candidates.append(REPO / "bazel-bin" / relative)
+    for path in candidates:
+        if path.exists():
+            return path
+    raise FileNotFoundError(
+        f"{relative} not found in {', '.join(map(str, candidates))}: "
+        "`bazel build //images:controller //images:fimd` makes it"
+    )
+
+
+def overlay_dir() -> Path:
+    """The kustomize overlay to deploy (FIM_E2E_OVERLAY, default deploy/overlays/local)."""
+    name = os.environ.get("FIM_E2E_OVERLAY", "deploy/overlays/local")
+    for root in [Path(os.environ.get("TEST_SRCDIR", "")) / "fim_k8s", REPO]:
+        if (root / name / "kustomization.yaml").exists():
+            return root / name
+    raise FileNotFoundError(f"overlay {name} not found")
+
+
+@dataclass(frozen=True)
+class FimSystem:
+    """The deployed controller and fimd DaemonSet, seen through kubectl."""
+
+    kube: Kube
+
+    def deploy(self, overlay: Path, timeout: float = 180.0) -> None:
+        """`kubectl apply -k overlay` (real kustomize), then waits for fimd and controller."""
+        self.kube.run("apply", "-k", str(overlay), timeout=timeout)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        wait_for("fimd DaemonSet ready", self._fimd_ready, timeout)
+        wait_for("controller Deployment available", self._controller_ready, timeout)
+
+    def _fimd_ready(self) -> bool:
+        status = self.kube.get("daemonset", "fimd", SYSTEM_NAMESPACE)["status"]
+        want = status.get("desiredNumberScheduled", 0)
+        return bool(want) and status.get("numberReady") == want == status.get(
+            "updatedNumberScheduled"
+        )
+
+    def _controller_ready(self) -> bool:
+        status = self.kube.get("deployment", "fim-controller", SYSTEM_NAMESPACE)["status"]
+        return bool(status.get("readyReplicas")) and not status.get("unavailableReplicas")
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.kube.get(
+            "pods", "", SYSTEM_NAMESPACE, f"--selector={selector}"
+        )["items"]
+        return items
+
+    def fimd_pod(self, node: str) -> str:
+        """The name of the running fimd pod on `node`."""
+
+        def probe() -> str | None:
+            for pod in self.pods(FIMD_LABEL):
+                running = pod["status"].get("phase") == "Running"
+                if pod["spec"].get("nodeName") == node and running and _ready(pod):
+                    return str(pod["metadata"]["name"])
+            return None
+
+        return wait_for(f"a ready fimd pod on {node}", probe, timeout=120)
+
+    def lines(self, node: str) -> list[dict[str, Any]]:
+        """Every JSON line the fimd pod on `node` has written (current container)."""
+        out = self.kube.logs(SYSTEM_NAMESPACE, self.fimd_pod(node))
+        lines = []
+        for raw in out.splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                continue
+        return lines
+
+    def events(self, node: str, namespace: str) -> list[dict[str, Any]]:
+        """Event lines (not operational lines) about pods of `namespace`."""
+        return [
+            line
+            for line in self.lines(node)
+            if line.get("kind") == "event" and line.get("namespace") == namespace
+        ]
+
+    def active_watches(self, node: str, namespace: str) -> int:
+        """fimnotify processes fimd runs for pods of `namespace` (watch_added minus removed),
+        from fimd's operational lines."""
+        count = 0
+        for line in self.lines(node):
+            if line.get("namespace") != namespace or line.get("kind") != "op":
+                continue
+            count += {"watch_added": 1, "watch_removed": -1}.get(str(line.get("msg")), 0)
+        return count
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod["status"].get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def ignore_missing(call: Any) -> None:
+    try:
+        call()
+    except KubectlError as error:
+        if "NotFound" not in str(error) and "not found" not in str(error):
+            raise
