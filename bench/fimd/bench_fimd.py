@@ -7,7 +7,7 @@ root with the protobuf modules on PYTHONPATH (see docs/performance.md, section f
 
     python -m bench.fimd.bench_fimd throughput --watches 1 10 100 --rate 50000 --seconds 4
     python -m bench.fimd.bench_fimd latency --rate 5000 --seconds 5
-    python -m bench.fimd.bench_fimd rss --watches 200
+    python -m bench.fimd.bench_fimd rss --watches 0 50 100 150
 
 Each prints one JSON object per measurement.
 """
@@ -19,6 +19,7 @@ import calendar
 import datetime
 import json
 import os
+import shlex
 import sys
 import tempfile
 import threading
@@ -76,20 +77,28 @@ def _containers(stack: ExitStack, workdir: Path, count: int) -> list[Container]:
 _LOSS_MESSAGES = (b'"msg":"events_dropped"', b'"msg":"output_dropped"', b'"msg":"inotify_overflow"')
 
 
-def _count_events(path: Path) -> tuple[int, int]:
-    """(event lines, operational lines reporting loss) in fimd's stdout."""
-    events = lost = 0
-    with open(path, "rb") as f:
-        for line in f:
+class _Counter:
+    """Counts event lines and loss reports in fimd's stdout, reading only what is new (so
+    the benchmark does not compete with fimd for CPU by re-reading the file)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._partial = b""
+        self.events = 0
+        self.loss_reports = 0
+
+    def update(self) -> int:
+        data = self._partial + self._file.read()
+        *lines, self._partial = data.split(b"\n")
+        for line in lines:
             if line.startswith(b'{"kind":"event"'):
-                events += 1
-            elif (
-                b'"msg":"events_dropped"' in line
-                or b'"msg":"output_dropped"' in line
-                or b'"msg":"inotify_overflow"' in line
-            ):
-                lost += 1
-    return events, lost
+                self.events += 1
+            elif any(m in line for m in _LOSS_MESSAGES):
+                self.loss_reports += 1
+        return self.events
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def throughput(watches: int, rate: int, seconds: float) -> dict[str, object]:
@@ -107,14 +116,17 @@ def throughput(watches: int, rate: int, seconds: float) -> dict[str, object]:
             ctr.command(f"b {ctr.root / 'data'} {count} {per_writer} 1000")
         write_seconds = max(ctr.result() for ctr in ctrs)
         expected = count * len(ctrs)
-        got, last_change, previous = 0, time.monotonic(), -1
-        while got < expected and time.monotonic() - last_change < 5:
-            got, lost_lines = _count_events(fimd.stdout_path)
-            if got != previous:
-                previous, last_change = got, time.monotonic()
+        counter = _Counter(fimd.stdout_path)
+        stack.callback(counter.close)
+        last_change, previous = time.monotonic(), -1
+        while counter.update() < expected and time.monotonic() - last_change < 5:
+            if counter.events != previous:
+                previous, last_change = counter.events, time.monotonic()
             time.sleep(0.05)
+        if counter.events != previous:
+            last_change = time.monotonic()
+        got, lost_lines = counter.events, counter.loss_reports
         elapsed = last_change - start
-        got, lost_lines = _count_events(fimd.stdout_path)
         return {
             "bench": "throughput",
             "watches": watches,
@@ -125,6 +137,7 @@ def throughput(watches: int, rate: int, seconds: float) -> dict[str, object]:
             "loss_reports": lost_lines,
             "write_rate": round(expected / write_seconds),
             "end_to_end_rate": round(got / elapsed),
+            "fimd_rss_mib": round(_rss_mib(fimd.proc.pid), 1),
         }
 
 
@@ -200,24 +213,24 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def rss(watches: int) -> dict[str, object]:
-    """fimd's own RSS with `watches` watches. The children are a stub that only reports
-    READY: one inotify instance per watch would exceed this node's max_user_instances (128)
-    beyond 128 watches, and fimd's memory does not depend on what the child watches."""
-    stub = f"{sys.executable} -c {json.dumps(_STUB)}"
+def rss(checkpoints: list[int]) -> dict[str, object]:
+    """fimd's own RSS as watches are added, at each checkpoint. The children are a stub that
+    only reports READY (fimd's memory does not depend on what a child watches), because
+    this node cannot hold 200 real watches: one inotify instance each exceeds
+    max_user_instances (128), and 200 queues exceed RLIMIT_MSGQUEUE (see the docs)."""
+    stub = f"{shlex.quote(sys.executable)} -c {shlex.quote(_STUB)}"
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         fimd = stack.enter_context(_fimd(workdir, "--fimnotify-cmd", stub))
-        idle = _rss_mib(fimd.proc.pid)
-        ctrs = _containers(stack, workdir, 1)
-        for i in range(watches):
-            _watch(fimd, ctrs[0], i)
-        return {
-            "bench": "rss",
-            "watches": watches,
-            "fimd_rss_mib_idle": round(idle, 1),
-            "fimd_rss_mib": round(_rss_mib(fimd.proc.pid), 1),
-        }
+        (ctr,) = _containers(stack, workdir, 1)
+        result: dict[str, object] = {"bench": "rss"}
+        created = 0
+        for target in sorted(checkpoints):
+            while created < target:
+                _watch(fimd, ctr, created)
+                created += 1
+            result[f"fimd_rss_mib_{target}_watches"] = round(_rss_mib(fimd.proc.pid), 1)
+        return result
 
 
 def main() -> None:
@@ -231,7 +244,7 @@ def main() -> None:
     lat.add_argument("--rate", type=int, default=5_000)
     lat.add_argument("--seconds", type=float, default=5)
     mem = sub.add_parser("rss")
-    mem.add_argument("--watches", type=int, default=200)
+    mem.add_argument("--watches", type=int, nargs="+", default=[0, 50, 100, 150])
     args = parser.parse_args()
     if args.bench == "throughput":
         for watches in args.watches:

@@ -2,6 +2,10 @@
 
 Needs root and the host's cgroup hierarchies (tests using it are tagged no-sandbox).
 Directories are removed bottom-up in teardown, and only those the fixture created.
+
+Test cgroups live below `TEST_PARENT`, never at the top-level `kubepods`: a real kubelet on
+this machine (the cluster tests) owns that one and kills the processes of pod cgroups it
+does not know. Nested kubepods trees are realistic too (kind, or a node in a container).
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+TEST_PARENT = f"fimd-test-{os.getpid()}"
 
 
 @contextmanager
 def cgroup(hierarchy: str, relative: str) -> Iterator[Path]:
-    """Creates /sys/fs/cgroup/<hierarchy>/<relative> (and missing parents)."""
+    """Creates /sys/fs/cgroup/<hierarchy>/<TEST_PARENT>/<relative> (and missing parents)."""
     base = CGROUP_ROOT / hierarchy
+    relative = f"{TEST_PARENT}/{relative}"
     created: list[Path] = []
     path = base
     for part in relative.strip("/").split("/"):
