@@ -4,6 +4,7 @@ JSON line on fimd's stdout."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -31,10 +32,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def stale_queue() -> str:
+def stale_queue() -> Iterator[str]:
     name = f"{PREFIX}dead.1"
     posix_ipc.MessageQueue(name, posix_ipc.O_CREX, max_messages=1).close()
-    return name
+    yield name
+    with contextlib.suppress(posix_ipc.ExistentialError):  # fimd did not get to it
+        posix_ipc.unlink_message_queue(name)
 
 
 @pytest.fixture(scope="module")
