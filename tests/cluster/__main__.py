@@ -1,4 +1,8 @@
-"""`python -m tests.cluster up|down|status [--apiserver-only] [--state-dir DIR]`."""
+"""`python -m tests.cluster up|down|status|import [--apiserver-only] [--state-dir DIR] [TAR...]`.
+
+`import` loads image archives (OCI or docker, e.g. `bazel-bin/images/fimd.tar`) into the
+running cluster's containerd.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from tests.cluster.controlplane import STANDARD_APISERVER_PORT
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "import"])
+    parser.add_argument("archives", nargs="*", type=Path, help="image archives (import)")
     parser.add_argument("--apiserver-only", action="store_true", help="only etcd + kube-apiserver")
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)
@@ -26,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         existing.down(remove_state=True)
         print("cluster stopped; host restored")
+        return 0
+    if args.command == "import":
+        existing.import_images(args.archives)
         return 0
     return _status(existing)
 

@@ -51,7 +51,27 @@ class FimSystem:
     def deploy(self, overlay: Path, timeout: float = 180.0) -> None:
         """`kubectl apply -k overlay` (real kustomize), then waits for fimd and controller."""
         self.kube.run("apply", "-k", str(overlay), timeout=timeout)
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{self.diagnostics()}") from error
+
+    def diagnostics(self) -> str:
+        """Pods, recent events and failing containers' logs of fim-system, for failures."""
+        parts = [self.kube.run("get", "pods", "-o", "wide", f"--namespace={SYSTEM_NAMESPACE}")]
+        parts.append(
+            self.kube.run("get", "events", "--sort-by=.lastTimestamp", f"-n={SYSTEM_NAMESPACE}")
+        )
+        for pod in self.pods("app.kubernetes.io/part-of=fim-k8s"):
+            for status in pod["status"].get("containerStatuses", []):
+                if not status.get("ready"):
+                    name = pod["metadata"]["name"]
+                    try:
+                        tail = self.kube.logs(SYSTEM_NAMESPACE, name, "--tail=20")
+                    except KubectlError as error:
+                        tail = str(error)
+                    parts.append(f"--- {name} ({status.get('state')}):\n{tail}")
+        return "\n".join(parts)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         wait_for("fimd DaemonSet ready", self._fimd_ready, timeout)
