@@ -173,13 +173,12 @@ def _remove_kubepods_cgroups(keep: set[str]) -> list[str]:
 
 
 def fingerprint() -> dict[str, object]:
-    """What a test compares before and after a cluster's life to prove the host is restored."""
-    iptables = [
-        subprocess.run(
-            [system_tool(tool), "-S"], capture_output=True, text=True, check=False
-        ).stdout
-        for tool in ("iptables", "ip6tables")
-    ]
+    """What a test compares before and after a cluster's life to prove the host is restored.
+
+    Network guards (FIMK8S-* chains, fim-k8s-* cgroups) are left out: other clusters on the
+    machine (another test session's control plane) come and go meanwhile; a test checks its
+    own guard's removal by name."""
+    iptables = [_rules_without_guards(tool) for tool in ("iptables", "ip6tables")]
     routes = subprocess.run(
         [system_tool("ip"), "route", "show", "table", "all"],
         capture_output=True,
@@ -195,5 +194,9 @@ def fingerprint() -> dict[str, object]:
         "sysctls": {name: _sysctl_path(name).read_text().strip() for name in SYSCTLS},
         "dirs": [path for path in HOST_DIRS if Path(path).exists()],
         "cgroups": [str(path) for path in _kubepods_cgroups()],
-        "guard_cgroups": sorted(p.name for p in (CGROUP_ROOT / "unified").glob("fim-k8s-*")),
     }
+
+
+def _rules_without_guards(tool: str) -> list[str]:
+    listing = subprocess.run([system_tool(tool), "-S"], capture_output=True, text=True, check=False)
+    return [line for line in listing.stdout.splitlines() if "FIMK8S-" not in line]

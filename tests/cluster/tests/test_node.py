@@ -4,6 +4,7 @@ work, and teardown leaves the host exactly as it was."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -61,3 +62,7 @@ def test_pods_run_and_teardown_restores_the_host(tmp_path: Path) -> None:
     finally:
         cluster.down()
     assert fingerprint() == before
+    guard = cluster.supervisor.guard
+    assert not guard.cgroup.exists()
+    rules = subprocess.run(["/usr/sbin/iptables", "-S"], capture_output=True, text=True, check=True)
+    assert guard.chain not in rules.stdout
