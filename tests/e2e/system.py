@@ -34,8 +34,11 @@ def artifact(relative: str) -> Path:
 
 
 def overlay_dir() -> Path:
-    """The kustomize overlay to deploy (FIM_E2E_OVERLAY, default deploy/overlays/local)."""
+    """The kustomize overlay to deploy: FIM_E2E_OVERLAY (absolute, or relative to the
+    repository), default deploy/overlays/local."""
     name = os.environ.get("FIM_E2E_OVERLAY", "deploy/overlays/local")
+    if Path(name).is_absolute():
+        return Path(name)
     for root in [Path(os.environ.get("TEST_SRCDIR", "")) / "fim_k8s", REPO]:
         if (root / name / "kustomization.yaml").exists():
             return root / name
