@@ -6,14 +6,22 @@ into `${FIM_CACHE:-/var/cache/fim-k8s}`. Nothing here downloads anything.
 
 Command line (state in /var/lib/fim-k8s-cluster, API server on 127.0.0.1:6443):
 
-    python -m tests.cluster up --apiserver-only   # etcd + kube-apiserver
+    python3 -m tests.cluster up                    # the full single-node cluster
+    python3 -m tests.cluster up --apiserver-only   # or only etcd + kube-apiserver
     export KUBECONFIG=/var/lib/fim-k8s-cluster/kubeconfig
-    python -m tests.cluster status
-    python -m tests.cluster down                  # stop by PID, restore the host
+    python3 -m tests.cluster import bazel-bin/images/fimd.tar ...   # images into containerd
+    python3 -m tests.cluster status
+    python3 -m tests.cluster down                  # stop by PID, restore the host
+
+The full cluster needs every binary (`build.sh all`) and the pause and workload images
+(`python3 -m images.build`); the node is named `127.0.0.1`, pods get 10.244.77.0/24 on the
+bridge `fimk8s0` (no gateway, no routes off it), the service range 10.96.0.0/24 is an
+unreachable route. The CLI uses only the standard library (no venv needed).
 
 pytest (see `tests.cluster.fixtures`): put `pytest_plugins = ["tests.cluster.fixtures"]` in a
-conftest.py and ask for the `control_plane` fixture (a `ControlPlane`: `.kubeconfig`,
-`.server`, `.kubeconfig_for(user, groups)`).
+test module (or import the fixtures into a conftest.py) and ask for `control_plane` (a
+`ControlPlane`: `.kubeconfig`, `.server`, `.kubeconfig_for(user, groups)`) or
+`local_cluster` (a full `Cluster`: `.kubeconfig`, `.import_images(paths)`, `.node.kubectl()`).
 
 Python: `Cluster(state_dir, apiserver_only=True).up()` ... `.down()`.
 
