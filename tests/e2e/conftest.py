@@ -4,6 +4,8 @@ Against `KUBECONFIG` when it is set (any cluster where the images are loadable, 
 after `kind load image-archive`); otherwise against the local single-node cluster of
 tests/cluster, started for the session, with the Bazel-built images imported. Either way
 fim-k8s is deployed with `kubectl apply -k` of FIM_E2E_OVERLAY (deploy/overlays/local).
+Under Bazel pass the variables through: `bazel test //tests/e2e:e2e_test
+--test_env=KUBECONFIG=/path/to/kubeconfig`.
 """
 
 from __future__ import annotations
