@@ -18,8 +18,11 @@ import os
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.config import Binaries, system_tool
 from tests.cluster.controlplane import LOOPBACK, SERVICE_CIDR, ControlPlane
@@ -68,7 +71,7 @@ class Node:
         self.supervisor.extra["service_route"] = True
         self._write_cni_config()
         self.supervisor.start(
-            "containerd", ["containerd", "--config", str(self._containerd_config())]
+            "containerd", [system_tool("containerd"), "--config", str(self._containerd_config())]
         )
         self._wait_for(self.containerd_socket.exists, "containerd socket", timeout)
         self.import_images(images)
@@ -123,17 +126,21 @@ class Node:
     def import_images(self, archives: list[Path]) -> None:
         """Imports image archives (OCI or docker) into containerd's k8s.io namespace.
 
-        An archive whose exact bytes were imported before (a marker named by its sha256 in
-        the persistent content store) is skipped: warm bring-ups import nothing."""
+        A marker per image name in the persistent content store records the sha256 of the
+        archive it was last imported from: unchanged images are skipped (warm bring-ups
+        import nothing), a rebuilt one (or one built back to an older state) is imported."""
         markers = self.containerd_root / "imported"
         markers.mkdir(parents=True, exist_ok=True)
         for archive in archives:
-            marker = markers / _sha256(archive)
-            if not marker.exists():
-                started = time.monotonic()
-                self._ctr("images", "import", "--no-unpack", str(archive))
-                marker.write_text(f"{archive}\n")
-                print(f"[cluster] imported {archive.name} in {time.monotonic() - started:.1f} s")
+            digest = _sha256(archive)
+            paths = [markers / name.replace("/", "_") for name in archive_names(archive)]
+            if paths and all(p.exists() and p.read_text() == digest for p in paths):
+                continue
+            started = time.monotonic()
+            self._ctr("images", "import", "--no-unpack", str(archive))
+            for path in paths:
+                path.write_text(digest)
+            print(f"[cluster] imported {archive.name} in {time.monotonic() - started:.1f} s")
 
     def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [
@@ -146,8 +153,7 @@ class Node:
         ]
         return subprocess.run(argv, capture_output=True, text=True, check=True)
 
-    def _wait_for(self, condition: object, what: str, timeout: float) -> None:
-        assert callable(condition)
+    def _wait_for(self, condition: Callable[[], bool], what: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.supervisor.ensure_alive()
@@ -354,6 +360,24 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
             "--leader-elect=false",
             "--v=1",
         ]
+
+
+def archive_names(archive: Path) -> list[str]:
+    """Image names an archive declares: docker `RepoTags`, else OCI name annotations."""
+    with tarfile.open(archive) as tar:
+        members = {member.name.removeprefix("./"): member for member in tar.getmembers()}
+
+        def read(name: str) -> Any:
+            stream = tar.extractfile(members[name]) if name in members else None
+            return json.load(stream) if stream else None
+
+        docker = read("manifest.json") or []
+        names = [tag for entry in docker for tag in entry.get("RepoTags") or []]
+        if names:
+            return sorted(names)
+        index = read("index.json") or {}
+        annotations = [m.get("annotations", {}) for m in index.get("manifests", [])]
+        return sorted(a["io.containerd.image.name"] for a in annotations if a)
 
 
 def _sha256(path: Path) -> str:
