@@ -4,6 +4,7 @@ with a shell (busybox from Debian's busybox-static) for tests and the demo."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -26,7 +27,7 @@ def pause_image() -> Image:
         env = os.environ | {"CGO_ENABLED": "0", "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
         subprocess.run(
             [
-                "go",
+                _go(),
                 "build",
                 "-trimpath",
                 "-buildvcs=false",
@@ -41,6 +42,14 @@ def pause_image() -> Image:
         )
         layer = [host_file("pause", binary, 0o755)]
     return Image(PAUSE_IMAGE, [layer], entrypoint=["/pause"], env=[])
+
+
+def _go() -> str:
+    """The Go toolchain (preinstalled in /usr/local/go on these machines)."""
+    found = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
+    if found is None:
+        raise FileNotFoundError("go not found (need Go >= 1.26 for the pause binary)")
+    return found
 
 
 def workload_image() -> Image:

@@ -17,6 +17,9 @@ etcd_dir="$cache/etcd-$ETCD_VERSION"
 crictl_dir="$cache/cri-tools-$CRI_TOOLS_VERSION"
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
+# Go 1.26+ (Kubernetes 1.37's go.mod): preinstalled on these machines in /usr/local/go.
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
+command -v go >/dev/null || { echo "cluster-build: no go on PATH (need Go >= 1.26)" >&2; exit 1; }
 export GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=0
 # Reproducible: no VCS stamping, no local paths in the binaries.
 BUILD_FLAGS=(-trimpath -buildvcs=false)
