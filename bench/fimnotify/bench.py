@@ -1,6 +1,6 @@
 """fimnotify benchmarks, side by side with `inotifywait` on the identical workload.
 
-    cd <repo> && PYTHONPATH=. python3 bench/fimnotify/bench.py [throughput|setup|all]
+    cd <repo> && bazel run //bench/fimnotify:bench -- [throughput|setup|all]
         [--rate 50000] [--seconds 60] [--dirs 100000]
 
 Needs root (mount namespaces). The workload runs in a namespaced "container" (own mount
