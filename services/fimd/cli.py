@@ -2,12 +2,16 @@
 
     python -m services.fimd --node-name N --listen 127.0.0.1:7443 \\
         --tls-cert server.pem --tls-key server.key --client-ca ca.pem \\
-        [--metrics-listen 127.0.0.1:9464] [--fimnotify-cmd "python -m services.fimnotify"] \\
+        [--health-listen 0.0.0.0:7444] [--metrics-listen 127.0.0.1:9464] \\
+        [--fimnotify-cmd "python -m services.fimnotify"] \\
         [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.]
 
 `--insecure` instead of the three TLS flags serves plaintext gRPC for local development,
-with a loud warning on stderr and as an operational line. On SIGTERM fimd stops accepting
-calls, stops every fimnotify child, removes their queues, flushes stdout and exits 0.
+with a loud warning on stderr and as an operational line. The TLS files are re-read when they
+change (a renewed Secret needs no restart; see server.py). `--health-listen` adds a
+plaintext port serving only grpc.health.v1, for the kubelet's gRPC probes. On SIGTERM fimd
+reports NOT_SERVING, stops accepting calls, stops every fimnotify child, removes their
+queues, flushes stdout and exits 0. Unusable TLS files at start: exit status 1.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from services.fimd.daemon import Daemon
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ProcResolver
-from services.fimd.server import TlsFiles, build
+from services.fimd.server import build, build_health, new_health
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.spawner import ProcessSpawner
+from services.fimd.tls import TlsError, TlsFiles
 from services.fimnotify import wire
 
 INSECURE_WARNING = (
@@ -43,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tls-key", help="server private key (PEM)")
     parser.add_argument("--client-ca", help="CA that signs client certificates (PEM)")
     parser.add_argument("--insecure", action="store_true", help="no TLS (development only)")
+    parser.add_argument(
+        "--health-listen", help="host:port of a plaintext, grpc.health.v1-only listener"
+    )
     parser.add_argument("--metrics-listen", help="host:port of the Prometheus endpoint")
     parser.add_argument(
         "--fimnotify-cmd",
@@ -104,7 +112,25 @@ def main(argv: list[str] | None = None) -> int:
         writer.op("insecure", "warning", detail=INSECURE_WARNING)
     daemon.remove_stale_queues(args.mqueue_dir)
     tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
-    server, port = build(FimDaemonServicer(daemon, writer, metrics), args.listen, tls)
+    health = new_health()
+    try:
+        server, port = build(
+            FimDaemonServicer(daemon, writer, metrics),
+            args.listen,
+            tls,
+            health_servicer=health,
+            report=writer.op,
+        )
+    except TlsError as err:
+        print(f"fimd: {err}", file=sys.stderr, flush=True)
+        writer.op("tls_invalid", "error", detail=str(err))
+        writer.close()
+        return 1
+    servers = [server]
+    health_port = 0
+    if args.health_listen:
+        health_server, health_port = build_health(args.health_listen, health)
+        servers.append(health_server)
     if args.metrics_listen:
         metrics.serve(*_host_port(args.metrics_listen))
     loop = threading.Thread(target=daemon.run, name="fimd-io")
@@ -114,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         instance=daemon.instance_id,
         port=port,
         tls=tls is not None,
+        health_port=health_port,
         msgqueue_limit=limit,
         # Queues (watches, plus one per watch being updated) that fit: a node-wide budget.
         queue_capacity=limit // geometry.kernel_bytes(),
@@ -127,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     stop.wait()
-    server.stop(grace=2).wait()
+    health.enter_graceful_shutdown()
+    for stopped in [s.stop(grace=2) for s in servers]:
+        stopped.wait()
     daemon.shutdown()
     loop.join()
     daemon.stop_children()

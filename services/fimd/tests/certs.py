@@ -57,3 +57,36 @@ def make_pki(directory: Path) -> Pki:
     client = _leaf(directory, "controller", ca, "extendedKeyUsage=clientAuth")
     rogue = _leaf(directory, "rogue", _ca(directory, "rogue-ca"), "extendedKeyUsage=clientAuth")
     return Pki(ca[0], *server, *client, *rogue)
+
+
+class SecretMount:
+    """A directory laid out like a Kubernetes Secret volume: `tls.crt`, `tls.key` and
+    `ca.crt` are symlinks through `..data`, and `update` swaps `..data` to a fresh directory
+    with one rename, as the kubelet's atomic writer does."""
+
+    FILES = ("tls.crt", "tls.key", "ca.crt")
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._generation = 0
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.directory / name
+
+    def update(self, cert: bytes, key: bytes, ca: bytes) -> None:
+        self._generation += 1
+        data = self.directory / f"..{self._generation:04d}"
+        data.mkdir()
+        for name, content in zip(self.FILES, (cert, key, ca), strict=True):
+            (data / name).write_bytes(content)
+        tmp = self.directory / "..data_tmp"
+        tmp.symlink_to(data.name)
+        tmp.replace(self.directory / "..data")
+        for name in self.FILES:
+            link = self.directory / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+
+    def update_from(self, pki: Pki) -> None:
+        self.update(pki.server_cert.read_bytes(), pki.server_key.read_bytes(), pki.ca.read_bytes())

@@ -26,15 +26,17 @@ def free_port() -> int:
 
 
 class FimdProcess:
-    """`python -m services.fimd` over mTLS on 127.0.0.1, in a private mount namespace where
-    the mqueue filesystem is mounted at `mqueue_dir` (so stale queues can be listed without
-    touching the host's mounts; the IPC namespace, and so the queues, are the host's)."""
+    """`python -m services.fimd` over mTLS on 127.0.0.1 (and its plaintext health port), in a
+    private mount namespace where the mqueue filesystem is mounted at `mqueue_dir` (so stale
+    queues can be listed without touching the host's mounts; the IPC namespace, and so the
+    queues, are the host's)."""
 
     def __init__(self, workdir: Path, pki: Pki, queue_prefix: str, *extra: str) -> None:
         self.workdir = workdir
         self.pki = pki
         self.port = free_port()
         self.metrics_port = free_port()
+        self.health_port = free_port()
         self.stdout_path = workdir / "fimd.out"
         self.mqueue_dir = workdir / "mqueue"
         self.mqueue_dir.mkdir(exist_ok=True)
@@ -42,6 +44,7 @@ class FimdProcess:
             sys.executable, "-m", "services.fimd", "--node-name", "node-1",
             "--listen", f"127.0.0.1:{self.port}",
             "--metrics-listen", f"127.0.0.1:{self.metrics_port}",
+            "--health-listen", f"127.0.0.1:{self.health_port}",
             "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key),
             "--client-ca", str(pki.ca), "--mqueue-dir", str(self.mqueue_dir),
             "--queue-prefix", queue_prefix, *extra,

@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import posix_ipc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
 from services.fimd.tests.certs import Pki, make_pki
@@ -170,6 +171,28 @@ def test_metrics_endpoint(fimd: FimdProcess) -> None:
     assert 'fimd_events_total{event="CREATE",watcher="shop/myapp-logs"}' in text
     assert "fimd_inotify_max_user_watches" in text
     assert 'fimd_grpc_requests_total{code="INVALID_ARGUMENT",method="CreateWatch"}' in text
+
+
+def test_health_listener_answers_plaintext_probes_only(fimd: FimdProcess) -> None:
+    """What the kubelet's `grpc:` probe does: plaintext grpc.health.v1 on the health port."""
+    assert fimd.ops("started")[0]["health_port"] == fimd.health_port
+    with grpc.insecure_channel(f"127.0.0.1:{fimd.health_port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        response = health.Check(  # type: ignore[attr-defined]
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as err:
+            fim_pb2_grpc.FimDaemonStub(channel).GetWatchState(
+                fim_pb2.GetWatchStateRequest(), timeout=5
+            )
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with grpc.insecure_channel(f"127.0.0.1:{fimd.port}") as channel:  # mTLS port: no
+        with pytest.raises(grpc.RpcError) as err:
+            health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_sigterm_stops_children_and_removes_queues(fimd: FimdProcess, container: Container) -> None:

@@ -1,10 +1,11 @@
 """The real gRPC server over mTLS with fake resolver/spawner: authentication, error codes,
-health, and that bad requests leave other watches alone."""
+health (also on the plaintext health-only listener), and that bad requests leave other
+watches alone."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -16,7 +17,7 @@ from fim.v1.config_hash import config_hash
 from services.fimd.daemon import Daemon
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
-from services.fimd.server import SERVICE_NAME, TlsFiles, build
+from services.fimd.server import SERVICE_NAME, TlsFiles, build, build_health, new_health
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.tests.certs import Pki, make_pki
 from services.fimd.tests.harness import Capture, FakeResolver, FakeSpawner
@@ -144,3 +145,33 @@ def test_health_service(server: tuple[int, Metrics], pki: Pki) -> None:
             # The generated HealthStub sets its methods in __init__; the stubs lack them.
             response = health.Check(request, timeout=5)  # type: ignore[attr-defined]
             assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_only_listener_serves_health_and_nothing_else() -> None:
+    shared = new_health()
+    server, port = build_health("127.0.0.1:0", shared)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", SERVICE_NAME):
+                request = health_pb2.HealthCheckRequest(service=service)
+                response = health.Check(request, timeout=5)  # type: ignore[attr-defined]
+                assert response.status == health_pb2.HealthCheckResponse.SERVING
+            stub = fim_pb2_grpc.FimDaemonStub(channel)
+            calls: list[Callable[[], object]] = [
+                lambda: stub.GetWatchState(fim_pb2.GetWatchStateRequest(), timeout=5),
+                lambda: stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=spec()), timeout=5),
+                lambda: stub.DestroyWatch(fim_pb2.DestroyWatchRequest(), timeout=5),
+            ]
+            for call in calls:
+                with pytest.raises(grpc.RpcError) as err:
+                    call()
+                assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            # The status is the one fimd's mTLS port reports: shutting down shows here.
+            shared.enter_graceful_shutdown()
+            response = health.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
+            )
+            assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        server.stop(0).wait()
