@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,18 @@ def overlay_dir() -> Path:
     raise FileNotFoundError(f"overlay {name} not found")
 
 
+def materialized(overlay: Path, scratch: Path) -> Path:
+    """The overlay as real files: kustomize does not load the symlinks Bazel runfiles are
+    made of, so a symlinked overlay is applied from a copy of its deploy tree (the overlay
+    and the bases it refers to, which sit two levels up)."""
+    if not (overlay / "kustomization.yaml").is_symlink():
+        return overlay
+    root = overlay.parents[1]
+    copy = scratch / root.name
+    shutil.copytree(root, copy)  # symlinks=False: copies what they point to
+    return copy / overlay.relative_to(root)
+
+
 @dataclass(frozen=True)
 class FimSystem:
     """The deployed controller and fimd DaemonSet, seen through kubectl."""
@@ -53,7 +67,8 @@ class FimSystem:
 
     def deploy(self, overlay: Path, timeout: float = 180.0) -> None:
         """`kubectl apply -k overlay` (real kustomize), then waits for fimd and controller."""
-        self.kube.run("apply", "-k", str(overlay), timeout=timeout)
+        with tempfile.TemporaryDirectory() as scratch:
+            self.kube.run("apply", "-k", str(materialized(overlay, Path(scratch))), timeout=timeout)
         try:
             self.wait_ready(timeout)
         except TimeoutError as error:
