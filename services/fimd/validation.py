@@ -1,10 +1,10 @@
 """Validation of a CreateWatch request before fimd acts on it.
 
 fimd is privileged, so every field a caller sends is checked here, and a request that fails
-is rejected whole with a message naming the field (`spec.subjects[1].paths[0]: ...`). The
-limits from the header of fim.proto are enforced here, plus bounds the proto leaves
-implicit (sizes of identifiers, tags and ignore patterns) so no request can make fimd or a
-fimnotify process allocate without bound.
+is rejected whole with a message naming the field (`spec.subjects[1].paths[0]: ...`). Every
+bound below is documented in the header of fim.proto (keep the two in step): the FimWatcher
+model's limits plus sizes of identifiers, tags and ignore patterns, so no request can make
+fimd or a fimnotify process allocate without bound.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ MAX_PATH_BYTES = 4096
 MAX_IGNORE = 64
 MAX_TAGS = 32
 MAX_LOG_FORMAT_CHARS = 1024
-# Not in the proto header: generous bounds on free-form strings.
+# Generous bounds on free-form strings (fimd's own; also in the proto header).
 MAX_ID_BYTES = 253  # UIDs, Kubernetes names (DNS-1123 subdomain length)
 MAX_CONTAINER_ID_BYTES = 256
 MAX_TAG_KEY_BYTES = 317  # a qualified label key: 253-byte prefix + "/" + 63-byte name
 MAX_TAG_VALUE_BYTES = 1024
 MAX_IGNORE_BYTES = 255  # NAME_MAX: a pattern matches one path component
-MAX_DEPTH = 128  # as libs/k8s/model.py (the CRD), which the proto leaves implicit
+MAX_DEPTH = 128  # as libs/k8s/model.py (the CRD)
 
 
 class ValidationError(ValueError):
