@@ -28,9 +28,12 @@ state=/var/lib/fim-k8s-cluster
 export KUBECONFIG="$state/kubeconfig"
 cluster() { PYTHONPATH=. python3 -m tests.cluster "$@" --state-dir "$state"; }
 stop() {
-  trap - INT TERM EXIT
-  say "stopping the cluster and restoring the host"
-  cluster down
+  # Teardown must run even if the terminal or a pipe on stderr is gone already.
+  trap - INT TERM HUP PIPE EXIT
+  set +e
+  say "stopping the cluster and restoring the host" 2>/dev/null
+  # If stderr is a pipe whose reader died with Ctrl-C, drain instead of failing mid-teardown.
+  cluster down 2>&1 | { cat >&2 || cat >/dev/null; }
 }
 if [[ -f "$state/state.json" ]]; then
   say "a cluster from an earlier run is still recorded: stopping it first"
@@ -38,7 +41,7 @@ if [[ -f "$state/state.json" ]]; then
 fi
 
 say "4/6 local cluster (etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet)"
-trap stop INT TERM EXIT
+trap stop INT TERM HUP PIPE EXIT
 cluster up
 cluster import "$bin/images/controller.tar" "$bin/images/fimd.tar"
 
