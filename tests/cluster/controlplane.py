@@ -64,7 +64,7 @@ class ControlPlane:
     def kubeconfig_for(self, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig authenticating as `user` in `groups` by client certificate."""
         safe = "".join(c if c.isalnum() else "-" for c in user)
-        pair = self.pki.issue(f"user-{safe}", user, "+".join(groups) if groups else "")
+        pair = self.pki.issue(f"user-{safe}", user, groups)
         return write_kubeconfig(
             self.dir / "kubeconfigs" / f"{safe}.kubeconfig",
             self.server,
@@ -76,7 +76,7 @@ class ControlPlane:
     def start(self, timeout: float = 60.0) -> None:
         """Starts etcd and kube-apiserver and returns when the API server is ready."""
         self.binaries.require("etcd", "kube-apiserver")
-        admin = self.pki.issue("admin", "fim-k8s-admin", "system:masters")
+        admin = self.pki.issue("admin", "fim-k8s-admin", ("system:masters",))
         write_kubeconfig(self.kubeconfig, self.server, self.pki.ca.cert, admin, "admin")
         self.supervisor.start("etcd", self._etcd_argv())
         self.supervisor.start("kube-apiserver", self._apiserver_argv())
@@ -120,7 +120,7 @@ class ControlPlane:
             client=False,
         )
         kubelet_client = self.pki.issue(
-            "apiserver-kubelet-client", "kube-apiserver", "system:masters"
+            "apiserver-kubelet-client", "kube-apiserver", ("system:masters",)
         )
         sa = self.pki.service_account_keys()
         return [
@@ -153,7 +153,7 @@ class ControlPlane:
     def wait_ready(self, timeout: float) -> None:
         """Polls /readyz as admin until it answers 200; fails early if a component died."""
         context = ssl.create_default_context(cafile=str(self.pki.ca.cert))
-        admin = self.pki.issue("admin", "fim-k8s-admin", "system:masters")
+        admin = self.pki.issue("admin", "fim-k8s-admin", ("system:masters",))
         context.load_cert_chain(str(admin.cert), str(admin.key))
         deadline = time.monotonic() + timeout
         last = ""

@@ -271,7 +271,7 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
 
     def _kubelet_argv(self) -> list[str]:
         pki = self.cp.pki
-        client = pki.issue("kubelet-client", f"system:node:{NODE_NAME}", "system:nodes")
+        client = pki.issue("kubelet-client", f"system:node:{NODE_NAME}", ("system:nodes",))
         serving = pki.issue("kubelet-serving", NODE_NAME, server_names=(LOOPBACK,), client=False)
         kubeconfig = write_kubeconfig(
             self.dir / "kubelet.kubeconfig", self.cp.server, pki.ca.cert, client, "kubelet"

@@ -46,7 +46,7 @@ class Pki:
         self,
         name: str,
         common_name: str,
-        organization: str = "",
+        organizations: tuple[str, ...] = (),
         *,
         server_names: tuple[str, ...] = (),
         client: bool = True,
@@ -56,7 +56,8 @@ class Pki:
         pair = KeyPair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
         if pair.cert.exists():
             return pair
-        subject = (f"/O={organization}" if organization else "") + f"/CN={common_name}"
+        # One O= per group: Kubernetes reads every Organization of a client certificate.
+        subject = "".join(f"/O={group}" for group in organizations) + f"/CN={common_name}"
         usages = (["clientAuth"] if client else []) + (["serverAuth"] if server_names else [])
         extensions = [
             "-addext", "basicConstraints=critical,CA:FALSE",

@@ -37,6 +37,18 @@ def test_rbac_denies_an_identity_without_bindings(control_plane: ControlPlane) -
     assert denied.value.status == 403
 
 
+def test_client_certificates_carry_every_group(control_plane: ControlPlane) -> None:
+    kubeconfig = control_plane.kubeconfig_for("auditor", ("team-a", "team-b"))
+    with _api(kubeconfig) as api:
+        review = client.AuthenticationV1Api(api).create_self_subject_review(
+            client.V1SelfSubjectReview()
+        )
+    user = review.status.user_info if review.status else None
+    assert user is not None
+    assert user.username == "auditor"
+    assert {"team-a", "team-b"} <= set(user.groups or [])
+
+
 def test_service_account_tokens_are_issued(control_plane: ControlPlane) -> None:
     with _api(control_plane.kubeconfig) as api:
         core = client.CoreV1Api(api)
