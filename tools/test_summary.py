@@ -2,7 +2,8 @@
 
 Usage: test_summary.py BUILD_EVENTS_JSON //label ...
 Reads the run's build event protocol file (--build_event_json_file) for each test
-target's status and JUnit report: pytest targets report each test case; other
+target's status and JUnit report (of its last attempt; targets that passed only on a
+retry are named on stderr as flaky): pytest targets report each test case; other
 targets (mypy, ruff) get Bazel's one-case report. A target with no result in this
 run (it failed to build or never ran) counts as one failure, and a failed target
 whose report shows no failing case (a crash, a timeout) adds one, so a broken run
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlparse
 def results(events_file: Path) -> dict[str, tuple[str, Path | None]]:
     """label -> (status, JUnit report path) of the last attempt of each test target."""
     found: dict[str, tuple[str, Path | None]] = {}
+    attempts: dict[str, list[str]] = {}
     for line in events_file.read_text().splitlines():
         event = json.loads(line)
         label = event.get("id", {}).get("testResult", {}).get("label")
@@ -32,6 +34,10 @@ def results(events_file: Path) -> dict[str, tuple[str, Path | None]]:
             if output.get("name") == "test.xml":
                 report = Path(unquote(urlparse(output["uri"]).path))
         found[label] = (result.get("status", "NO_STATUS"), report)
+        attempts.setdefault(label, []).append(found[label][0])
+    for label, statuses in sorted(attempts.items()):
+        if statuses[-1] == "PASSED" and len(statuses) > 1:
+            print(f"flaky: {label} passed on attempt {len(statuses)}", file=sys.stderr)
     return found
 
 
