@@ -67,11 +67,11 @@ class FimdProcess:
         grpc.channel_ready_future(self.channel).result(timeout=20)
 
     def lines(self) -> list[dict[str, Any]]:
-        text = self.stdout_path.read_text()
-        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+        return [json.loads(line) for line in self.raw_lines() if line.startswith("{")]
 
     def raw_lines(self) -> list[str]:
-        return self.stdout_path.read_text().splitlines()
+        """Complete lines only: fimd may be mid-write of the last one while we read."""
+        return self.stdout_path.read_text().split("\n")[:-1]
 
     def events(self, path: str | None = None) -> list[dict[str, Any]]:
         return [e for e in self.lines() if e.get("kind") == "event" and path in (None, e["path"])]
