@@ -7,6 +7,7 @@ veth pair: the guarded process's packets would leave through the veth, never fur
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,12 +30,30 @@ SEND = (
 )
 
 
+NETNS_DIR = "/run/netns"
+
+
 def _ip(*args: str) -> None:
     subprocess.run(["/usr/sbin/ip", *args], check=True, capture_output=True)
 
 
+def _mounted(path: str) -> bool:
+    # os.path.ismount cannot see a bind mount of a directory onto itself.
+    with open("/proc/self/mountinfo") as mounts:
+        return any(line.split()[4] == path for line in mounts)
+
+
+def _restore_netns_dir() -> None:
+    """Undoes what `ip netns add` leaves behind: /run/netns bind-mounted onto itself."""
+    while _mounted(NETNS_DIR):
+        subprocess.run(["/usr/bin/umount", "--lazy", NETNS_DIR], check=True)
+    if not os.listdir(NETNS_DIR):
+        os.rmdir(NETNS_DIR)
+
+
 @pytest.fixture
 def peer_namespace() -> Iterator[None]:
+    existed = os.path.exists(NETNS_DIR)
     _ip("netns", "add", "fimk8s-guardtest")
     try:
         _ip("link", "add", "fimk8sgt0", "type", "veth", "peer", "name", "fimk8sgt1")
@@ -47,6 +66,8 @@ def peer_namespace() -> Iterator[None]:
     finally:
         subprocess.run(["/usr/sbin/ip", "link", "del", "fimk8sgt0"], check=False)
         _ip("netns", "delete", "fimk8s-guardtest")
+        if not existed:
+            _restore_netns_dir()
 
 
 def _send(guard: NetworkGuard | None, log: Path) -> str:
