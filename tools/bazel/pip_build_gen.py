@@ -16,6 +16,7 @@ from pathlib import Path
 # run time) are left out rather than breaking the whole repository.
 _LABEL_SAFE = re.compile(r"^[A-Za-z0-9_./+=,@~-]+$")
 _REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EXTRA_MARKER = re.compile(r"\bextra\s*==")
 
 HEADER = """\
 load("@bazel_tools//tools/python:toolchain.bzl", "py_runtime_pair")
@@ -65,7 +66,7 @@ def requirements(dist_info: Path) -> tuple[str, list[str]]:
     meta = HeaderParser().parsestr((dist_info / "METADATA").read_text())
     requires = []
     for req in meta.get_all("Requires-Dist") or []:
-        if "extra ==" in req.replace("extra==", "extra =="):
+        if _EXTRA_MARKER.search(req):
             continue
         match = _REQ_NAME.match(req)
         if match:
