@@ -43,11 +43,6 @@ EVENT_BITS: dict[EventName, int] = {
     EventName.OPEN: IN_OPEN,
 }
 
-#: Every bit a user can ask for.
-ALL_EVENTS = 0
-for _bit in EVENT_BITS.values():
-    ALL_EVENTS |= _bit
-
 #: Bits the engine always needs on a directory to maintain the tree (not all are reported).
 TREE_BITS = IN_CREATE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
 
