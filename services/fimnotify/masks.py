@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from libs.k8s.events import EventName, expand
@@ -57,6 +58,8 @@ def mask_for(names: Iterable[EventName]) -> int:
     return mask
 
 
+@functools.lru_cache(maxsize=1024)
 def names_for(mask: int) -> tuple[EventName, ...]:
-    """The primitive event names set in an inotify mask, in bit order."""
+    """The primitive event names set in an inotify mask, in bit order (cached: it runs for
+    every event, and only a few distinct masks occur)."""
     return tuple(name for name, bit in _ORDERED if mask & bit)
