@@ -9,52 +9,24 @@ image-archive`), the form `docker save` itself writes since Docker 25.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# The deterministic tar and gzip are those of the Bazel-built service images.
+from images.tools.tarball import Entry, directory, gzip_bytes, sha256_digest, symlink, write_tar
+from images.tools.tarball import regular as file
+
+__all__ = ["Entry", "Image", "directory", "file", "host_file", "layer_tar", "symlink"]
 
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 _OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One file system entry of a layer: a file (data), a directory or a symlink."""
-
-    path: str
-    mode: int = 0o644
-    data: bytes | None = None
-    symlink: str = ""
-    uid: int = 0
-    gid: int = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return self.data is None and not self.symlink
-
-
-def file(path: str, data: bytes, mode: int = 0o644) -> Entry:
-    return Entry(path, mode, data)
-
-
-def directory(path: str, mode: int = 0o755) -> Entry:
-    return Entry(path, mode)
-
-
-def symlink(path: str, target: str) -> Entry:
-    return Entry(path, 0o777, symlink=target)
-
-
 def host_file(path: str, source: Path, mode: int | None = None) -> Entry:
     """A file copied from the host (its content only: never its owner or times)."""
-    return Entry(
-        path, mode if mode is not None else source.stat().st_mode & 0o7777, source.read_bytes()
-    )
+    return file(path, source.read_bytes(), source.stat().st_mode & 0o7777 if mode is None else mode)
 
 
 @dataclass(frozen=True)
@@ -64,7 +36,7 @@ class Blob:
 
     @property
     def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+        return sha256_digest(self.data)
 
     def descriptor(self) -> dict[str, object]:
         return {"mediaType": self.media_type, "digest": self.digest, "size": len(self.data)}
@@ -72,29 +44,7 @@ class Blob:
 
 def layer_tar(entries: list[Entry]) -> bytes:
     """The uncompressed layer: parents before children, byte-for-byte reproducible."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for entry in sorted(entries, key=lambda e: e.path.strip("/").split("/")):
-            info = tarfile.TarInfo(entry.path.strip("/") + ("/" if entry.is_dir else ""))
-            info.mode, info.uid, info.gid, info.mtime = entry.mode, entry.uid, entry.gid, 0
-            info.uname = info.gname = ""
-            if entry.symlink:
-                info.type, info.linkname = tarfile.SYMTYPE, entry.symlink
-                tar.addfile(info)
-            elif entry.data is None:
-                info.type = tarfile.DIRTYPE
-                tar.addfile(info)
-            else:
-                info.size = len(entry.data)
-                tar.addfile(info, io.BytesIO(entry.data))
-    return buffer.getvalue()
-
-
-def _gzip(data: bytes) -> bytes:
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=6) as gz:
-        gz.write(data)
-    return out.getvalue()
+    return write_tar(entries, mtime=0)
 
 
 @dataclass
@@ -113,7 +63,7 @@ class Image:
     def blobs(self) -> tuple[Blob, Blob, list[Blob]]:
         """(manifest, config, layers) blobs."""
         tars = [layer_tar(entries) for entries in self.layers]
-        layers = [Blob(_OCI_LAYER, _gzip(tar)) for tar in tars]
+        layers = [Blob(_OCI_LAYER, gzip_bytes(tar)) for tar in tars]
         config = {
             "architecture": "amd64",
             "os": "linux",
@@ -127,7 +77,7 @@ class Image:
             },
             "rootfs": {
                 "type": "layers",
-                "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest() for tar in tars],
+                "diff_ids": [sha256_digest(tar) for tar in tars],
             },
         }
         config_blob = Blob(_OCI_CONFIG, _canonical(config))
