@@ -329,8 +329,7 @@ class Daemon:
     def _notice(self, notice: Notice, entry: Entry | None) -> None:
         fields: dict[str, object] = {}
         if entry is not None:
-            fields.update(entry.identity.fields())
-            del fields["node"]
+            fields.update(self._who(entry))
         if notice.detail:
             fields["detail"] = notice.detail
         if notice.msg == "watcher_restarted" and entry is not None:
@@ -355,21 +354,22 @@ class Daemon:
             try:
                 decoded = wire.decode_message(message)
             except wire.WireError as err:
-                self._writer.op("bad_message", "error", detail=str(err), **self._who(handle))
+                self._writer.op("bad_message", "error", detail=str(err), **self._who(handle.entry))
                 continue
             if decoded.seq != handle.next_seq:
                 self._writer.op(
                     "messages_lost",
                     "error",
-                    **self._who(handle),
+                    **self._who(handle.entry),
                     count=(decoded.seq - handle.next_seq) & 0xFFFFFFFF,
                 )
             handle.next_seq = (decoded.seq + 1) & 0xFFFFFFFF
             self._records(handle, decoded.records)
 
     @staticmethod
-    def _who(handle: Handle) -> dict[str, str]:
-        fields = handle.entry.identity.fields()
+    def _who(entry: Entry) -> dict[str, str]:
+        """The watch's identity for operational lines (which carry the node already)."""
+        fields = entry.identity.fields()
         del fields["node"]
         return fields
 
@@ -383,7 +383,7 @@ class Daemon:
                         record.time_ns, record.mask, record.subject, record.path
                     )
                 except IndexError:
-                    self._writer.op("bad_subject", "error", **self._who(handle))
+                    self._writer.op("bad_subject", "error", **self._who(handle.entry))
                     continue
                 for name in record.names:
                     self._metrics.events.labels(watcher, name.upper()).inc()
@@ -394,7 +394,7 @@ class Daemon:
             self._metrics.dropped.labels(watcher, "output").inc(len(out))
 
     def _status_record(self, handle: Handle, record: wire.Record) -> None:
-        who = self._who(handle)
+        who = self._who(handle.entry)
         watcher = handle.entry.identity.watcher
         if isinstance(record, wire.OverflowRecord):
             self._metrics.overflows.labels(watcher).inc()
@@ -433,7 +433,7 @@ class Daemon:
             code=record.code,
             path=path,
             detail=record.message,
-            **self._who(handle),
+            **self._who(handle.entry),
         )
 
     def _reap(self) -> None:
