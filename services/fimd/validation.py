@@ -10,22 +10,24 @@ fimd or a fimnotify process allocate without bound.
 from __future__ import annotations
 
 from fim.v1 import fim_pb2
+from libs.k8s import model
 from libs.k8s.events import ALL_NAMES
 from services.fimd import logformat
 
-MAX_SUBJECTS = 32
-MAX_PATHS = 64
-MAX_PATH_BYTES = 4096
-MAX_IGNORE = 64
-MAX_TAGS = 32
-MAX_LOG_FORMAT_CHARS = 1024
+# The FimWatcher model's bounds (the CRD), as counts and characters.
+MAX_SUBJECTS = model.MAX_SUBJECTS
+MAX_PATHS = model.MAX_PATHS_PER_SUBJECT
+MAX_IGNORE = model.MAX_IGNORE_PATTERNS
+MAX_TAGS = model.MAX_TAGS
+MAX_LOG_FORMAT_CHARS = model.MAX_LOG_FORMAT_LENGTH
+MAX_DEPTH = model.MAX_DEPTH
+MAX_PATH_BYTES = 4096  # PATH_MAX
 # Generous bounds on free-form strings (fimd's own; also in the proto header).
 MAX_ID_BYTES = 253  # UIDs, Kubernetes names (DNS-1123 subdomain length)
 MAX_CONTAINER_ID_BYTES = 256
 MAX_TAG_KEY_BYTES = 317  # a qualified label key: 253-byte prefix + "/" + 63-byte name
 MAX_TAG_VALUE_BYTES = 1024
 MAX_IGNORE_BYTES = 255  # NAME_MAX: a pattern matches one path component
-MAX_DEPTH = 128  # as libs/k8s/model.py (the CRD)
 
 
 class ValidationError(ValueError):
