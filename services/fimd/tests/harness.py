@@ -123,9 +123,10 @@ class Capture:
 
 
 @contextmanager
-def running_daemon(
+def daemon_parts(
     resolver: FakeResolver, spawner: FakeSpawner, **writer_args: Any
-) -> Iterator[tuple[Daemon, Capture, Metrics]]:
+) -> Iterator[tuple[Daemon, LineWriter, Capture, Metrics]]:
+    """A running Daemon with its writer (for a servicer), captured stdout and metrics."""
     capture = Capture()
     writer = LineWriter(capture.write_fd, "node-1", **writer_args)
     metrics = Metrics()
@@ -134,10 +135,18 @@ def running_daemon(
     loop = threading.Thread(target=daemon.run)
     loop.start()
     try:
-        yield daemon, capture, metrics
+        yield daemon, writer, capture, metrics
     finally:
         daemon.shutdown()
         loop.join()
         daemon.stop_children()
         writer.close()
         capture.close()
+
+
+@contextmanager
+def running_daemon(
+    resolver: FakeResolver, spawner: FakeSpawner, **writer_args: Any
+) -> Iterator[tuple[Daemon, Capture, Metrics]]:
+    with daemon_parts(resolver, spawner, **writer_args) as (daemon, _, capture, metrics):
+        yield daemon, capture, metrics

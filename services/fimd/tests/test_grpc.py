@@ -4,7 +4,6 @@ watches alone."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,13 +13,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
 from fim.v1.config_hash import config_hash
-from services.fimd.daemon import Daemon
 from services.fimd.metrics import Metrics
-from services.fimd.output import LineWriter
 from services.fimd.server import SERVICE_NAME, TlsFiles, build, build_health, new_health
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.tests.certs import Pki, make_pki
-from services.fimd.tests.harness import Capture, FakeResolver, FakeSpawner
+from services.fimd.tests.harness import FakeResolver, FakeSpawner, daemon_parts
 from services.fimd.tests.specs import CONTAINER, spec
 
 
@@ -33,23 +30,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def server(pki: Pki) -> Iterator[tuple[int, Metrics]]:
     resolver = FakeResolver()
     resolver.pids[CONTAINER] = 4242
-    capture = Capture()
-    writer = LineWriter(capture.write_fd, "node-1")
-    metrics = Metrics()
-    daemon = Daemon(
-        "node-1", resolver, FakeSpawner(), writer, metrics, queue_prefix="/fimk8s-grpc-test."
-    )
-    loop = threading.Thread(target=daemon.run)
-    loop.start()
-    tls = TlsFiles(str(pki.server_cert), str(pki.server_key), str(pki.ca))
-    srv, port = build(FimDaemonServicer(daemon, writer, metrics), "127.0.0.1:0", tls)
-    yield port, metrics
-    srv.stop(0).wait()
-    daemon.shutdown()
-    loop.join()
-    daemon.stop_children()
-    writer.close()
-    capture.close()
+    with daemon_parts(resolver, FakeSpawner()) as (daemon, writer, _, metrics):
+        tls = TlsFiles(str(pki.server_cert), str(pki.server_key), str(pki.ca))
+        srv, port = build(FimDaemonServicer(daemon, writer, metrics), "127.0.0.1:0", tls)
+        yield port, metrics
+        srv.stop(0).wait()
 
 
 def _channel(port: int, pki: Pki, cert: Path | None, key: Path | None) -> grpc.Channel:

@@ -4,7 +4,6 @@ material when the new files are broken, and keeps requiring client certificates.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +11,10 @@ import grpc
 import pytest
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
-from services.fimd.daemon import Daemon
-from services.fimd.metrics import Metrics
-from services.fimd.output import LineWriter
 from services.fimd.server import build
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.tests.certs import Pki, SecretMount, make_pki
-from services.fimd.tests.harness import Capture, FakeResolver, FakeSpawner, wait_for
+from services.fimd.tests.harness import Capture, FakeResolver, FakeSpawner, daemon_parts, wait_for
 from services.fimd.tls import ReloadingCredentials, TlsError, TlsFiles
 
 
@@ -41,23 +37,11 @@ def served(tmp_path: Path, pki_a: Pki) -> Iterator[tuple[SecretMount, int, Captu
     """fimd's server on a Secret-style mount holding pki A's server certificate."""
     mount = SecretMount(tmp_path / "tls")
     mount.update_from(pki_a)
-    capture = Capture()
-    writer = LineWriter(capture.write_fd, "node-1")
-    metrics = Metrics()
-    daemon = Daemon(
-        "node-1", FakeResolver(), FakeSpawner(), writer, metrics, queue_prefix="/fimk8s-tls."
-    )
-    loop = threading.Thread(target=daemon.run)
-    loop.start()
-    servicer = FimDaemonServicer(daemon, writer, metrics)
-    server, port = build(servicer, "127.0.0.1:0", _files(mount), report=writer.op)
-    yield mount, port, capture
-    server.stop(0).wait()
-    daemon.shutdown()
-    loop.join()
-    daemon.stop_children()
-    writer.close()
-    capture.close()
+    with daemon_parts(FakeResolver(), FakeSpawner()) as (daemon, writer, capture, metrics):
+        servicer = FimDaemonServicer(daemon, writer, metrics)
+        server, port = build(servicer, "127.0.0.1:0", _files(mount), report=writer.op)
+        yield mount, port, capture
+        server.stop(0).wait()
 
 
 def _call(port: int, trust: Pki, client: Pki | None) -> grpc.StatusCode:
