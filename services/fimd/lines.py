@@ -101,11 +101,11 @@ class EventRenderer:
         subject_tags: Sequence[Mapping[str, str]],
         template: Template | None,
     ) -> None:
-        self._identity = identity
         self._template = template
         self._tags_json = [_compact(dict(sorted(tags.items()))) for tags in subject_tags]
         # Everything between "time" and "event" is constant for the watch.
         self._middle = _compact(identity.fields())[1:-1]
+        self._identity_values = {k: escape_control(v) for k, v in identity.fields().items()}
 
     def render(self, time_ns: int, mask: int, subject: int, path: bytes) -> list[str]:
         """The lines (each ending in a newline) for one inotify event; raises IndexError
@@ -127,7 +127,6 @@ class EventRenderer:
         assert self._template is not None
         directory, sep, file = _split(path)
         values = {
-            **self._identity.fields(),
             "time": stamp,
             "event": name.upper(),
             "path": path,
@@ -138,7 +137,8 @@ class EventRenderer:
             "file": file,
             "sep": sep,
         }
-        return self._template.render({k: escape_control(v) for k, v in values.items()}) + "\n"
+        escaped = {k: escape_control(v) for k, v in values.items()}
+        return self._template.render({**self._identity_values, **escaped}) + "\n"
 
 
 def op_line(node: str, msg: str, level: str = "info", /, **fields: Any) -> str:
