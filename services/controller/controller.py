@@ -55,6 +55,13 @@ NODE = "node:"
 WATCHER = "watcher:"
 MAX_REJECTION_BACKOFF = timedelta(minutes=5)
 NOT_FOUND = 404
+#: The Event reason for each outcome `_execute` counts.
+_EVENT_REASONS = {
+    "added": "WatchesAdded",
+    "updated": "WatchesUpdated",
+    "removed": "WatchesRemoved",
+    "failed": "WatchesFailed",
+}
 
 log = logging.getLogger(__name__)
 
@@ -346,11 +353,8 @@ class Controller:
             for watcher in self.watchers.by_index("uid", uid):
                 for verb, count in sorted(counts.items()):
                     kind = WARNING if verb == "failed" else NORMAL
-                    reason = {"added": "WatchesAdded", "updated": "WatchesUpdated"}.get(
-                        verb, "WatchesRemoved" if verb == "removed" else "WatchesFailed"
-                    )
                     message = f"{count} watch(es) {verb} on node {node}"
-                    self._events.emit(watcher.meta, kind, reason, message)
+                    self._events.emit(watcher.meta, kind, _EVENT_REASONS[verb], message)
 
     def _unreachable(self, node: str, err: FimdError) -> None:
         """Forgets the node's state (re-read when it answers) and degrades its watchers."""
