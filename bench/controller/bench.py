@@ -155,6 +155,16 @@ def delta(after: Counter[str], before: Counter[str]) -> str:
     return ", ".join(f"{m} {after[m] - before[m]}" for m in METHODS)
 
 
+def converge(bench: Bench, total: int, pods: int) -> tuple[float, float]:
+    """Starts the controller; seconds until all `total` watches exist, and until every
+    status says `pods` of `pods` watched."""
+    t0 = bench.start()
+    wait(lambda: bench.watches() == total)
+    watches_at = time.monotonic() - t0
+    wait(lambda: bench.statuses_done(pods))
+    return watches_at, time.monotonic() - t0
+
+
 def run(bench: Bench, args: argparse.Namespace) -> None:
     total = args.pods * args.watchers
     started = time.monotonic()
@@ -163,12 +173,9 @@ def run(bench: Bench, args: argparse.Namespace) -> None:
           f"{time.monotonic() - started:.1f} s")  # fmt: skip
 
     before = bench.calls()
-    t0 = bench.start()
-    wait(lambda: bench.watches() == total)
-    watches_at = time.monotonic() - t0
-    wait(lambda: bench.statuses_done(args.pods))
+    watches_at, statuses_at = converge(bench, total, args.pods)
     print(f"cold start: {total} watches in {watches_at:.1f} s, all statuses "
-          f"{args.pods}/{args.pods} in {time.monotonic() - t0:.1f} s "
+          f"{args.pods}/{args.pods} in {statuses_at:.1f} s "
           f"({delta(bench.calls(), before)}); RSS {bench.rss_mib():.0f} MiB")  # fmt: skip
 
     bench.kill()
@@ -182,12 +189,9 @@ def run(bench: Bench, args: argparse.Namespace) -> None:
     for server in bench.fimds.values():
         server.fimd.restart()
     before = bench.calls()
-    t0 = bench.start()
-    wait(lambda: bench.watches() == total)
-    watches_at = time.monotonic() - t0
-    wait(lambda: bench.statuses_done(args.pods))
+    watches_at, statuses_at = converge(bench, total, args.pods)
     print(f"restart, every fimd restarted empty: {total} watches in {watches_at:.1f} s, "
-          f"statuses in {time.monotonic() - t0:.1f} s "
+          f"statuses in {statuses_at:.1f} s "
           f"({delta(bench.calls(), before)})")  # fmt: skip
 
     before = bench.calls()
