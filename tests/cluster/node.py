@@ -323,43 +323,46 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
             "--v=1",
         ]
 
-    def _controller_manager_argv(self) -> list[str]:
+    def _client_component_argv(
+        self, binary: str, name: str, user: str, kube_user: str
+    ) -> list[str]:
+        """The binary and the flags kube-controller-manager and kube-scheduler share: one
+        client-certificate kubeconfig for API, authentication and authorization."""
         pki = self.cp.pki
-        pair = pki.issue("controller-manager", "system:kube-controller-manager")
+        pair = pki.issue(name, user)
         kubeconfig = write_kubeconfig(
-            self.dir / "controller-manager.kubeconfig", self.cp.server, pki.ca.cert, pair, "kcm"
+            self.dir / f"{name}.kubeconfig", self.cp.server, pki.ca.cert, pair, kube_user
         )
         return [
-            str(self.binaries.kube("kube-controller-manager")),
+            str(self.binaries.kube(binary)),
             f"--kubeconfig={kubeconfig}",
             f"--authentication-kubeconfig={kubeconfig}",
             f"--authorization-kubeconfig={kubeconfig}",
             f"--bind-address={LOOPBACK}",
             "--secure-port=0",
-            f"--service-account-private-key-file={pki.service_account_keys().key}",
-            f"--root-ca-file={pki.ca.cert}",
-            "--use-service-account-credentials=true",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--leader-elect=false",
             "--v=1",
         ]
 
-    def _scheduler_argv(self) -> list[str]:
+    def _controller_manager_argv(self) -> list[str]:
         pki = self.cp.pki
-        pair = pki.issue("scheduler", "system:kube-scheduler")
-        kubeconfig = write_kubeconfig(
-            self.dir / "scheduler.kubeconfig", self.cp.server, pki.ca.cert, pair, "scheduler"
-        )
         return [
-            str(self.binaries.kube("kube-scheduler")),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            f"--bind-address={LOOPBACK}",
-            "--secure-port=0",
-            "--leader-elect=false",
-            "--v=1",
+            *self._client_component_argv(
+                "kube-controller-manager",
+                "controller-manager",
+                "system:kube-controller-manager",
+                "kcm",
+            ),
+            f"--service-account-private-key-file={pki.service_account_keys().key}",
+            f"--root-ca-file={pki.ca.cert}",
+            "--use-service-account-credentials=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
         ]
+
+    def _scheduler_argv(self) -> list[str]:
+        return self._client_component_argv(
+            "kube-scheduler", "scheduler", "system:kube-scheduler", "scheduler"
+        )
 
 
 def archive_names(archive: Path) -> list[str]:
