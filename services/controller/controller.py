@@ -30,7 +30,7 @@ from libs.k8s.model import API_VERSION, PLURAL, FimWatcherStatus
 from services.controller.events import NORMAL, WARNING, EventRecorder
 from services.controller.fimd import Endpoint, FimdClient, FimdError, FimdPool, endpoints
 from services.controller.informer import Informer
-from services.controller.kube import MERGE_PATCH, ApiError, Kube
+from services.controller.kube import MERGE_PATCH, NOT_FOUND, ApiError, Kube
 from services.controller.metrics import Metrics
 from services.controller.objects import (
     FINALIZER,
@@ -54,7 +54,6 @@ from services.controller.workqueue import ShutDown, WorkQueue
 NODE = "node:"
 WATCHER = "watcher:"
 MAX_REJECTION_BACKOFF = timedelta(minutes=5)
-NOT_FOUND = 404
 #: The Event reason for each outcome `_execute` counts.
 _EVENT_REASONS = {
     "added": "WatchesAdded",

@@ -23,6 +23,10 @@ MERGE_PATCH = "application/merge-patch+json"
 DEFAULT_TIMEOUT = 30.0
 
 
+#: HTTP status of a missing object.
+NOT_FOUND = 404
+
+
 class ApiError(Exception):
     """A non-2xx answer of the API server (or a transport failure, status 0)."""
 

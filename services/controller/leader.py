@@ -20,9 +20,8 @@ from typing import Any
 
 import attrs
 
-from services.controller.kube import ApiError, JsonObject, Kube
+from services.controller.kube import NOT_FOUND, ApiError, JsonObject, Kube
 
-NOT_FOUND = 404
 CONFLICT = 409
 
 log = logging.getLogger(__name__)
