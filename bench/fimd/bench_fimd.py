@@ -36,8 +36,8 @@ from services.fimd.tests.specs import spec
 
 _STUB = r"""
 import signal, sys, time, posix_ipc
-from services.fimnotify.config import loads
-from services.fimnotify.wire import Packer, ReadyRecord
+from libs.fimnotify_api.config import loads
+from libs.fimnotify_api.wire import Packer, ReadyRecord
 config = loads(sys.stdin.buffer.read())
 queue = posix_ipc.MessageQueue(config.queue_name, write=True, read=False)
 queue.send(Packer().pack([ReadyRecord(time.time_ns(), 1, 0)])[0])

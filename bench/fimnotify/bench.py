@@ -31,10 +31,10 @@ from typing import Any
 
 import posix_ipc
 
-from libs.k8s.events import EventName
-from services.fimnotify.config import SubjectConfig, WatchConfig, dumps
+from libs.fimnotify_api.events import EventName
+from libs.fimnotify_api.config import SubjectConfig, WatchConfig, dumps
 from services.fimnotify.tests.harness import Container, python_env
-from services.fimnotify.wire import DroppedRecord, EventRecord, OverflowRecord, ReadyRecord, decode
+from libs.fimnotify_api.wire import DroppedRecord, EventRecord, OverflowRecord, ReadyRecord, decode
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

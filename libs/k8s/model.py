@@ -36,7 +36,7 @@ from typing import TypeVar
 import attrs
 
 from libs.k8s.errors import ModelError, within
-from libs.k8s.events import EventName
+from libs.fimnotify_api.events import EventName
 from libs.k8s.frozen import frozen_map
 from libs.k8s.names import check_dns1123_label, check_dns1123_subdomain
 from libs.k8s.selector import LabelSelector, check_labels

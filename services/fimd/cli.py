@@ -32,7 +32,7 @@ from services.fimd.server import build, build_health, new_health
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.spawner import ProcessSpawner
 from services.fimd.tls import TlsError, TlsFiles
-from services.fimnotify import wire
+from libs.fimnotify_api import wire
 
 INSECURE_WARNING = (
     "WARNING: --insecure: gRPC without TLS or client authentication. Anyone who can reach "

@@ -21,7 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from fim.v1 import fim_pb2
 from fim.v1.config_hash import config_hash
 from libs.k8s.container_id import ContainerId, ContainerIdError, parse_container_id
-from libs.k8s.events import EventName
+from libs.fimnotify_api.events import EventName
 from services.fimd import queues
 from services.fimd.lines import EventRenderer, Identity, decode_path
 from services.fimd.logformat import Template
@@ -43,8 +43,8 @@ from services.fimd.supervisor import (
     Watch,
 )
 from services.fimd.validation import ValidationError, validate_spec
-from services.fimnotify import wire
-from services.fimnotify.config import ConfigError, SubjectConfig, WatchConfig
+from libs.fimnotify_api import wire
+from libs.fimnotify_api.config import ConfigError, SubjectConfig, WatchConfig
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 LOOP_INTERVAL = 0.05

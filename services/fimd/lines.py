@@ -28,9 +28,9 @@ from typing import Any
 
 import attrs
 
-from libs.k8s.events import EventName
+from libs.fimnotify_api.events import EventName
 from services.fimd.logformat import Template
-from services.fimnotify.masks import IN_ISDIR, names_for
+from libs.fimnotify_api.masks import IN_ISDIR, names_for
 
 _SECONDS_CACHE: dict[int, str] = {}
 

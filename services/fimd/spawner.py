@@ -1,6 +1,6 @@
 """Starting fimnotify processes: the process adapter behind the supervisor's Spawn action.
 
-The WatchConfig JSON goes to the child's stdin (`services.fimnotify.config`). The child's
+The WatchConfig JSON goes to the child's stdin (`libs.fimnotify_api.config`). The child's
 stdout is redirected to fimd's stderr: fimd's stdout carries only fimd's own lines. The
 child gets SIGTERM if fimd dies (PR_SET_PDEATHSIG), so a killed fimd leaks no watchers.
 """
@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from typing import Protocol
 
-from services.fimnotify.config import WatchConfig, dumps
+from libs.fimnotify_api.config import WatchConfig, dumps
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)

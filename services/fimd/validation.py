@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fim.v1 import fim_pb2
 from libs.k8s import model
-from libs.k8s.events import ALL_NAMES
+from libs.fimnotify_api.events import ALL_NAMES
 from services.fimd import logformat
 
 # The FimWatcher model's bounds (the CRD), as counts and characters.

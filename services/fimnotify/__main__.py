@@ -6,7 +6,7 @@ Usage::
 
 The WatchConfig JSON (services/fimnotify/config.py) is read from FILE, or from stdin
 when no --config is given (fimd writes it and closes stdin). Exit statuses are
-`services.fimnotify.wire.ExitStatus`: 0 stopped by SIGTERM/SIGINT, 1 fatal error,
+`libs.fimnotify_api.wire.ExitStatus`: 0 stopped by SIGTERM/SIGINT, 1 fatal error,
 2 bad usage/config, 3 target process gone (re-resolve the PID), 4 queue unusable.
 Diagnostics go to stderr; records (including the EXIT record) go to the queue.
 """
@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.fimnotify.config import ConfigError, WatchConfig, loads
+from libs.fimnotify_api.config import ConfigError, WatchConfig, loads
 from services.fimnotify.engine import Engine
 from services.fimnotify.sink import QueueError
-from services.fimnotify.wire import ExitStatus
+from libs.fimnotify_api.wire import ExitStatus
 
 
 def _read_config(path: str | None) -> WatchConfig:

@@ -13,12 +13,12 @@ from typing import Any
 
 from inotify_simple import INotify
 
-from services.fimnotify.config import WatchConfig
-from services.fimnotify.masks import IN_Q_OVERFLOW
+from libs.fimnotify_api.config import WatchConfig
+from libs.fimnotify_api.masks import IN_Q_OVERFLOW
 from services.fimnotify.procfs import RootFs, Target, TargetGoneError
 from services.fimnotify.sink import Sink, open_queue
 from services.fimnotify.tree import Core
-from services.fimnotify.wire import (
+from libs.fimnotify_api.wire import (
     ErrorRecord,
     ExitReason,
     ExitRecord,

@@ -15,7 +15,7 @@ from typing import Any
 
 import posix_ipc
 
-from services.fimnotify.wire import DroppedRecord, Packer, encode_record
+from libs.fimnotify_api.wire import DroppedRecord, Packer, encode_record
 
 
 class QueueError(Exception):

@@ -52,8 +52,8 @@ from typing import Protocol
 
 import attrs
 
-from services.fimnotify.config import SubjectConfig
-from services.fimnotify.masks import (
+from libs.fimnotify_api.config import SubjectConfig
+from libs.fimnotify_api.masks import (
     IN_ACCESS,
     IN_CLOSE_NOWRITE,
     IN_CREATE,
@@ -70,7 +70,7 @@ from services.fimnotify.masks import (
     TREE_BITS,
     mask_for,
 )
-from services.fimnotify.wire import ErrorRecord, encode_event, encode_record
+from libs.fimnotify_api.wire import ErrorRecord, encode_event, encode_record
 
 MAX_SYMLINKS = 40  # like the kernel's MAXSYMLINKS
 #: Longer event paths (deep trees beyond PATH_MAX) become an ENAMETOOLONG error record, so

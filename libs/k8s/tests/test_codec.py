@@ -11,7 +11,7 @@ import pytest
 
 from libs.k8s.codec import fimwatcher_from_dict, fimwatcher_to_dict, status_to_dict
 from libs.k8s.errors import ModelError
-from libs.k8s.events import EventName
+from libs.fimnotify_api.events import EventName
 from libs.k8s.model import (
     Condition,
     ConditionStatus,

@@ -9,7 +9,7 @@ import pytest
 
 from libs.k8s import model
 from libs.k8s.errors import ModelError
-from libs.k8s.events import EventName
+from libs.fimnotify_api.events import EventName
 from libs.k8s.model import (
     Condition,
     ConditionStatus,

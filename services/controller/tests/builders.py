@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fim.v1 import fim_pb2
-from libs.k8s.events import EventName
+from libs.fimnotify_api.events import EventName
 from libs.k8s.model import FimWatcherSpec, ObjectMeta, Subject
 from libs.k8s.selector import LabelSelector
 from services.controller.objects import FINALIZER, Container, Pod, Watcher

@@ -18,8 +18,8 @@ from services.fimd.daemon import Daemon
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ContainerNotFoundError
-from services.fimnotify import wire
-from services.fimnotify.config import WatchConfig
+from libs.fimnotify_api import wire
+from libs.fimnotify_api.config import WatchConfig
 
 _pids = itertools.count(4_000_000)
 

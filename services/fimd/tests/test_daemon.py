@@ -16,7 +16,7 @@ from services.fimd.tests.harness import (
     wait_for,
 )
 from services.fimd.tests.specs import CONTAINER, spec
-from services.fimnotify import wire
+from libs.fimnotify_api import wire
 
 IN_MODIFY = 0x2
 NEW_CONTAINER = "containerd://" + "cd" * 32

@@ -25,8 +25,8 @@ from typing import Any
 
 import posix_ipc
 
-from services.fimnotify.config import SubjectConfig, WatchConfig, dumps
-from services.fimnotify.wire import EventRecord, Record, decode_message
+from libs.fimnotify_api.config import SubjectConfig, WatchConfig, dumps
+from libs.fimnotify_api.wire import EventRecord, Record, decode_message
 
 # Runs inside the new mount namespace: private tmpfs root, then a command loop on stdin.
 _AGENT = r"""

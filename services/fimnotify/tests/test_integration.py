@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from libs.k8s.events import EventName
-from services.fimnotify.config import SubjectConfig
+from libs.fimnotify_api.events import EventName
+from libs.fimnotify_api.config import SubjectConfig
 from services.fimnotify.tests.harness import (
     Container,
     Fimnotify,
@@ -27,7 +27,7 @@ from services.fimnotify.tests.harness import (
     python_env,
     wait_until,
 )
-from services.fimnotify.wire import (
+from libs.fimnotify_api.wire import (
     DroppedRecord,
     ErrorRecord,
     EventRecord,

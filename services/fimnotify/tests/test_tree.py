@@ -6,9 +6,9 @@ import errno
 
 import pytest
 
-from libs.k8s.events import EventName
-from services.fimnotify.config import SubjectConfig
-from services.fimnotify.masks import (
+from libs.fimnotify_api.events import EventName
+from libs.fimnotify_api.config import SubjectConfig
+from libs.fimnotify_api.masks import (
     IN_CLOSE_NOWRITE,
     IN_CREATE,
     IN_DELETE_SELF,
@@ -28,7 +28,7 @@ from services.fimnotify.tree import (
     join,
     resolve,
 )
-from services.fimnotify.wire import ErrorRecord, EventRecord, decode
+from libs.fimnotify_api.wire import ErrorRecord, EventRecord, decode
 
 
 class FakeFs:

@@ -25,7 +25,7 @@ import attrs
 import cattrs
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError
 
-from libs.k8s.events import EventName
+from libs.fimnotify_api.events import EventName
 
 #: POSIX message queue names: one leading slash, no other slash (mq_overview(7)).
 _QUEUE_NAME = re.compile(r"^/[A-Za-z0-9._:-]{1,250}$")
@@ -124,7 +124,7 @@ class SubjectConfig:
     max_depth: int = attrs.field(default=0, validator=_validate_depth)
     follow_move: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     #: Not sent per event: the queue reader resolves them from the subject index
-    #: (`services.fimnotify.wire.tags_for`).
+    #: (`libs.fimnotify_api.wire.tags_for`).
     tags: dict[str, str] = attrs.field(factory=dict, validator=_validate_tags)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 
-from libs.k8s.events import EventName, expand
+from libs.fimnotify_api.events import EventName, expand
 
 IN_ACCESS = 0x00000001
 IN_MODIFY = 0x00000002

@@ -7,10 +7,10 @@ from collections import deque
 
 import pytest
 
-from libs.k8s.events import EventName
-from services.fimnotify.config import SubjectConfig, WatchConfig
-from services.fimnotify.masks import IN_CLOSE_WRITE, IN_CREATE, IN_ISDIR
-from services.fimnotify.wire import (
+from libs.fimnotify_api.events import EventName
+from libs.fimnotify_api.config import SubjectConfig, WatchConfig
+from libs.fimnotify_api.masks import IN_CLOSE_WRITE, IN_CREATE, IN_ISDIR
+from libs.fimnotify_api.wire import (
     DEFAULT_MESSAGE_SIZE,
     DroppedRecord,
     ErrorRecord,

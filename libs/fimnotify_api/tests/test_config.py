@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from libs.k8s.events import EventName
-from services.fimnotify.config import ConfigError, SubjectConfig, WatchConfig, dumps, loads
+from libs.fimnotify_api.events import EventName
+from libs.fimnotify_api.config import ConfigError, SubjectConfig, WatchConfig, dumps, loads
 
 
 def _doc(**subject: Any) -> dict[str, Any]:

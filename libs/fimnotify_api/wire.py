@@ -40,9 +40,9 @@ from collections.abc import Iterable
 
 import attrs
 
-from libs.k8s.events import EventName
-from services.fimnotify.config import WatchConfig
-from services.fimnotify.masks import IN_ISDIR, names_for
+from libs.fimnotify_api.events import EventName
+from libs.fimnotify_api.config import WatchConfig
+from libs.fimnotify_api.masks import IN_ISDIR, names_for
 
 MAGIC = b"FN"
 VERSION = 1
