@@ -1,7 +1,7 @@
-"""The message format fimnotify writes to its POSIX message queue and fimd reads.
+"""The message format fimnotify engines write to their POSIX message queue and fimd reads.
 
-Queue: fimd creates it (``O_CREAT|O_EXCL``, read side) and unlinks it; fimnotify opens it
-write-only and non-blocking. Designed for the defaults ``msg_max`` = 10 messages and
+Queue: fimd creates one per engine (``O_CREAT|O_EXCL``, read side) and unlinks it; the engine
+opens it write-only and non-blocking. Designed for the defaults ``msg_max`` = 10 messages and
 ``msgsize_max`` = 8192 bytes: many records travel in one message.
 
 Message layout (little endian)::
@@ -9,24 +9,38 @@ Message layout (little endian)::
     header  : magic b"FN" | version u8 | flags u8 (0) | seq u32 | count u16   (10 bytes)
     records : count records, back to back, each starting with its kind byte
 
-    EVENT   (1): flags u8 (bit0 synthetic) | time_ns u64 | mask u32 | subject u16 |
-                 path_len u16 | path bytes                                   (18 + path)
+    EVENT   (1): flags u8 (bit0 synthetic) | time_ns u64 | mask u32 | watch u32 |
+                 subject u16 | path_len u16 | path bytes                    (22 + path)
     OVERFLOW(2): time_ns u64
-    ERROR   (3): time_ns u64 | subject u16 (0xFFFF: none) | code_len u8 | path_len u16 |
-                 msg_len u16 | code ascii | path bytes | message utf-8
-    DROPPED (4): time_ns u64 | count u64
-    READY   (5): time_ns u64 | watches u32 | pending u32 | rescan u8
-    EXIT    (6): time_ns u64 | reason u8 | status u8 | msg_len u16 | message utf-8
+    ERROR   (3): time_ns u64 | watch u32 | subject u16 (0xFFFF: none) | code_len u8 |
+                 path_len u16 | path_size u16 | msg_len u16 | code ascii | path | msg utf-8
+    DROPPED (4): time_ns u64 | watch u32 | count u64
+    READY   (5): time_ns u64 | watch u32 | watches u32 | pending u32 | limited u32 | rescan u8
+    GONE    (6): time_ns u64 | watch u32 | reason u8 | msg_len u16 | message utf-8
+    EXIT    (7): time_ns u64 | reason u8 | status u8 | msg_len u16 | message utf-8
 
-* ``seq`` counts messages per fimnotify process from 0 (mod 2**32), so a reader can prove
-  it saw every message.
-* ``mask`` is the raw inotify mask (it includes IN_ISDIR); `EventRecord.names` maps it to
-  the FimWatcher event names. Synthetic events (entries found by the scan right after a
-  new directory watch, i.e. created in the race window; or a watched path that appeared
-  through a rename/swap of a parent) have bit0 of flags set and mask IN_CREATE.
-* ``path`` is the path inside the container (bytes, never the /proc/<pid>/root prefix).
-* ``subject`` indexes ``WatchConfig.subjects``. Tags are not sent per event: the reader
-  resolves them with `tags_for` from the WatchConfig it gave this process.
+* ``watch`` is the number fimd gave the watch in its ADD control message
+  (`libs.fimnotify_api.control`); ``ENGINE`` (0xFFFFFFFF) means the engine as a whole.
+* ``seq`` counts messages per engine process from 0 (mod 2**32), so a reader can prove it saw
+  every message.
+* ``mask`` is the raw inotify mask (it includes IN_ISDIR); `EventRecord.names` maps it to the
+  FimWatcher event names. Synthetic events (entries found by the scan right after a new
+  directory watch, i.e. created in the race window; or a watched path that appeared through a
+  rename/swap of a parent) have bit0 of flags set and mask IN_CREATE.
+* ``path`` is the path inside the container (bytes, never the /proc/<pid>/root prefix), at
+  most `MAX_EVENT_PATH` bytes in an EVENT. An ERROR carries at most `MAX_ERROR_PATH` bytes of
+  its path (``path_size`` is the original length, capped at 65535) and at most
+  `MAX_ERROR_MESSAGE` bytes of message: the encoder cuts them (on a UTF-8 boundary for the
+  message), so a name chosen by a container can never make a record too large for a message.
+* OVERFLOW: the engine's one inotify queue overflowed; every watch of the engine may have lost
+  events. Each watch is rescanned and reports READY with ``rescan`` set.
+* READY: the watch's inotify watches are in place (``watches`` directories, ``pending``
+  configured paths that do not exist yet, ``limited`` directories left out by the per-watch
+  directory cap).
+* GONE: the engine no longer holds the watch (removed on request, its container process is
+  gone, or it could not be set up). EXIT: the engine process ends.
+* ``subject`` indexes the watch's subjects. Tags are not sent per event: the reader resolves
+  them from the subjects it sent.
 * A reader must reject a message whose version it does not know (`VersionError`); any
   malformed message raises `WireError` with the reason; nothing is skipped silently.
 """
@@ -41,23 +55,30 @@ from collections.abc import Iterable
 import attrs
 
 from libs.fimnotify_api.events import EventName
-from libs.fimnotify_api.config import WatchConfig
 from libs.fimnotify_api.masks import IN_ISDIR, names_for
 
 MAGIC = b"FN"
-VERSION = 1
+VERSION = 2
 #: Default POSIX mq message size (fs.mqueue.msgsize_max) the format is designed for.
 DEFAULT_MESSAGE_SIZE = 8192
 #: Smallest message size a writer accepts: one event with a PATH_MAX path must fit.
 MIN_MESSAGE_SIZE = 4096 + 64
 NO_SUBJECT = 0xFFFF
+#: The `watch` of records about the engine as a whole.
+ENGINE = 0xFFFFFFFF
+#: Longest event path (PATH_MAX); longer paths are reported as an ENAMETOOLONG error.
+MAX_EVENT_PATH = 4096
+#: ERROR records carry at most this much of a path and of a message (bytes).
+MAX_ERROR_PATH = 1024
+MAX_ERROR_MESSAGE = 512
 
 _HEADER = struct.Struct("<2sBBIH")
-_EVENT = struct.Struct("<BBQIHH")
+_EVENT = struct.Struct("<BBQIIHH")
 _OVERFLOW = struct.Struct("<BQ")
-_ERROR = struct.Struct("<BQHBHH")
-_DROPPED = struct.Struct("<BQQ")
-_READY = struct.Struct("<BQIIB")
+_ERROR = struct.Struct("<BQIHBHHH")
+_DROPPED = struct.Struct("<BQIQ")
+_READY = struct.Struct("<BQIIIIB")
+_GONE = struct.Struct("<BQIBH")
 _EXIT = struct.Struct("<BQBBH")
 HEADER_SIZE = _HEADER.size
 
@@ -68,24 +89,31 @@ class Kind(enum.IntEnum):
     ERROR = 3
     DROPPED = 4
     READY = 5
-    EXIT = 6
+    GONE = 6
+    EXIT = 7
 
 
 class ExitReason(enum.IntEnum):
-    """Why fimnotify is exiting (EXIT record); the process exit status matches `ExitStatus`."""
+    """Why an engine is exiting (EXIT record); the process exit status matches `ExitStatus`."""
 
-    STOPPED = 1  # SIGTERM/SIGINT: watches removed, queue closed
-    TARGET_GONE = 2  # the container process is gone: fimd should re-resolve the PID
-    FATAL = 3  # unrecoverable error (root not resolvable, ...): see message
+    STOPPED = 1  # SIGTERM/SIGINT or fimd closed the control pipe: watches removed
+    FATAL = 3  # unrecoverable error: see message
+
+
+class GoneReason(enum.IntEnum):
+    """Why an engine no longer holds a watch (GONE record)."""
+
+    REMOVED = 1  # fimd asked (REMOVE control message)
+    TARGET_GONE = 2  # the container process is gone: fimd should resolve the container again
+    FAILED = 3  # the watch could not be set up or kept (see message); fimd retries later
 
 
 class ExitStatus(enum.IntEnum):
-    """Process exit statuses of fimnotify, for fimd's supervisor."""
+    """Process exit statuses of an engine, for fimd's pool."""
 
-    OK = 0  # stopped by SIGTERM/SIGINT
+    OK = 0  # stopped by SIGTERM/SIGINT or end of the control pipe
     FATAL = 1  # unexpected error; EXIT record sent when the queue was usable
-    USAGE = 2  # bad command line or config (ConfigError on stderr), nothing started
-    TARGET_GONE = 3  # target process vanished (or never existed): re-resolve and respawn
+    USAGE = 2  # bad command line (message on stderr), nothing started
     QUEUE = 4  # the message queue is missing or unusable
 
 
@@ -105,6 +133,7 @@ class RecordTooLargeError(ValueError):
 class EventRecord:
     time_ns: int
     mask: int
+    watch: int
     subject: int
     path: bytes
     synthetic: bool = False
@@ -120,38 +149,59 @@ class EventRecord:
 
 @attrs.frozen
 class OverflowRecord:
-    """The kernel's inotify queue overflowed: events were lost; a rescan follows."""
+    """The engine's inotify queue overflowed: events were lost; rescans follow."""
 
     time_ns: int
 
 
 @attrs.frozen
 class ErrorRecord:
-    """A path could not be (fully) watched, e.g. code ENOSPC (max_user_watches)."""
+    """A path could not be (fully) watched, e.g. code ENOSPC (max_user_watches), or
+    EDIRCAP (the per-watch directory cap left `path` and what is below it out)."""
 
     time_ns: int
+    watch: int
     code: str
     subject: int | None
     path: bytes
     message: str
+    #: The path's length before the encoder cut it to MAX_ERROR_PATH (0: same as `path`).
+    path_size: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.path_size > len(self.path)
 
 
 @attrs.frozen
 class DroppedRecord:
-    """`count` records were dropped because the queue stayed full (buffer exhausted)."""
+    """`count` event records of `watch` were dropped because the queue stayed full."""
 
     time_ns: int
+    watch: int
     count: int
 
 
 @attrs.frozen
 class ReadyRecord:
-    """Watches are in place (start, or end of a rescan after overflow)."""
+    """A watch's inotify watches are in place (start, or end of a rescan after overflow)."""
 
     time_ns: int
+    watch: int
     watches: int
     pending: int  # configured paths that do not exist yet (watched via an ancestor)
+    limited: int = 0  # directories left out by the per-watch directory cap
     rescan: bool = False
+
+
+@attrs.frozen
+class GoneRecord:
+    """The engine no longer holds `watch`."""
+
+    time_ns: int
+    watch: int
+    reason: GoneReason
+    message: str = ""
 
 
 @attrs.frozen
@@ -162,7 +212,15 @@ class ExitRecord:
     message: str = ""
 
 
-Record = EventRecord | OverflowRecord | ErrorRecord | DroppedRecord | ReadyRecord | ExitRecord
+Record = (
+    EventRecord
+    | OverflowRecord
+    | ErrorRecord
+    | DroppedRecord
+    | ReadyRecord
+    | GoneRecord
+    | ExitRecord
+)
 
 
 @attrs.frozen
@@ -176,10 +234,11 @@ class Message:
 
 
 def encode_event(
-    time_ns: int, mask: int, subject: int, path: bytes, synthetic: bool = False
+    time_ns: int, mask: int, watch: int, subject: int, path: bytes, synthetic: bool = False
 ) -> bytes:
-    """The hot path: one event record."""
-    return _EVENT.pack(Kind.EVENT, 1 if synthetic else 0, time_ns, mask, subject, len(path)) + path
+    """The hot path: one event record (`path` at most MAX_EVENT_PATH bytes)."""
+    flags = 1 if synthetic else 0
+    return _EVENT.pack(Kind.EVENT, flags, time_ns, mask, watch, subject, len(path)) + path
 
 
 def encode_record(record: Record) -> bytes:
@@ -190,29 +249,63 @@ def encode_record(record: Record) -> bytes:
         raise ValueError(f"cannot encode {record!r}: {exc}") from None
 
 
+def cut_text(text: str, limit: int) -> bytes:
+    """UTF-8 of `text`, cut to at most `limit` bytes on a character boundary."""
+    raw = text.encode("utf-8", "backslashreplace")
+    if len(raw) <= limit:
+        return raw
+    return raw[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
+def _message(text: str) -> bytes:
+    return cut_text(text, MAX_ERROR_MESSAGE)
+
+
 def _encode(record: Record) -> bytes:
     if isinstance(record, EventRecord):
         return encode_event(
-            record.time_ns, record.mask, record.subject, record.path, record.synthetic
+            record.time_ns,
+            record.mask,
+            record.watch,
+            record.subject,
+            record.path,
+            record.synthetic,
         )
     if isinstance(record, OverflowRecord):
         return _OVERFLOW.pack(Kind.OVERFLOW, record.time_ns)
     if isinstance(record, ErrorRecord):
-        code = record.code.encode("ascii")
-        msg = record.message.encode("utf-8")
-        subject = NO_SUBJECT if record.subject is None else record.subject
-        head = _ERROR.pack(
-            Kind.ERROR, record.time_ns, subject, len(code), len(record.path), len(msg)
-        )
-        return head + code + record.path + msg
+        return _encode_error(record)
     if isinstance(record, DroppedRecord):
-        return _DROPPED.pack(Kind.DROPPED, record.time_ns, record.count)
+        return _DROPPED.pack(Kind.DROPPED, record.time_ns, record.watch, record.count)
     if isinstance(record, ReadyRecord):
         return _READY.pack(
-            Kind.READY, record.time_ns, record.watches, record.pending, int(record.rescan)
+            Kind.READY,
+            record.time_ns,
+            record.watch,
+            record.watches,
+            record.pending,
+            record.limited,
+            int(record.rescan),
         )
-    msg = record.message.encode("utf-8")
+    if isinstance(record, GoneRecord):
+        msg = _message(record.message)
+        head = _GONE.pack(Kind.GONE, record.time_ns, record.watch, record.reason, len(msg))
+        return head + msg
+    msg = _message(record.message)
     return _EXIT.pack(Kind.EXIT, record.time_ns, record.reason, record.status, len(msg)) + msg
+
+
+def _encode_error(record: ErrorRecord) -> bytes:
+    """Cuts path and message to their bounds: an ERROR always fits a message."""
+    code = record.code.encode("ascii")[:32]
+    msg = _message(record.message)
+    path = record.path[:MAX_ERROR_PATH]
+    size = min(max(record.path_size, len(record.path)), 0xFFFF)
+    subject = NO_SUBJECT if record.subject is None else record.subject
+    head = _ERROR.pack(
+        Kind.ERROR, record.time_ns, record.watch, subject, len(code), len(path), size, len(msg)
+    )
+    return head + code + path + msg
 
 
 class Packer:
@@ -304,37 +397,47 @@ def _text(raw: bytes, what: str, encoding: str) -> str:
 def _decode_one(message: bytes, offset: int) -> tuple[Record, int]:
     kind = message[offset] if offset < len(message) else None
     if kind == Kind.EVENT:
-        _, flags, time_ns, mask, subject, plen = _EVENT.unpack_from(message, offset)
+        _, flags, time_ns, mask, watch, subject, plen = _EVENT.unpack_from(message, offset)
         offset += _EVENT.size
         path = _take(message, offset, plen, "event path")
-        return EventRecord(time_ns, mask, subject, path, bool(flags & 1)), offset + plen
+        return EventRecord(time_ns, mask, watch, subject, path, bool(flags & 1)), offset + plen
     if kind == Kind.OVERFLOW:
         _, time_ns = _OVERFLOW.unpack_from(message, offset)
         return OverflowRecord(time_ns), offset + _OVERFLOW.size
     if kind == Kind.ERROR:
         return _decode_error(message, offset)
     if kind == Kind.DROPPED:
-        _, time_ns, count = _DROPPED.unpack_from(message, offset)
-        return DroppedRecord(time_ns, count), offset + _DROPPED.size
+        _, time_ns, watch, count = _DROPPED.unpack_from(message, offset)
+        return DroppedRecord(time_ns, watch, count), offset + _DROPPED.size
     if kind == Kind.READY:
-        _, time_ns, watches, pending, rescan = _READY.unpack_from(message, offset)
-        return ReadyRecord(time_ns, watches, pending, bool(rescan)), offset + _READY.size
+        _, time_ns, watch, watches, pending, limited, rescan = _READY.unpack_from(message, offset)
+        record = ReadyRecord(time_ns, watch, watches, pending, limited, bool(rescan))
+        return record, offset + _READY.size
+    if kind == Kind.GONE:
+        _, time_ns, watch, reason, mlen = _GONE.unpack_from(message, offset)
+        offset += _GONE.size
+        text = _text(_take(message, offset, mlen, "gone message"), "gone message", "utf-8")
+        try:
+            why = GoneReason(reason)
+        except ValueError:
+            raise WireError(f"unknown gone reason {reason}") from None
+        return GoneRecord(time_ns, watch, why, text), offset + mlen
     if kind == Kind.EXIT:
         _, time_ns, reason, status, mlen = _EXIT.unpack_from(message, offset)
         offset += _EXIT.size
         text = _text(_take(message, offset, mlen, "exit message"), "exit message", "utf-8")
         try:
-            why = ExitReason(reason)
+            exit_reason = ExitReason(reason)
         except ValueError:
             raise WireError(f"unknown exit reason {reason}") from None
-        return ExitRecord(time_ns, why, status, text), offset + mlen
+        return ExitRecord(time_ns, exit_reason, status, text), offset + mlen
     if kind is None:
         raise WireError(f"record kind truncated at byte {offset}")
     raise WireError(f"unknown record kind {kind} at byte {offset}")
 
 
 def _decode_error(message: bytes, offset: int) -> tuple[Record, int]:
-    _, time_ns, subject, clen, plen, mlen = _ERROR.unpack_from(message, offset)
+    _, time_ns, watch, subject, clen, plen, size, mlen = _ERROR.unpack_from(message, offset)
     offset += _ERROR.size
     code = _text(_take(message, offset, clen, "error code"), "error code", "ascii")
     offset += clen
@@ -342,15 +445,5 @@ def _decode_error(message: bytes, offset: int) -> tuple[Record, int]:
     offset += plen
     text = _text(_take(message, offset, mlen, "error message"), "error message", "utf-8")
     who = None if subject == NO_SUBJECT else subject
-    return ErrorRecord(time_ns, code, who, path, text), offset + mlen
-
-
-def tags_for(config: WatchConfig, record: EventRecord | ErrorRecord) -> dict[str, str]:
-    """The tags of the record's subject; raises WireError for an index the config lacks."""
-    if record.subject is None:
-        return {}
-    if not 0 <= record.subject < len(config.subjects):
-        raise WireError(
-            f"subject index {record.subject} out of range for {len(config.subjects)} subjects"
-        )
-    return config.subjects[record.subject].tags
+    record = ErrorRecord(time_ns, watch, code, who, path, text, size)
+    return record, offset + mlen

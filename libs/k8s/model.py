@@ -7,14 +7,15 @@ Violations raise `ModelError` with the JSON field path, e.g.
 `subjects[1].paths[0]: must be an absolute path` (the codec prefixes `spec.`).
 
 Bounds (mirrored by the CRD schema; they cap the inotify watches and log volume a single
-resource can cost a node):
+resource can cost a node). A subject is checked by the one subject validation of
+`libs.fimnotify_api.subject` (the same fimd and fimnotify apply); its bounds are in bytes:
 
 - MAX_SUBJECTS = 32 subjects per FimWatcher, at least one.
 - MAX_PATHS_PER_SUBJECT = 64 paths per subject, at least one, no duplicates.
-- MAX_PATH_LENGTH = 4096 characters (Linux PATH_MAX); paths are absolute, contain no NUL and
+- MAX_PATH_LENGTH = 4096 bytes (Linux PATH_MAX); paths are absolute, contain no NUL and
   are normalized: no empty, '.' or '..' component, no trailing '/' ('/' itself is allowed).
 - MAX_IGNORE_PATTERNS = 64 patterns per subject; each non-empty, at most
-  MAX_IGNORE_PATTERN_LENGTH = 255 characters (NAME_MAX), no '/' (they match one component)
+  MAX_IGNORE_PATTERN_LENGTH = 255 bytes (NAME_MAX), no '/' (they match one component)
   and no NUL.
 - MAX_DEPTH = 128 for maxDepth (0 = unlimited); a non-zero maxDepth requires recursive.
 - MAX_TAGS = 32 tags per subject; keys are label keys, values are label values (63 chars).
@@ -35,8 +36,10 @@ from typing import TypeVar
 
 import attrs
 
-from libs.k8s.errors import ModelError, within
+from libs.fimnotify_api import subject as subject_contract
 from libs.fimnotify_api.events import EventName
+from libs.fimnotify_api.subject import SubjectError, check_subject
+from libs.k8s.errors import ModelError, within
 from libs.k8s.frozen import frozen_map
 from libs.k8s.names import check_dns1123_label, check_dns1123_subdomain
 from libs.k8s.selector import LabelSelector, check_labels
@@ -48,12 +51,13 @@ KIND = "FimWatcher"
 PLURAL = "fimwatchers"
 
 MAX_SUBJECTS = 32
-MAX_PATHS_PER_SUBJECT = 64
-MAX_PATH_LENGTH = 4096
-MAX_IGNORE_PATTERNS = 64
-MAX_IGNORE_PATTERN_LENGTH = 255
-MAX_DEPTH = 128
-MAX_TAGS = 32
+# A subject's bounds are the contract's (libs/fimnotify_api/subject.py), in bytes.
+MAX_PATHS_PER_SUBJECT = subject_contract.MAX_PATHS
+MAX_PATH_LENGTH = subject_contract.MAX_PATH_BYTES
+MAX_IGNORE_PATTERNS = subject_contract.MAX_IGNORE
+MAX_IGNORE_PATTERN_LENGTH = subject_contract.MAX_IGNORE_BYTES
+MAX_DEPTH = subject_contract.MAX_DEPTH
+MAX_TAGS = subject_contract.MAX_TAGS
 MAX_LOG_FORMAT_LENGTH = 1024
 MAX_POD_COUNT = 2**31 - 1
 MAX_GENERATION = 2**63 - 1
@@ -107,35 +111,6 @@ def _check_aware(value: datetime) -> None:
         raise ModelError("must be a timestamp with a time zone")
 
 
-def _check_path(path: str) -> None:
-    """A container path fimnotify can resolve without surprises (see module docstring)."""
-    if not path:
-        raise ModelError("must not be empty")
-    _check_length(path, MAX_PATH_LENGTH)
-    if "\0" in path:
-        raise ModelError("must not contain NUL")
-    if not path.startswith("/"):
-        raise ModelError(f"must be an absolute path, got {path!r}")
-    if path != "/" and any(part in ("", ".", "..") for part in path[1:].split("/")):
-        raise ModelError(
-            f"must be normalized (no empty, '.' or '..' component, no trailing '/'), got {path!r}"
-        )
-
-
-def _check_ignore_pattern(pattern: str) -> None:
-    """A glob matched against one path component, so it cannot contain '/'."""
-    if not pattern:
-        raise ModelError("must not be empty")
-    _check_length(pattern, MAX_IGNORE_PATTERN_LENGTH)
-    if "/" in pattern or "\0" in pattern:
-        raise ModelError(f"must not contain '/' or NUL, got {pattern!r}")
-
-
-def _check_tags(tags: Mapping[str, str]) -> None:
-    _check_count(tags, minimum=0, maximum=MAX_TAGS)
-    check_labels(tags)
-
-
 def _check_log_format(log_format: str) -> None:
     _check_length(log_format, MAX_LOG_FORMAT_LENGTH)
     if any(char in log_format for char in "\0\r\n"):
@@ -183,21 +158,19 @@ class Subject:
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
 
     def __attrs_post_init__(self) -> None:
-        with within("paths"):
-            _check_count(self.paths, minimum=1, maximum=MAX_PATHS_PER_SUBJECT)
-            _check_each(self.paths, _check_path)
-            _check_unique(self.paths)
-        if not self.events:
-            raise ModelError("at least one event name is required", "events")
-        with within("ignore"):
-            _check_count(self.ignore, minimum=0, maximum=MAX_IGNORE_PATTERNS)
-            _check_each(self.ignore, _check_ignore_pattern)
-        with within("maxDepth"):
-            _check_range(self.max_depth, MAX_DEPTH)
-        if self.max_depth and not self.recursive:
-            raise ModelError("requires recursive: true", "maxDepth")
+        try:
+            check_subject(
+                paths=self.paths,
+                events=self.events,
+                ignore=self.ignore,
+                recursive=self.recursive,
+                max_depth=self.max_depth,
+                tags=self.tags,
+            )
+        except SubjectError as err:
+            raise ModelError(err.reason, err.field) from None
         with within("tags"):
-            _check_tags(self.tags)
+            check_labels(self.tags)
 
 
 @attrs.frozen(kw_only=True)

@@ -7,8 +7,8 @@ from collections import deque
 
 import pytest
 
-from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.config import SubjectConfig, WatchConfig
+from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.masks import IN_CLOSE_WRITE, IN_CREATE, IN_ISDIR
 from libs.fimnotify_api.wire import (
     DEFAULT_MESSAGE_SIZE,
