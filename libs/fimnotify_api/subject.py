@@ -69,8 +69,7 @@ def check_path(field: str, path: str) -> None:
     if path != "/" and any(part in ("", ".", "..") for part in path[1:].split("/")):
         raise SubjectError(
             field,
-            f"must be normalized (no empty, '.' or '..' component, no trailing '/'), "
-            f"got {path!r}",
+            f"must be normalized (no empty, '.' or '..' component, no trailing '/'), got {path!r}",
         )
 
 
@@ -105,8 +104,8 @@ def check_subject(
     for i, name in enumerate(names):
         if name not in ALL_NAMES:
             raise SubjectError(
-                f"events[{i}]", f"unknown event name {name!r}; expected one of: "
-                + ", ".join(ALL_NAMES)
+                f"events[{i}]",
+                f"unknown event name {name!r}; expected one of: " + ", ".join(ALL_NAMES),
             )
     _count("ignore", ignore, 0, MAX_IGNORE)
     for i, pattern in enumerate(ignore):
@@ -124,9 +123,21 @@ def check_subject(
         _size(f"tags[{key!r}]", value, MAX_TAG_VALUE_BYTES)
 
 
-def _event(name: str) -> EventName | str:
-    """Known names become EventName; an unknown one stays a str for check_subject to name."""
-    return EventName(name) if name in ALL_NAMES else name
+def _unknown(index: int, name: str) -> SubjectError:
+    known = ", ".join(ALL_NAMES)
+    return SubjectError(
+        f"events[{index}]", f"unknown event name {name!r}; expected one of: {known}"
+    )
+
+
+def _events(names: Iterable[str]) -> tuple[EventName, ...]:
+    """Event names as EventName; an unknown one is the same error `check_subject` gives."""
+    out = []
+    for i, name in enumerate(names):
+        if name not in ALL_NAMES:
+            raise _unknown(i, name)
+        out.append(EventName(name))
+    return tuple(out)
 
 
 @attrs.frozen
@@ -134,9 +145,9 @@ class SubjectConfig:
     """One subject as an engine applies it (paths are inside the container); validated by
     `check_subject` on construction."""
 
-    paths: tuple[str, ...] = attrs.field(converter=tuple)
-    events: tuple[EventName | str, ...] = attrs.field(converter=lambda v: tuple(_event(e) for e in v))
-    ignore: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    paths: tuple[str, ...]
+    events: tuple[EventName, ...] = attrs.field(converter=_events)
+    ignore: tuple[str, ...] = ()
     only_dir: bool = False
     recursive: bool = False
     #: With `recursive`: directory levels below each path that are watched; 0 = unlimited.

@@ -29,8 +29,8 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
 
-from libs.k8s.errors import ModelError, within
 from libs.fimnotify_api.events import EventName, parse_event_names
+from libs.k8s.errors import ModelError, within
 from libs.k8s.model import (
     API_VERSION,
     KIND,

@@ -1,50 +1,36 @@
-"""fimnotify: watch one container's paths with inotify, send records to fimd's queue.
+"""fimnotify: an engine holding many inotify watches inside containers for fimd.
 
 Usage::
 
-    python -m services.fimnotify [--config FILE]
+    python -m services.fimnotify --queue /fimk8s.<id>.e0 [--proc-root /proc]
+        [--max-dirs 10000] [--buffer-bytes 8388608] [--name e0]
 
-The WatchConfig JSON (services/fimnotify/config.py) is read from FILE, or from stdin
-when no --config is given (fimd writes it and closes stdin). Exit statuses are
-`libs.fimnotify_api.wire.ExitStatus`: 0 stopped by SIGTERM/SIGINT, 1 fatal error,
-2 bad usage/config, 3 target process gone (re-resolve the PID), 4 queue unusable.
-Diagnostics go to stderr; records (including the EXIT record) go to the queue.
+Control messages (add or remove a watch) come on stdin, one JSON object per line; records
+go to the queue (both in libs/fimnotify_api). Exit statuses are
+`libs.fimnotify_api.wire.ExitStatus`: 0 stopped (SIGTERM/SIGINT or stdin closed), 1 fatal
+error, 2 bad usage, 4 queue unusable. Diagnostics go to stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from libs.fimnotify_api.config import ConfigError, WatchConfig, loads
+from libs.fimnotify_api.control import ControlError, EngineConfig
+from libs.fimnotify_api.wire import ExitStatus
 from services.fimnotify.engine import Engine
 from services.fimnotify.sink import QueueError
-from libs.fimnotify_api.wire import ExitStatus
-
-
-def _read_config(path: str | None) -> WatchConfig:
-    if path is None:
-        return loads(sys.stdin.buffer.read())
-    try:
-        with open(path, "rb") as handle:
-            return loads(handle.read())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fimnotify", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", metavar="FILE", help="WatchConfig JSON (default: stdin)")
-    args = parser.parse_args(argv)
     try:
-        config = _read_config(args.config)
-    except ConfigError as exc:
-        print(f"fimnotify: invalid config: {exc}", file=sys.stderr)
+        config = EngineConfig.parse(argv)
+    except ControlError as exc:
+        print(f"fimnotify: {exc}", file=sys.stderr)
         return int(ExitStatus.USAGE)
     try:
         return Engine(config).run()
     except QueueError as exc:
-        print(f"fimnotify[{config.watch_id}]: {exc}", file=sys.stderr)
+        print(f"fimnotify[{config.name}]: {exc}", file=sys.stderr)
         return int(ExitStatus.QUEUE)
 
 

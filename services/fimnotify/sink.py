@@ -1,21 +1,33 @@
-"""Adapter: the POSIX message queue towards fimd, with bounded buffering.
+"""Adapter: the engine's POSIX message queue towards fimd, with buffering bounded in bytes.
 
 The inotify reader must never stall on a full queue (the kernel's inotify queue would
-overflow instead), so records wait in a bounded in-memory buffer; once it is full, new
-event records are counted and dropped, and a DROPPED record with the count is queued as
-soon as there is room again. Control records (overflow, error, ready, exit) are never
-dropped.
+overflow instead, costing every watch of the engine), so records wait in a buffer of at most
+`limit` bytes. Beyond it, event records are dropped and counted per watch, and a DROPPED
+record with each watch's count is queued as soon as there is room again. Control records
+(READY, GONE, OVERFLOW, EXIT) are never dropped; ERROR records have their own bound
+(`CONTROL_LIMIT` bytes queued since the buffer was last empty: walks a container can shape
+produce them) and beyond it are counted with the watch's dropped records.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from collections import deque
 from typing import Any
 
 import posix_ipc
 
-from libs.fimnotify_api.wire import DroppedRecord, Packer, encode_record
+from libs.fimnotify_api.wire import DroppedRecord, Kind, Packer, encode_record
+
+#: Bytes of ERROR records buffered at most (READY, GONE, EXIT, OVERFLOW are not bounded
+#: here: there are a few per watch, and watches are bounded by fimd).
+CONTROL_LIMIT = 1 << 20
+#: Where the watch number sits in an encoded EVENT or ERROR record (after kind, flags/none,
+#: time): EVENT = B B Q I(mask) I(watch); ERROR = B Q I(watch).
+_EVENT_WATCH = struct.Struct("<I")
+_EVENT_WATCH_OFFSET = 14
+_ERROR_WATCH_OFFSET = 9
 
 
 class QueueError(Exception):
@@ -38,8 +50,11 @@ class Sink:
         self.packer = Packer(int(queue.max_message_size))
         self.limit = limit
         self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.error_bytes = 0
         self.stalled: bytes | None = None
-        self.dropped = 0
+        #: watch -> records dropped and not yet reported
+        self.dropped: dict[int, int] = {}
         self.dropped_total = 0
 
     @property
@@ -47,27 +62,46 @@ class Sink:
         return self.stalled is None and not self.pending
 
     def put_events(self, records: list[bytes]) -> None:
-        """Queues event records, dropping (counted) what exceeds the buffer."""
-        if self.dropped and len(self.pending) < self.limit:
+        """Queues encoded EVENT records, dropping (counted per watch) what exceeds the limit."""
+        if self.dropped and self.pending_bytes < self.limit // 2:
             self._report_drops()
-        room = self.limit - len(self.pending)
-        if room >= len(records):
+        size = sum(map(len, records))
+        if self.pending_bytes + size <= self.limit:
             self.pending.extend(records)
+            self.pending_bytes += size
             return
-        if room > 0:
-            self.pending.extend(records[:room])
-        self.dropped += len(records) - max(room, 0)
+        for record in records:
+            if self.pending_bytes + len(record) <= self.limit:
+                self.pending.append(record)
+                self.pending_bytes += len(record)
+            else:
+                self._drop(_EVENT_WATCH.unpack_from(record, _EVENT_WATCH_OFFSET)[0])
 
     def put_control(self, record: bytes) -> None:
+        """Queues a control record; ERROR records beyond CONTROL_LIMIT are counted instead."""
+        if record[0] == Kind.ERROR:
+            if self.error_bytes + len(record) > CONTROL_LIMIT:
+                self._drop(_EVENT_WATCH.unpack_from(record, _ERROR_WATCH_OFFSET)[0])
+                return
+            self.error_bytes += len(record)
         if self.dropped:
             self._report_drops()
+        self._append(record)
+
+    def _append(self, record: bytes) -> None:
         self.packer.check(record)
         self.pending.append(record)
+        self.pending_bytes += len(record)
+
+    def _drop(self, watch: int) -> None:
+        self.dropped[watch] = self.dropped.get(watch, 0) + 1
 
     def _report_drops(self) -> None:
-        self.pending.append(encode_record(DroppedRecord(time.time_ns(), self.dropped)))
-        self.dropped_total += self.dropped
-        self.dropped = 0
+        now = time.time_ns()
+        for watch, count in self.dropped.items():
+            self._append(encode_record(DroppedRecord(now, watch, count)))
+            self.dropped_total += count
+        self.dropped = {}
 
     def flush(self) -> bool:
         """Sends as much as the queue takes now; True when everything went out."""
@@ -76,8 +110,10 @@ class Sink:
                 if not self.pending and self.dropped:
                     self._report_drops()
                 if not self.pending:
+                    self.pending_bytes = self.error_bytes = 0
                     return True
                 self.stalled = self.packer.take(self.pending)
+                self.pending_bytes = max(0, self.pending_bytes - len(self.stalled))
             try:
                 self.queue.send(self.stalled)
             except posix_ipc.BusyError:

@@ -37,8 +37,17 @@ Semantics (the FimWatcher subject fields):
   Without followMove, a renamed configured directory stops being watched and the
   configured path is armed again (watched again if something appears there); a renamed
   subdirectory of a recursive tree is dropped and watched anew under its new name.
+* **Directory cap**: one watch holds at most `max_dirs` directories of its trees; a
+  directory beyond is not watched (nor anything below it) and counted in `limited`; the first
+  one of each arm or rescan is reported as an EDIRCAP error record naming it, so one hostile
+  tree costs a bounded number of kernel watches and bytes.
 * **Overflow**: the shell calls `rescan`: every path is resolved and walked again
   (watches on unchanged inodes are kept), watches no longer needed are removed.
+
+A `Core` is one watch of an engine: every record it emits carries its `watch` number. Several
+cores of one engine may hold the same kernel watch (same inode, e.g. two FimWatchers on one
+container path); the shell fans each event out to every core holding its descriptor, and
+each core reports only what its own roles ask for.
 """
 
 from __future__ import annotations
@@ -52,7 +61,6 @@ from typing import Protocol
 
 import attrs
 
-from libs.fimnotify_api.config import SubjectConfig
 from libs.fimnotify_api.masks import (
     IN_ACCESS,
     IN_CLOSE_NOWRITE,
@@ -70,12 +78,12 @@ from libs.fimnotify_api.masks import (
     TREE_BITS,
     mask_for,
 )
-from libs.fimnotify_api.wire import ErrorRecord, encode_event, encode_record
+from libs.fimnotify_api.subject import SubjectConfig
+from libs.fimnotify_api.wire import MAX_EVENT_PATH, ErrorRecord, encode_event, encode_record
 
 MAX_SYMLINKS = 40  # like the kernel's MAXSYMLINKS
-#: Longer event paths (deep trees beyond PATH_MAX) become an ENAMETOOLONG error record, so
-#: every record fits the smallest message size a writer accepts.
-MAX_EVENT_PATH = 4096
+#: Default directory cap of one watch (the engine's --max-dirs).
+DEFAULT_MAX_DIRS = 10_000
 ENTRY_BITS = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
 SELF_GONE = IN_DELETE_SELF | IN_MOVE_SELF
 
@@ -255,8 +263,19 @@ class Core:
     """Watch-tree state machine: feed it inotify events, collect encoded records."""
 
     def __init__(
-        self, subjects: tuple[SubjectConfig, ...], port: Port, clock: Callable[[], int]
+        self,
+        subjects: tuple[SubjectConfig, ...],
+        port: Port,
+        clock: Callable[[], int],
+        *,
+        watch: int = 0,
+        max_dirs: int = DEFAULT_MAX_DIRS,
     ) -> None:
+        self.watch = watch
+        self.max_dirs = max_dirs
+        #: Directories left out by the cap in the current arm/rescan pass.
+        self.limited = 0
+        self._limit_reported = False
         self.rules = [SubjectRule.compile(i, s) for i, s in enumerate(subjects)]
         self.targets = [
             Target(i, p.encode("utf-8", "surrogateescape"))
@@ -285,6 +304,10 @@ class Core:
         return len(self.watches)
 
     @property
+    def dir_count(self) -> int:
+        return sum(len(tree) for tree in self.trees.values())
+
+    @property
     def pending_count(self) -> int:
         return sum(1 for roles in self.watches.values() for r in roles if r.kind is RoleKind.ANCHOR)
 
@@ -292,12 +315,14 @@ class Core:
 
     def start(self) -> None:
         self._now = self.clock()
+        self.limited, self._limit_reported = 0, False
         for t in range(len(self.targets)):
             self._arm(t, appeared=False, synthetic_self=False)
 
     def rescan(self) -> None:
         """After an overflow: rebuild from scratch, keeping watches on unchanged inodes."""
         self._now = self.clock()
+        self.limited, self._limit_reported = 0, False
         old = set(self.watches)
         for roles in self.watches.values():
             for role in roles:
@@ -374,13 +399,30 @@ class Core:
                 return
             seen.add(key)
         if len(path) > MAX_EVENT_PATH:
-            self._error(t, "ENAMETOOLONG", path[:MAX_EVENT_PATH], "event path too long, cut")
+            self._error(t, "ENAMETOOLONG", path, "event path longer than PATH_MAX, not reported")
             return
-        self.out.append(encode_event(self._now, mask, subject, path, synthetic))
+        self.out.append(encode_event(self._now, mask, self.watch, subject, path, synthetic))
 
     def _error(self, t: int | None, code: str, path: bytes, message: str) -> None:
         subject = None if t is None else self.targets[t].subject
-        self.control.append(encode_record(ErrorRecord(self._now, code, subject, path, message)))
+        record = ErrorRecord(self._now, self.watch, code, subject, path, message, len(path))
+        self.control.append(encode_record(record))
+
+    def _capped(self, t: int, logical: bytes) -> bool:
+        """True if the directory cap leaves `logical` out (counted; the first one reported)."""
+        if self.dir_count < self.max_dirs:
+            return False
+        self.limited += 1
+        if not self._limit_reported:
+            self._limit_reported = True
+            self._error(
+                t,
+                "EDIRCAP",
+                logical,
+                f"directory cap of {self.max_dirs} per watch reached: this directory and "
+                "what is below it are not watched",
+            )
+        return True
 
     # --- role handlers -------------------------------------------------------------------
 
@@ -585,6 +627,8 @@ class Core:
             count += 1
             if self.drain is not None and count % DRAIN_EVERY == 0:
                 self.drain()
+            if self._capped(t, logical):
+                continue
             try:
                 wd, entries = self.port.watch_dir(real, mask, listing)
             except OSError as exc:

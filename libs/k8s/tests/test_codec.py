@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from libs.fimnotify_api.events import EventName
 from libs.k8s.codec import fimwatcher_from_dict, fimwatcher_to_dict, status_to_dict
 from libs.k8s.errors import ModelError
-from libs.fimnotify_api.events import EventName
 from libs.k8s.model import (
     Condition,
     ConditionStatus,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from libs.fimnotify_api.events import EventName
 from libs.k8s import model
 from libs.k8s.errors import ModelError
-from libs.fimnotify_api.events import EventName
 from libs.k8s.model import (
     Condition,
     ConditionStatus,
@@ -85,7 +85,10 @@ def test_subject_accepts_values_at_the_bounds(changes: dict[str, Any]) -> None:
         ({"paths": ("./var",)}, "paths[0]: must be an absolute path"),
         ({"paths": ("~/x",)}, "paths[0]: must be an absolute path"),
         ({"paths": ("/var/\0log",)}, "paths[0]: must not contain NUL"),
-        ({"paths": ("/" + "a" * model.MAX_PATH_LENGTH,)}, "paths[0]: is 4097 bytes, at most 4096 allowed"),
+        (
+            {"paths": ("/" + "a" * model.MAX_PATH_LENGTH,)},
+            "paths[0]: is 4097 bytes, at most 4096 allowed",
+        ),
         ({"paths": ("/var/../etc",)}, "paths[0]: must be normalized"),
         ({"paths": ("/..",)}, "paths[0]: must be normalized"),
         ({"paths": ("/var/./log",)}, "paths[0]: must be normalized"),

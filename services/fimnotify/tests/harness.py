@@ -4,7 +4,8 @@
   (``unshare -m`` + ``chroot``); file operations run *inside* it (`Container.run`).
 * `QueueReader`: creates the POSIX queue like fimd (O_CREAT|O_EXCL), decodes messages on a
   thread, unlinks the queue on close.
-* `Fimnotify`: ``python -m services.fimnotify`` with the config on stdin.
+* `EngineProcess`: ``python -m services.fimnotify`` (an engine); watches are added and
+  removed with control messages on its stdin.
 Every process is stopped by PID in `close()`; nothing is left mounted on the host (the
 tmpfs lives only in the container's mount namespace).
 """
@@ -25,7 +26,9 @@ from typing import Any
 
 import posix_ipc
 
-from libs.fimnotify_api.config import SubjectConfig, WatchConfig, dumps
+from libs.fimnotify_api import control
+from libs.fimnotify_api.control import AddWatch, Control, EngineConfig, RemoveWatch
+from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import EventRecord, Record, decode_message
 
 # Runs inside the new mount namespace: private tmpfs root, then a command loop on stdin.
@@ -178,24 +181,37 @@ class QueueReader:
         self.queue.unlink()
 
 
-class Fimnotify:
-    """One fimnotify process fed its config on stdin."""
+class EngineProcess:
+    """One engine (`python -m services.fimnotify`); watches are added over its stdin."""
 
-    def __init__(self, config: WatchConfig, prefix: Sequence[str] = ()) -> None:
+    def __init__(self, config: EngineConfig, prefix: Sequence[str] = ()) -> None:
         self.config = config
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "services.fimnotify"],
+            [*prefix, sys.executable, "-m", "services.fimnotify", *config.argv()],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=python_env(),
         )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(dumps(config).encode())
-        self.proc.stdin.close()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def send(self, message: Control | bytes) -> None:
+        assert self.proc.stdin is not None
+        line = message if isinstance(message, bytes) else control.encode(message)
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+
+    def add(self, watch: int, pid: int, *subjects: SubjectConfig) -> None:
+        self.send(AddWatch(watch, pid, f"test-{watch}", tuple(subjects)))
+
+    def remove(self, watch: int) -> None:
+        self.send(RemoveWatch(watch))
+
+    def close_stdin(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            self.proc.stdin.close()
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
@@ -206,8 +222,12 @@ class Fimnotify:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
+        for stream in (self.proc.stdin, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                try:
+                    stream.close()
+                except BrokenPipeError:
+                    pass
 
     def watched_inodes(self) -> list[tuple[int, int]]:
         """(inode, device) of every inotify watch the process holds, from fdinfo."""
@@ -227,13 +247,5 @@ class Fimnotify:
         return out
 
 
-def make_config(
-    queue: QueueReader, pid: int, *subjects: SubjectConfig, **extra: Any
-) -> WatchConfig:
-    return WatchConfig(
-        watch_id=f"test-{pid}",
-        pid=pid,
-        queue_name=queue.name,
-        subjects=tuple(subjects),
-        **extra,
-    )
+def engine_config(queue: QueueReader, **extra: Any) -> EngineConfig:
+    return EngineConfig(queue.name, **extra)

@@ -18,15 +18,7 @@ from typing import Any
 import pytest
 
 from libs.fimnotify_api.events import EventName
-from libs.fimnotify_api.config import SubjectConfig
-from services.fimnotify.tests.harness import (
-    Container,
-    Fimnotify,
-    QueueReader,
-    make_config,
-    python_env,
-    wait_until,
-)
+from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import (
     DroppedRecord,
     ErrorRecord,
@@ -36,6 +28,14 @@ from libs.fimnotify_api.wire import (
     ExitStatus,
     OverflowRecord,
     ReadyRecord,
+)
+from services.fimnotify.tests.harness import (
+    Container,
+    EngineProcess,
+    QueueReader,
+    engine_config,
+    python_env,
+    wait_until,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for mount namespaces")
@@ -48,14 +48,17 @@ def subject(*paths: str, events: tuple[str, ...] = ("all",), **kw: Any) -> Subje
 class Setup:
     """A container, a queue and (after `start`) a fimnotify watching the container."""
 
+    WATCH = 1
+
     def __init__(self) -> None:
         self.container = Container()
         self.queue = QueueReader()
-        self.fim: Fimnotify | None = None
+        self.fim: EngineProcess | None = None
 
     def start(self, *subjects: SubjectConfig, **extra: Any) -> ReadyRecord:
-        config = make_config(self.queue, self.container.pid, *subjects, **extra)
-        self.fim = Fimnotify(config)
+        """Starts an engine (`extra`: EngineConfig fields) holding one watch of `subjects`."""
+        self.fim = EngineProcess(engine_config(self.queue, **extra))
+        self.fim.add(self.WATCH, self.container.pid, *subjects)
         ready: ReadyRecord = self.queue.wait_kind(ReadyRecord)
         return ready
 

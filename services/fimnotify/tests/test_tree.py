@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.config import SubjectConfig
+from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.masks import (
     IN_CLOSE_NOWRITE,
     IN_CREATE,
@@ -19,6 +19,7 @@ from libs.fimnotify_api.masks import (
     IN_MOVED_TO,
     IN_OPEN,
 )
+from libs.fimnotify_api.wire import ErrorRecord, EventRecord, decode
 from services.fimnotify.tree import (
     Core,
     Lookup,
@@ -28,7 +29,6 @@ from services.fimnotify.tree import (
     join,
     resolve,
 )
-from libs.fimnotify_api.wire import ErrorRecord, EventRecord, decode
 
 
 class FakeFs:
