@@ -15,6 +15,9 @@ watch it through /proc/<pid>/root.
 * setup: a tree of --dirs directories; time from spawn until watches are established
   (fimnotify: READY record; inotifywait -r: "Watches established." on stderr), run one
   after the other, plus fimnotify's RSS (VmRSS/VmHWM) once ready.
+
+fimnotify runs as fimd runs it: an engine process holding the one watch (added with a control
+message), its directory cap raised above --dirs.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from typing import Any
 
 import posix_ipc
 
+from libs.fimnotify_api import control
+from libs.fimnotify_api.control import AddWatch, EngineConfig
 from libs.fimnotify_api.events import EventName
-from libs.fimnotify_api.config import SubjectConfig, WatchConfig, dumps
-from services.fimnotify.tests.harness import Container, python_env
+from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import DroppedRecord, EventRecord, OverflowRecord, ReadyRecord, decode
+from services.fimnotify.tests.harness import Container, python_env
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -122,15 +127,16 @@ class Counter:
 
 
 def spawn_fimnotify(container: Container, counter: Counter, subject: SubjectConfig) -> Any:
-    config = WatchConfig(
-        watch_id="bench", pid=container.pid, queue_name=counter.name, subjects=(subject,)
-    )
+    """An engine (as fimd starts it) holding one watch of the container."""
+    config = EngineConfig(counter.name, max_dirs=1_000_000, name="bench")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.fimnotify"], stdin=subprocess.PIPE, env=python_env()
+        [sys.executable, "-m", "services.fimnotify", *config.argv()],
+        stdin=subprocess.PIPE,
+        env=python_env(),
     )
     assert proc.stdin is not None
-    proc.stdin.write(dumps(config).encode())
-    proc.stdin.close()
+    proc.stdin.write(control.encode(AddWatch(1, container.pid, "bench", (subject,))))
+    proc.stdin.flush()
     return proc
 
 

@@ -65,18 +65,38 @@ def _log(name: str, message: str) -> None:
 
 
 class KernelWatches:
-    """Which cores hold each inotify watch descriptor of the shared instance."""
+    """Which cores hold each inotify watch descriptor of the shared instance.
+
+    Almost every descriptor has one holder, so it maps to that core itself; only a shared
+    one maps to a tuple (a dict per descriptor would cost ~200 bytes on 100,000 of them).
+    """
 
     def __init__(self, inotify: INotify) -> None:
         self.inotify = inotify
-        self.holders: dict[int, dict[int, Core]] = {}
+        self.holders: dict[int, Core | tuple[Core, ...]] = {}
 
     def hold(self, wd: int, core: Core) -> None:
-        self.holders.setdefault(wd, {})[id(core)] = core
+        held = self.holders.get(wd)
+        if held is None:
+            self.holders[wd] = core
+        elif isinstance(held, tuple):
+            if core not in held:
+                self.holders[wd] = (*held, core)
+        elif held is not core:
+            self.holders[wd] = (held, core)
+
+    def held_by(self, wd: int) -> tuple[Core, ...]:
+        held = self.holders.get(wd)
+        if held is None:
+            return ()
+        return held if isinstance(held, tuple) else (held,)
 
     def release(self, wd: int, core: Core) -> None:
-        held = self.holders.get(wd)
-        if held is None or held.pop(id(core), None) is None or held:
+        rest = tuple(c for c in self.held_by(wd) if c is not core)
+        if len(rest) == len(self.held_by(wd)):
+            return
+        if rest:
+            self.holders[wd] = rest if len(rest) > 1 else rest[0]
             return
         del self.holders[wd]
         try:
@@ -373,8 +393,9 @@ class Engine:
 
     def _release_all(self, core: Core) -> None:
         assert self.kernel is not None
-        for wd in [wd for wd, held in self.kernel.holders.items() if id(core) in held]:
-            self.kernel.release(wd, core)
+        kernel = self.kernel
+        for wd in [wd for wd in kernel.holders if core in kernel.held_by(wd)]:
+            kernel.release(wd, core)
 
     def _target_gone(self, pinned: Pinned) -> None:
         message = f"target process {pinned.target.pid} is gone"
@@ -488,8 +509,8 @@ class Engine:
             held = holders.get(wd)
             if held is None:
                 continue
-            for key, core in list(held.items()):
-                touched[key] = core
+            for core in held if isinstance(held, tuple) else (held,):
+                touched[id(core)] = core
                 try:
                     core.handle(wd, mask, cookie, name, now)
                 except Exception as exc:
