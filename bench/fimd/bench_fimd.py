@@ -1,13 +1,14 @@
 """fimd benchmarks: end-to-end throughput, write-to-line latency, and fimd RSS.
 
-Everything is real: `python -m services.fimd` over mTLS (127.0.0.1), one real fimnotify per
-watch, writers in namespaced "container" processes in real kubepods cgroups
+Everything is real: `python -m services.fimd` over mTLS (127.0.0.1) with its pool of real
+fimnotify engines, writers in namespaced "container" processes in real kubepods cgroups
 (services/fimd/tests/container.py), stdout to a file. Needs root. Run from the repository
 root with the protobuf modules on PYTHONPATH (see docs/performance.md, section fimd):
 
     python -m bench.fimd.bench_fimd throughput --watches 1 10 100 --rate 50000 --seconds 4
     python -m bench.fimd.bench_fimd latency --rate 5000 --seconds 5
-    python -m bench.fimd.bench_fimd rss --watches 0 50 100 150
+    python -m bench.fimd.bench_fimd capacity --containers 200 --watches 2000
+    python -m bench.fimd.bench_fimd noisy --rate 50000 --seconds 60 --quiet 500
 
 Each prints one JSON object per measurement.
 """
@@ -19,8 +20,6 @@ import calendar
 import datetime
 import json
 import os
-import shlex
-import sys
 import tempfile
 import threading
 import time
@@ -33,16 +32,6 @@ from services.fimd.tests.certs import make_pki
 from services.fimd.tests.container import Container
 from services.fimd.tests.fimd_process import FimdProcess
 from services.fimd.tests.specs import spec
-
-_STUB = r"""
-import signal, sys, time, posix_ipc
-from libs.fimnotify_api.config import loads
-from libs.fimnotify_api.wire import Packer, ReadyRecord
-config = loads(sys.stdin.buffer.read())
-queue = posix_ipc.MessageQueue(config.queue_name, write=True, read=False)
-queue.send(Packer().pack([ReadyRecord(time.time_ns(), 1, 0)])[0])
-signal.sigwait({signal.SIGTERM})
-"""
 
 
 @contextmanager
@@ -213,24 +202,218 @@ def _rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def rss(checkpoints: list[int]) -> dict[str, object]:
-    """fimd's own RSS as watches are added, at each checkpoint. The children are a stub that
-    only reports READY (fimd's memory does not depend on what a child watches), because
-    this node cannot hold 200 real watches: one inotify instance each exceeds
-    max_user_instances (128), and 200 queues exceed RLIMIT_MSGQUEUE (see the docs)."""
-    stub = f"{shlex.quote(sys.executable)} -c {shlex.quote(_STUB)}"
+def _tree_rss_mib(pid: int) -> float:
+    """Summed RSS of `pid` and its descendants (fimd and its engines)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += _rss_mib(current)
+        except (OSError, RuntimeError):
+            continue  # exited meanwhile
+        todo += children.get(current, [])
+    return total
+
+
+def _inotify_instances(pid: int) -> int:
+    """inotify instances held by `pid` and its descendants."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            if int(entry.name) != pid and int(stat[1]) != pid:
+                continue
+            links = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except (OSError, ValueError, IndexError):
+            continue
+        count += sum(1 for link in links if link == "anon_inode:inotify")
+    return count
+
+
+def _named_spec(ctr: Container, watcher: int, path: str) -> fim_pb2.WatchSpec:
+    """A watch of `path` in `ctr` with an identity of its own (lines are counted per watch)."""
+    watch = spec(
+        container_id=ctr.container_id,
+        paths=(str(ctr.root / path.lstrip("/")),),
+        events=("create", "closewrite"),
+        pod_uid=f"pod-{ctr.id[:12]}",
+        watcher_uid=f"watcher-{watcher}",
+    )
+    watch.identity.watcher_name = f"w{watcher}"
+    watch.identity.pod_name = f"p{ctr.id[:12]}"
+    return watch
+
+
+def _create_all(fimd: FimdProcess, specs: list[fim_pb2.WatchSpec], timeout: float) -> float:
+    """CreateWatch for every spec (in flight together), then waits until all are ACTIVE;
+    returns the seconds from the first call until the last is ACTIVE."""
+    start = time.monotonic()
+    futures = [
+        fimd.stub.CreateWatch.future(fim_pb2.CreateWatchRequest(spec=s), timeout=120) for s in specs
+    ]
+    for future in futures:
+        future.result()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        state = fimd.stub.GetWatchState(fim_pb2.GetWatchStateRequest(), timeout=30)
+        active = sum(1 for w in state.watches if w.phase == fim_pb2.WATCH_PHASE_ACTIVE)
+        if active >= len(specs):
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"only {active} of {len(specs)} watches ACTIVE after {timeout}s")
+
+
+def capacity(containers: int, watches: int) -> dict[str, object]:
+    """`watches` watches spread evenly over `containers` containers (several watchers per
+    container path, as FimWatchers selecting the same pods); fimd + engines RSS and
+    inotify instances before and after, the set-up rate, and one write reaching every
+    watch of its container."""
+    per = max(1, watches // containers)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        fimd = stack.enter_context(_fimd(workdir, "--fimnotify-cmd", stub))
-        (ctr,) = _containers(stack, workdir, 1)
-        result: dict[str, object] = {"bench": "rss"}
-        created = 0
-        for target in sorted(checkpoints):
-            while created < target:
-                _watch(fimd, ctr, created)
-                created += 1
-            result[f"fimd_rss_mib_{target}_watches"] = round(_rss_mib(fimd.proc.pid), 1)
-        return result
+        fimd = stack.enter_context(_fimd(workdir, "--max-watches", str(watches + 10)))
+        ctrs = _containers(stack, workdir, containers)
+        time.sleep(1.0)
+        before = _tree_rss_mib(fimd.proc.pid)
+        specs = [_named_spec(c, w, "/data") for c in ctrs for w in range(per)][:watches]
+        seconds = _create_all(fimd, specs, timeout=600)
+        time.sleep(1.0)
+        after = _tree_rss_mib(fimd.proc.pid)
+        last = ctrs[-1]
+        last.write(str(last.root / "data" / "probe"))
+        probe = str(last.root / "data" / "probe")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = [e for e in fimd.events(probe) if e["event"] == "CLOSE_WRITE"]
+            if len(seen) >= per:
+                break
+            time.sleep(0.1)
+        return {
+            "bench": "capacity",
+            "containers": containers,
+            "watches": len(specs),
+            "setup_seconds": round(seconds, 2),
+            "watches_per_second": round(len(specs) / seconds),
+            "rss_mib_before": round(before, 1),
+            "rss_mib_after": round(after, 1),
+            "kib_per_watch": round((after - before) * 1024 / len(specs), 1),
+            "inotify_instances": _inotify_instances(fimd.proc.pid),
+            "probe_lines": len(seen),
+            "probe_watchers": sorted({e["watcher"] for e in seen})
+            == sorted({f"shop/w{w}" for w in range(per)}),
+        }
+
+
+class _PerWatch:
+    """Event lines per watcher and write-to-line latency of the quiet ones, from a tail of
+    fimd's stdout."""
+
+    def __init__(self, path: Path, noisy: str) -> None:
+        self._path = path
+        self._noisy = noisy
+        self.counts: dict[str, int] = {}
+        self.quiet_ms: list[float] = []
+        self.loss_reports = 0
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with open(self._path, "rb") as f:
+            buffer = b""
+            while not self.done.is_set() or buffer:
+                chunk = f.read()
+                if not chunk:
+                    if self.done.is_set():
+                        break
+                    time.sleep(0.0005)
+                    continue
+                now = time.time_ns()
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    self._line(line, now)
+
+    def _line(self, line: bytes, now: int) -> None:
+        if not line.startswith(b'{"kind":"event"'):
+            if any(m in line for m in _LOSS_MESSAGES):
+                self.loss_reports += 1
+            return
+        event = json.loads(line)
+        watcher = event["watcher"]
+        self.counts[watcher] = self.counts.get(watcher, 0) + 1
+        if watcher != self._noisy and event["event"] == "CREATE":
+            written = int(event["path"].rsplit("/", 1)[1])
+            self.quiet_ms.append((now - written) / 1e6)
+
+    def stop(self) -> None:
+        self.done.set()
+        self._thread.join()
+
+
+def noisy(rate: int, seconds: float, quiet: int, per_container: int) -> dict[str, object]:
+    """One watch gets `rate` events/s for `seconds` while `quiet` other watches (sharing
+    containers, `per_container` watchers on each container's /data) get 1 event/s each."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        fimd = stack.enter_context(_fimd(workdir))
+        groups = max(1, quiet // per_container)
+        noisy_ctr, *quiet_ctrs = _containers(stack, workdir, 1 + groups)
+        noisy_spec = spec(
+            container_id=noisy_ctr.container_id,
+            paths=(str(noisy_ctr.root / "data"),),
+            events=("closewrite",),
+            pod_uid="noisy",
+            watcher_uid="noisy",
+        )
+        noisy_spec.identity.watcher_name = "noisy"
+        specs = [noisy_spec] + [
+            _named_spec(c, g * per_container + w, "/data")
+            for g, c in enumerate(quiet_ctrs)
+            for w in range(per_container)
+        ]
+        _create_all(fimd, specs, timeout=300)
+        tail = _PerWatch(fimd.stdout_path, "shop/noisy")
+        count = int(rate * seconds)
+        ticks = int(seconds)
+        noisy_ctr.command(f"b {noisy_ctr.root / 'data'} {count} {rate} 10")
+        for ctr in quiet_ctrs:
+            ctr.command(f"l {ctr.root / 'data'} {ticks} 1")
+        write_seconds = max(c.result() for c in [noisy_ctr, *quiet_ctrs])
+        expected_quiet = ticks * 2  # CREATE and CLOSE_WRITE of each new file
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and tail.counts.get("shop/noisy", 0) < count:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        tail.stop()
+        quiet_counts = [tail.counts.get(f"shop/w{i}", 0) for i in range(len(specs) - 1)]
+        return {
+            "bench": "noisy",
+            "rate": rate,
+            "seconds": seconds,
+            "write_seconds": round(write_seconds, 1),
+            "noisy_written": count,
+            "noisy_lines": tail.counts.get("shop/noisy", 0),
+            "quiet_watches": len(quiet_counts),
+            "quiet_expected_each": expected_quiet,
+            "quiet_min": min(quiet_counts),
+            "quiet_max": max(quiet_counts),
+            "loss_reports": tail.loss_reports,
+            "quiet_p50_ms": round(_percentile(tail.quiet_ms, 0.50), 2),
+            "quiet_p99_ms": round(_percentile(tail.quiet_ms, 0.99), 2),
+            "quiet_max_ms": round(max(tail.quiet_ms), 2),
+            "rss_mib": round(_tree_rss_mib(fimd.proc.pid), 1),
+        }
 
 
 def main() -> None:
@@ -243,16 +426,24 @@ def main() -> None:
     lat = sub.add_parser("latency")
     lat.add_argument("--rate", type=int, default=5_000)
     lat.add_argument("--seconds", type=float, default=5)
-    mem = sub.add_parser("rss")
-    mem.add_argument("--watches", type=int, nargs="+", default=[0, 50, 100, 150])
+    cap = sub.add_parser("capacity")
+    cap.add_argument("--containers", type=int, default=200)
+    cap.add_argument("--watches", type=int, default=2000)
+    loud = sub.add_parser("noisy")
+    loud.add_argument("--rate", type=int, default=50_000)
+    loud.add_argument("--seconds", type=float, default=60)
+    loud.add_argument("--quiet", type=int, default=500)
+    loud.add_argument("--per-container", type=int, default=10)
     args = parser.parse_args()
     if args.bench == "throughput":
         for watches in args.watches:
             print(json.dumps(throughput(watches, args.rate, args.seconds)), flush=True)
     elif args.bench == "latency":
         print(json.dumps(latency(args.rate, args.seconds)), flush=True)
+    elif args.bench == "capacity":
+        print(json.dumps(capacity(args.containers, args.watches)), flush=True)
     else:
-        print(json.dumps(rss(args.watches)), flush=True)
+        print(json.dumps(noisy(args.rate, args.seconds, args.quiet, args.per_container)))
 
 
 if __name__ == "__main__":
