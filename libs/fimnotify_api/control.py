@@ -10,11 +10,15 @@ watches (of many containers). fimd starts it as::
 **control messages** to the engine's stdin: one JSON object per line, UTF-8, at most
 `MAX_CONTROL_BYTES` per line, applied in order:
 
-* ``{"op":"add","watch":W,"pid":P,"label":L,"subjects":[S...]}``: watch the subjects inside
-  the root of host process P (the container's init) under number W (unique for the life of
-  the engine's fimd; every record about it carries W). Adding a W the engine holds replaces
-  it. Each S has the `SubjectConfig` keys (paths, events, ignore, only_dir, recursive,
-  max_depth, follow_move; tags stay with fimd).
+* ``{"op":"add","watch":W,"pid":P,"start_time":T,"cgroup":[C...],"label":L,
+  "subjects":[S...]}``: watch the subjects inside the root of host process P (the
+  container's init) under number W (unique for the life of the engine's fimd; every record
+  about it carries W). T (start time in clock ticks) and C (the container's cgroup leaf
+  names) are what fimd resolved (`libs.fimnotify_api.identity`); the engine checks them
+  before and after opening P's root and answers GONE TARGET_MISMATCH when P is another
+  process (0 and [] check nothing). Adding a W the engine holds replaces it. Each S has the
+  `SubjectConfig` keys (paths, events, ignore, only_dir, recursive, max_depth,
+  follow_move; tags stay with fimd).
 * ``{"op":"remove","watch":W}``: stop watching W; answered by a GONE record (REMOVED).
 
 The engine answers on the queue (`libs.fimnotify_api.wire`): READY when W's watches are in
@@ -33,6 +37,7 @@ from typing import Any
 
 import attrs
 
+from libs.fimnotify_api.identity import ProcessIdentity
 from libs.fimnotify_api.subject import SubjectConfig, SubjectError
 
 #: One control line; a whole CreateWatch (<= 16 MiB over gRPC) always fits.
@@ -109,6 +114,7 @@ class AddWatch:
     pid: int
     label: str
     subjects: tuple[SubjectConfig, ...]
+    identity: ProcessIdentity = attrs.field(factory=ProcessIdentity)
 
 
 @attrs.frozen
@@ -139,6 +145,8 @@ def encode(message: Control) -> bytes:
             "op": "add",
             "watch": message.watch,
             "pid": message.pid,
+            "start_time": message.identity.start_time,
+            "cgroup": list(message.identity.cgroup_leaves),
             "label": message.label,
             "subjects": [_subject_doc(s) for s in message.subjects],
         }
@@ -198,7 +206,8 @@ def decode(line: bytes) -> Control:
         raise ControlError(f"control line of {len(line)} bytes exceeds {MAX_CONTROL_BYTES}")
     try:
         doc = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the interpreter's limit ("[[[[...").
         raise ControlError(f"not a JSON object: {exc}") from None
     if not isinstance(doc, dict):
         raise ControlError("not a JSON object")
@@ -214,9 +223,16 @@ def decode(line: bytes) -> Control:
     subjects = doc.get("subjects")
     if not isinstance(subjects, list) or not 1 <= len(subjects) <= MAX_SUBJECTS:
         raise ControlError(f"subjects: expected a list of 1..{MAX_SUBJECTS} subjects")
+    leaves = _strings(doc, "cgroup")
+    if len(leaves) > 16 or any(not 0 < len(leaf) <= 256 for leaf in leaves):
+        raise ControlError("cgroup: at most 16 leaf names of 1..256 characters")
+    identity = ProcessIdentity(
+        _int(doc, "start_time", 0, 2**63 - 1) if "start_time" in doc else 0, leaves
+    )
     return AddWatch(
         watch,
         _int(doc, "pid", 1, 2**31 - 1),
         label,
         tuple(_subject(i, s) for i, s in enumerate(subjects)),
+        identity,
     )

@@ -106,6 +106,7 @@ class GoneReason(enum.IntEnum):
     REMOVED = 1  # fimd asked (REMOVE control message)
     TARGET_GONE = 2  # the container process is gone: fimd should resolve the container again
     FAILED = 3  # the watch could not be set up or kept (see message); fimd retries later
+    TARGET_MISMATCH = 4  # the PID is not the resolved process (reused, moved): resolve again
 
 
 class ExitStatus(enum.IntEnum):
@@ -233,7 +234,7 @@ class Message:
 # --- writer side -------------------------------------------------------------------------
 
 
-def encode_event(
+def encode_event(  # noqa: PLR0917 - the hot path: positional, like the record layout
     time_ns: int, mask: int, watch: int, subject: int, path: bytes, synthetic: bool = False
 ) -> bytes:
     """The hot path: one event record (`path` at most MAX_EVENT_PATH bytes)."""
@@ -261,7 +262,7 @@ def _message(text: str) -> bytes:
     return cut_text(text, MAX_ERROR_MESSAGE)
 
 
-def _encode(record: Record) -> bytes:
+def _encode(record: Record) -> bytes:  # noqa: PLR0911 - one branch per record kind
     if isinstance(record, EventRecord):
         return encode_event(
             record.time_ns,
@@ -394,7 +395,7 @@ def _text(raw: bytes, what: str, encoding: str) -> str:
         raise WireError(f"{what} is not {encoding}: {exc}") from None
 
 
-def _decode_one(message: bytes, offset: int) -> tuple[Record, int]:
+def _decode_one(message: bytes, offset: int) -> tuple[Record, int]:  # noqa: PLR0911 - per kind
     kind = message[offset] if offset < len(message) else None
     if kind == Kind.EVENT:
         _, flags, time_ns, mask, watch, subject, plen = _EVENT.unpack_from(message, offset)

@@ -30,6 +30,7 @@ from inotify_simple import INotify
 
 from libs.fimnotify_api import control
 from libs.fimnotify_api.control import AddWatch, ControlError, EngineConfig, RemoveWatch
+from libs.fimnotify_api.identity import ProcessIdentity
 from libs.fimnotify_api.masks import IN_IGNORED, IN_Q_OVERFLOW
 from libs.fimnotify_api.wire import (
     ENGINE,
@@ -44,7 +45,7 @@ from libs.fimnotify_api.wire import (
     Record,
     encode_record,
 )
-from services.fimnotify.procfs import RootFs, Target, TargetGoneError
+from services.fimnotify.procfs import RootFs, Target, TargetGoneError, TargetMismatchError
 from services.fimnotify.sink import Sink, open_queue
 from services.fimnotify.tree import Core, Lookup
 
@@ -133,9 +134,10 @@ class SharedRoot:
 class Pinned:
     """A container process pinned once for every watch of it (descriptors are shared)."""
 
-    def __init__(self, target: Target, root: RootFs) -> None:
+    def __init__(self, target: Target, root: RootFs, identity: ProcessIdentity) -> None:
         self.target = target
         self.root = root
+        self.identity = identity
         self.watches: set[int] = set()
 
 
@@ -305,7 +307,10 @@ class Engine:
         if message.watch in self.watches:
             self._drop_watch(message.watch)
         try:
-            pinned = self._pin(message.pid)
+            pinned = self._pin(message.pid, message.identity)
+        except TargetMismatchError as exc:
+            self._gone(message.watch, GoneReason.TARGET_MISMATCH, str(exc))
+            return
         except (TargetGoneError, PermissionError, OSError) as exc:
             self._gone(message.watch, GoneReason.TARGET_GONE, str(exc))
             return
@@ -349,15 +354,20 @@ class Engine:
             return False
         return True
 
-    def _pin(self, pid: int) -> Pinned:
+    def _pin(self, pid: int, identity: ProcessIdentity) -> Pinned:
+        """The pinned process `pid`, opened once for all its watches; a pinned process that
+        is not `identity` (reused PID) raises TargetMismatchError."""
         pinned = self.pinned.get(pid)
         if pinned is not None and pinned.target.alive():
+            was, now = pinned.identity.start_time, identity.start_time
+            if was and now and was != now:
+                raise TargetMismatchError(f"process {pid}: start time {was} pinned, {now} resolved")
             return pinned
         if pinned is not None:
             self._target_gone(pinned)
         assert self.inotify is not None
-        target = Target.open(self.config.proc_root, pid)
-        pinned = Pinned(target, RootFs(target.root, self.inotify))
+        target = Target.open(self.config.proc_root, pid, identity)
+        pinned = Pinned(target, RootFs(target.root, self.inotify), identity)
         self.pinned[pid] = pinned
         if target.pidfd is not None:
             self.by_pidfd[target.pidfd] = pinned
