@@ -48,18 +48,19 @@ from services.controller.reconcile import (
 )
 from services.controller.specs import Desired, Key
 from services.controller.state import NodeState, NodeView, Rejection
-from services.controller.status import watcher_status
+from services.controller.status import NODE_CAPACITY, watcher_status
 from services.controller.workqueue import ShutDown, WorkQueue
 
 NODE = "node:"
 WATCHER = "watcher:"
 MAX_REJECTION_BACKOFF = timedelta(minutes=5)
-#: The Event reason for each outcome `_execute` counts.
-_EVENT_REASONS = {
-    "added": "WatchesAdded",
-    "updated": "WatchesUpdated",
-    "removed": "WatchesRemoved",
-    "failed": "WatchesFailed",
+#: The Event type and reason for each outcome `_execute` counts.
+_EVENTS = {
+    "added": (NORMAL, "WatchesAdded"),
+    "updated": (NORMAL, "WatchesUpdated"),
+    "removed": (NORMAL, "WatchesRemoved"),
+    "failed": (WARNING, "WatchesFailed"),
+    "over capacity": (WARNING, NODE_CAPACITY),
 }
 
 log = logging.getLogger(__name__)
@@ -314,18 +315,19 @@ class Controller:
                 self._metrics.actions.labels("destroy", "ok").inc()
                 changes.setdefault(key.watcher_uid, Counter())["removed"] += 1
             for want, created in client.create_many(plan.create):
-                verb = "updated" if want.key in watches else "added"
                 if isinstance(created, FimdError):
                     if not created.rejected:
                         raise created
-                    rejected[want.key] = self._rejection(
-                        node, rejected.get(want.key), want, created
-                    )
-                    verb = "failed"
+                    # Only this create failed: the node is reachable, its other calls go on.
+                    rejection = self._rejection(node, rejected.get(want.key), want, created)
+                    rejected[want.key] = rejection
+                    verb = "over capacity" if rejection.over_capacity else "failed"
                 else:
+                    verb = "updated" if want.key in watches else "added"
                     watches[want.key] = created
                     rejected.pop(want.key, None)
-                self._metrics.actions.labels("create", "error" if verb == "failed" else "ok").inc()
+                result = "error" if isinstance(created, FimdError) else "ok"
+                self._metrics.actions.labels("create", result).inc()
                 changes.setdefault(want.key.watcher_uid, Counter())[verb] += 1
         finally:
             self._save(node, attrs.evolve(state, watches=watches, rejected=rejected))
@@ -351,9 +353,9 @@ class Controller:
         for uid, counts in changes.items():
             for watcher in self.watchers.by_index("uid", uid):
                 for verb, count in sorted(counts.items()):
-                    kind = WARNING if verb == "failed" else NORMAL
+                    kind, reason = _EVENTS[verb]
                     message = f"{count} watch(es) {verb} on node {node}"
-                    self._events.emit(watcher.meta, kind, _EVENT_REASONS[verb], message)
+                    self._events.emit(watcher.meta, kind, reason, message)
 
     def _unreachable(self, node: str, err: FimdError) -> None:
         """Forgets the node's state (re-read when it answers) and degrades its watchers."""

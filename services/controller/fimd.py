@@ -19,7 +19,11 @@ import grpc
 from fim.v1 import fim_pb2, fim_pb2_grpc
 from services.controller.objects import Pod
 from services.controller.specs import Desired, Key
-from services.controller.state import NodeState, Observed
+from services.controller.state import OVER_CAPACITY, NodeState, Observed
+
+#: gRPC codes with which fimd refuses one request (a spec it cannot honour, a container it
+#: cannot find, a node budget used up) while it keeps serving every other call.
+REJECTION_CODES = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION", OVER_CAPACITY})
 
 
 class FimdError(Exception):
@@ -33,7 +37,7 @@ class FimdError(Exception):
     @property
     def rejected(self) -> bool:
         """fimd refused this one request; other calls to it may still succeed."""
-        return self.code in {"INVALID_ARGUMENT", "FAILED_PRECONDITION"}
+        return self.code in REJECTION_CODES
 
 
 @attrs.frozen

@@ -15,6 +15,10 @@ import attrs
 from fim.v1 import fim_pb2
 from services.controller.specs import Desired, Key
 
+#: The gRPC code of fimd's admission control: the create would exceed one of the node's
+#: budgets (inotify watches, memory). It refuses that one create; capacity may free up later.
+OVER_CAPACITY = "RESOURCE_EXHAUSTED"
+
 
 @attrs.frozen(kw_only=True)
 class Observed:
@@ -46,6 +50,11 @@ class Rejection:
     message: str
     retry_at: datetime
     attempts: int = 1
+
+    @property
+    def over_capacity(self) -> bool:
+        """The node had no room for the watch, rather than refusing the watch itself."""
+        return self.code == OVER_CAPACITY
 
 
 # Read-only copies: states are shared between worker threads and plans.

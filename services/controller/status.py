@@ -6,7 +6,9 @@ made. Conditions (metav1.Condition):
 
 - Ready: True when every observable pod is watched.
 - Degraded: True when something needs a human: an invalid spec, a node without a reachable
-  fimd, a watch fimd rejected or reports FAILED, or an ACTIVE watch with a warning.
+  fimd, a node whose fimd has no capacity left for a watch, a watch fimd rejected or reports
+  FAILED, or an ACTIVE watch with a warning. Its message lists the first problems and is
+  bounded whatever fimd says (MAX_CONDITION_MESSAGE_LENGTH).
 
 A condition keeps its lastTransitionTime while its status is unchanged, so an unchanged
 world computes an identical status and costs no write.
@@ -20,20 +22,32 @@ from datetime import datetime
 import attrs
 
 from fim.v1 import fim_pb2
-from libs.k8s.model import Condition, ConditionStatus, FimWatcherStatus
+from libs.k8s.model import (
+    MAX_CONDITION_MESSAGE_LENGTH,
+    Condition,
+    ConditionStatus,
+    FimWatcherStatus,
+)
 from services.controller.objects import Container, Pod, Watcher
 from services.controller.specs import Key, desired_watch, selected_pods
-from services.controller.state import NodeView
+from services.controller.state import NodeView, Rejection
 
 READY = "Ready"
 DEGRADED = "Degraded"
+#: fimd's admission control refused a watch: a node budget is used up (also an Event reason).
+NODE_CAPACITY = "NodeCapacity"
 MAX_LISTED_PROBLEMS = 5
+#: One listed problem's share of the message: the listed ones, their separators and the
+#: "; and N more" tail always fit, however long fimd's messages are (they are not ours).
+MAX_PROBLEM_LENGTH = MAX_CONDITION_MESSAGE_LENGTH // (MAX_LISTED_PROBLEMS + 1)
 
-# Degraded's reason is the most severe problem's: a broken spec or node explains the rest.
+# Degraded's reason is the most severe problem's: a broken spec or node explains the rest
+# (a full node is a node problem: its fix, a budget or the pods' placement, is not the spec).
 _SEVERITY = (
     "InvalidSpec",
     "FimdUnreachable",
     "NoFimd",
+    NODE_CAPACITY,
     "WatchRejected",
     "WatchFailed",
     "WatchDegraded",
@@ -56,7 +70,7 @@ def _container_problem(
         return False, Problem("FimdUnreachable", message)
     rejection = view.state.rejected.get(key)
     if rejection is not None and rejection.config_hash == config_hash:
-        return False, Problem("WatchRejected", f"{where}: {rejection.code}: {rejection.message}")
+        return False, _rejection_problem(where, pod.node_name, rejection)
     observed = view.state.watches.get(key)
     if observed is None or observed.config_hash != config_hash:
         return False, None  # not created or not updated yet: pending, not a problem
@@ -66,6 +80,13 @@ def _container_problem(
     active = observed.phase == fim_pb2.WATCH_PHASE_ACTIVE
     # An ACTIVE watch with a reason is degraded (e.g. a path hit the inotify watch limit).
     return active, Problem("WatchDegraded", detail) if active and observed.reason else None
+
+
+def _rejection_problem(where: str, node: str, rejection: Rejection) -> Problem:
+    if rejection.over_capacity:
+        # fimd's message names the budget; the node says where to raise it or make room.
+        return Problem(NODE_CAPACITY, f"{where}: no capacity on node {node}: {rejection.message}")
+    return Problem("WatchRejected", f"{where}: {rejection.code}: {rejection.message}")
 
 
 def _pod_problems(
@@ -86,11 +107,15 @@ def _pod_problems(
     return watched, problems
 
 
+def _clipped(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _summary(problems: list[Problem]) -> Problem:
     """The most severe reason and a bounded message listing the first problems."""
     ordered = sorted(problems, key=lambda p: (_SEVERITY.index(p.reason), p.message))
     unique = list(dict.fromkeys(p.message for p in ordered))
-    message = "; ".join(unique[:MAX_LISTED_PROBLEMS])
+    message = "; ".join(_clipped(m, MAX_PROBLEM_LENGTH) for m in unique[:MAX_LISTED_PROBLEMS])
     if len(unique) > MAX_LISTED_PROBLEMS:
         message += f"; and {len(unique) - MAX_LISTED_PROBLEMS} more"
     return Problem(ordered[0].reason, message)
@@ -125,9 +150,8 @@ def _ready(watcher: Watcher, observable: int, watched: int, now: datetime) -> Co
 
 def _degraded(watcher: Watcher, problems: list[Problem], now: datetime) -> Condition:
     if watcher.spec is None:
-        return _condition(
-            watcher, DEGRADED, True, reason="InvalidSpec", message=watcher.error, now=now
-        )
+        message = _clipped(watcher.error, MAX_CONDITION_MESSAGE_LENGTH)
+        return _condition(watcher, DEGRADED, True, reason="InvalidSpec", message=message, now=now)
     if not problems:
         return _condition(watcher, DEGRADED, False, reason="AsExpected", message="", now=now)
     summary = _summary(problems)

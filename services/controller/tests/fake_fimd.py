@@ -1,8 +1,10 @@
 """A fake fimd: an in-process gRPC server that implements fim.v1 FimDaemon over real gRPC.
 
 It holds watches like fimd's bookkeeping (by WatchKey, with the fim.v1 config hash), counts
-every call by method, and can be told to restart with empty state, to report a phase, or
-to reject specs, so controller tests see the controller's real calls and can break a node.
+every call by method, and can be told to restart with empty state, to report a phase, to
+reject specs, or to hold at most `capacity` watches (refusing more with RESOURCE_EXHAUSTED,
+like fimd's admission control), so controller tests see the controller's real calls and can
+break a node.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ Reject = Callable[[fim_pb2.WatchSpec], tuple[grpc.StatusCode, str] | None]
 KeyTuple = tuple[str, str, str]
 
 
+def capacity_text(in_use: int, capacity: int) -> str:
+    """The budget part of the fake's RESOURCE_EXHAUSTED message (fimd's wording)."""
+    return (
+        f"inotify watches: {in_use} of {capacity} in use "
+        f"(budget: half of fs.inotify.max_user_watches {2 * capacity})"
+    )
+
+
 def key_of(key: fim_pb2.WatchKey) -> KeyTuple:
     return (key.watcher_uid, key.pod_uid, key.container_name)
 
@@ -33,6 +43,7 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
         self.node = node
         self.phase = phase
         self.reject: Reject | None = None
+        self.capacity: int | None = None  # None: no budget
         self.instance_id = uuid.uuid4().hex
         self.calls: Counter[str] = Counter()
         self.watches: dict[KeyTuple, fim_pb2.WatchSpec] = {}
@@ -65,9 +76,20 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
             if refusal is not None:
                 context.abort(*refusal)
             key = key_of(spec.key)
+            if key not in self.watches and self.capacity is not None:
+                self._admit(context)
             changed = self.watches.get(key) != spec
             self.watches[key] = spec
             return fim_pb2.CreateWatchResponse(status=self._status(spec), changed=changed)
+
+    def _admit(self, context: grpc.ServicerContext) -> None:
+        """Refuses a new watch beyond `capacity` as fimd does when a node budget is used up."""
+        assert self.capacity is not None
+        if len(self.watches) >= self.capacity:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"NodeCapacity: {capacity_text(len(self.watches), self.capacity)}",
+            )
 
     def DestroyWatch(
         self, request: fim_pb2.DestroyWatchRequest, context: grpc.ServicerContext

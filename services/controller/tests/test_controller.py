@@ -19,7 +19,7 @@ from services.controller.kube import ApiError, Kube
 from services.controller.tests import apiserver
 from services.controller.tests.apiserver import container_id, create_pod, eventually
 from services.controller.tests.certs import issue, make_ca
-from services.controller.tests.fake_fimd import FakeFimdServer, KeyTuple
+from services.controller.tests.fake_fimd import FakeFimdServer, KeyTuple, capacity_text
 
 if TYPE_CHECKING:  # a pytest plugin: importing it first would stop its assert rewriting
     from services.controller.tests.fixtures import Env, World
@@ -263,6 +263,54 @@ def test_rejected_and_failed_watches_are_reported(world: World) -> None:
         lambda: condition(world, "logs", "Degraded")[:2] == ("True", "WatchFailed"),
         what="FAILED phase reported",
     )
+
+
+def test_node_at_capacity_is_reported_and_clears_once_capacity_frees(world: World) -> None:
+    full, roomy = f"{world.tag}-n1", f"{world.tag}-n2"
+    server = world.add_node(full)
+    server.fimd.capacity = 2  # fimd's admission control: a third watch is RESOURCE_EXHAUSTED
+    world.add_node(roomy)
+    for i in range(3):
+        pod(world, f"web-{i}", full, {"app": i + 1})
+    pod(world, "db-0", roomy, {"app": 10}, app="db")
+    controller = world.start_controller()
+    uid = add_watcher(world, "web", ["/var/log"])
+    add_watcher(world, "db", ["/var/lib/db"], {"app": "db"})
+
+    eventually(
+        lambda: condition(world, "web", "Degraded")[:2] == ("True", "NodeCapacity"),
+        what="capacity refusal reported",
+    )
+    message = condition(world, "web", "Degraded")[2]
+    assert f"no capacity on node {full}: NodeCapacity: {capacity_text(2, 2)}" in message
+    # Only the create beyond the budget was refused: the node is reachable and its two
+    # watches count.
+    eventually(lambda: counts(world, "web") == (3, 2), what="two of three pods watched")
+    assert condition(world, "web", "Ready")[:2] == ("False", "WatchesPending")
+    assert len(keys(world)[full]) == 2
+    unreachable = [
+        line
+        for line in controller.log_lines()
+        if line.get("msg") == "fimd unreachable" and line.get("node") == full
+    ]
+    assert unreachable == []
+    eventually(lambda: "NodeCapacity" in reasons(world.kube, world.ns, uid), what="event")
+
+    # Other watchers are not affected, and the controller keeps reconciling.
+    eventually(lambda: counts(world, "db") == (1, 1), what="db watched")
+    assert condition(world, "db", "Degraded")[:2] == ("False", "AsExpected")
+    pod(world, "db-1", roomy, {"app": 11}, app="db")
+    eventually(lambda: counts(world, "db") == (2, 2), what="a new pod elsewhere is watched")
+
+    # Capacity frees up: the refused create is retried and the condition clears.
+    server.fimd.capacity = 10
+    eventually(lambda: counts(world, "web") == (3, 3), timeout=30, what="retried after backoff")
+    eventually(
+        lambda: condition(world, "web", "Degraded")[:2] == ("False", "AsExpected"),
+        what="Degraded cleared",
+    )
+    assert condition(world, "web", "Ready")[:2] == ("True", "AllPodsWatched")
+    assert len(keys(world)[full]) == 3
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ import pytest
 from services.controller.fimd import Endpoint, FimdError, FimdPool, Tls, endpoints
 from services.controller.objects import Container, Pod
 from services.controller.specs import Desired, Key, desired_watch
-from services.controller.state import Observed
-from services.controller.tests.builders import pod, watcher
+from services.controller.state import Observed, Rejection
+from services.controller.tests.builders import NOW, pod, watcher
 from services.controller.tests.certs import issue, make_ca
-from services.controller.tests.fake_fimd import FakeFimd, FakeFimdServer
+from services.controller.tests.fake_fimd import FakeFimd, FakeFimdServer, capacity_text
 
 SERVER_NAME = "fimd.fim-system.svc"
 
@@ -102,6 +102,44 @@ def test_rejection_keeps_the_grpc_code(server: FakeFimdServer) -> None:
         "paths[0]: bad",
         True,
     )
+
+
+@pytest.mark.parametrize(
+    ("code", "rejected"),
+    [
+        ("INVALID_ARGUMENT", True),
+        ("FAILED_PRECONDITION", True),
+        ("RESOURCE_EXHAUSTED", True),  # a node budget used up: only this create is refused
+        ("UNAVAILABLE", False),
+        ("DEADLINE_EXCEEDED", False),
+        ("UNKNOWN", False),
+        ("WRONG_NODE", False),
+    ],
+)
+def test_rejection_classification(code: str, rejected: bool) -> None:
+    assert FimdError(code, "m").rejected is rejected
+    rejection = Rejection(config_hash="h", code=code, message="m", retry_at=NOW)
+    assert rejection.over_capacity is (code == "RESOURCE_EXHAUSTED")
+
+
+def test_capacity_refusal_rejects_only_the_creates_beyond_it(server: FakeFimdServer) -> None:
+    server.fimd.capacity = 1
+    client = FimdPool(None, deadline=5).client(Endpoint("n1", server.address))
+    w = watcher()
+    assert w.spec is not None
+    wants = [desired_watch(w, w.spec, p, p.containers[0]) for p in (pod(), pod(uid="p2"))]
+    # One at a time: pipelined calls may reach fimd in any order.
+    [(_, created)] = list(client.create_many(wants[:1]))
+    [(_, refused)] = list(client.create_many(wants[1:]))
+    assert isinstance(created, Observed)
+    assert isinstance(refused, FimdError)
+    assert (refused.code, refused.rejected) == ("RESOURCE_EXHAUSTED", True)
+    assert refused.message == f"NodeCapacity: {capacity_text(1, 1)}"
+    # The node still answers everything else, and takes the watch once there is room.
+    assert client.get_state().watches.keys() == {created.key}
+    server.fimd.capacity = 2
+    [(_, retried)] = list(client.create_many(wants[1:]))
+    assert isinstance(retried, Observed)
 
 
 def test_unreachable_fimd_fails_within_the_deadline() -> None:

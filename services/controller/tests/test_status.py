@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from fim.v1 import fim_pb2
-from libs.k8s.model import ConditionStatus, FimWatcherStatus
+from libs.k8s.model import MAX_CONDITION_MESSAGE_LENGTH, ConditionStatus, FimWatcherStatus
 from services.controller.objects import Watcher
 from services.controller.reconcile import reconcile
 from services.controller.specs import Key
@@ -123,6 +123,90 @@ def test_rejected_create_is_reported() -> None:
         "WatchRejected",
         "pod web-1 container app: INVALID_ARGUMENT: bad path",
     )
+
+
+BUDGET = "NodeCapacity: inotify watches: 10 of 10 in use (budget: half of max_user_watches 20)"
+
+
+def refused(
+    nodes: dict[str, NodeView], node: str, pod_uid: str, *, code: str, message: str
+) -> dict[str, NodeView]:
+    """`nodes` with the create of `pod_uid`'s watch rejected on `node` instead of held."""
+    state = nodes[node].state
+    assert state is not None
+    key = Key("w1", pod_uid, "app")
+    rejection = Rejection(
+        config_hash=state.watches[key].config_hash, code=code, message=message, retry_at=NOW
+    )
+    return {**nodes, node: NodeView(state.without(key).with_rejection(key, rejection))}
+
+
+def test_capacity_rejection_is_node_capacity_naming_node_and_budget() -> None:
+    nodes = refused(both_active(), "n2", "p2", code="RESOURCE_EXHAUSTED", message=BUDGET)
+    s = status(nodes)
+    assert (s.observable_pods, s.watched_pods) == (2, 1)
+    assert conditions(s)["Ready"][:2] == (ConditionStatus.FALSE, "WatchesPending")
+    assert conditions(s)["Degraded"] == (
+        ConditionStatus.TRUE,
+        "NodeCapacity",
+        f"pod web-1 container app: no capacity on node n2: {BUDGET}",
+    )
+
+
+def test_node_capacity_outranks_a_rejected_spec_but_not_an_unreachable_node() -> None:
+    full = refused(both_active(), "n2", "p2", code="RESOURCE_EXHAUSTED", message=BUDGET)
+    both = refused(full, "n1", "p1", code="INVALID_ARGUMENT", message="bad path")
+    reason, message = conditions(status(both))["Degraded"][1:]
+    assert reason == "NodeCapacity"
+    assert message.startswith("pod web-1 container app: no capacity on node n2")
+    assert message.endswith("; pod web-0 container app: INVALID_ARGUMENT: bad path")
+    unreachable = {**full, "n1": NodeView(None, "refused")}
+    assert conditions(status(unreachable))["Degraded"][1] == "FimdUnreachable"
+
+
+def test_capacity_condition_clears_when_the_retried_create_succeeds() -> None:
+    nodes = refused(both_active(), "n2", "p2", code="RESOURCE_EXHAUSTED", message=BUDGET)
+    first = status(nodes)
+    state = nodes["n2"].state
+    assert state is not None
+    created = both_active()["n2"].state
+    assert created is not None
+    key = Key("w1", "p2", "app")
+    retried = {**nodes, "n2": NodeView(state.with_observed(created.watches[key]))}
+    later = NOW + timedelta(minutes=1)
+    s = watcher_status(attrs.evolve(W1, status=first), PODS, retried, now=later)
+    assert s.watched_pods == 2
+    assert conditions(s) == {
+        "Ready": (ConditionStatus.TRUE, "AllPodsWatched", "2 of 2 pods watched"),
+        "Degraded": (ConditionStatus.FALSE, "AsExpected", ""),
+    }
+
+
+def test_message_is_bounded_however_long_fimd_messages_are() -> None:
+    pods = [pod(f"web-{i}", uid=f"p{i}", node="n1") for i in range(40)]
+    state = NodeState(node="n1", instance_id="i")
+    for p in pods:
+        key = Key("w1", p.uid, "app")
+        want = holding("n1", [W1], [p]).watches[key]
+        # A long, distinct message per watch: nothing repeats, nothing is short.
+        message = f"NodeCapacity: {p.name} " + "x" * MAX_CONDITION_MESSAGE_LENGTH
+        rejection = Rejection(
+            config_hash=want.config_hash, code="RESOURCE_EXHAUSTED", message=message, retry_at=NOW
+        )
+        state = state.with_rejection(key, rejection)
+    s = watcher_status(W1, pods, {"n1": NodeView(state)}, now=NOW)
+    reason, message = conditions(s)["Degraded"][1:]
+    assert reason == "NodeCapacity"
+    assert len(message) <= MAX_CONDITION_MESSAGE_LENGTH
+    assert message.count("no capacity on node n1: NodeCapacity: web-") == 5
+    assert message.endswith("...; and 35 more")
+
+
+def test_invalid_spec_message_is_bounded() -> None:
+    invalid = attrs.evolve(W1, spec=None, error="e" * (MAX_CONDITION_MESSAGE_LENGTH + 10))
+    message = conditions(status(both_active(), invalid))["Degraded"][2]
+    assert len(message) == MAX_CONDITION_MESSAGE_LENGTH
+    assert message.endswith("e...")
 
 
 def test_most_severe_reason_wins_and_message_is_bounded() -> None:
