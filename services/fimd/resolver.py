@@ -13,50 +13,59 @@ same names appear under every layout:
 - v2: the same paths on the `0::` line (possibly below a nested cgroup of the container).
 
 A path component must equal a leaf name exactly (so `crio-conmon-<id>.scope` never
-matches). The container's "init" is the member whose parent is not a member (the lowest
-such PID if there are several), so the choice is deterministic. fimnotify pins the
-container's root when it starts, so a later reuse of the PID cannot redirect it.
+matches): the rule of `libs.fimnotify_api.identity`, which the engine applies again. The
+container's "init" is the member whose parent is not a member (the lowest such PID if there
+are several), so the choice is deterministic. The result is a `Target`: the PID and its start
+time, which fimd sends with the AddWatch, so an engine never watches a reused PID (it checks
+both before and after it opens the process's root).
+`resolve_many` resolves several containers with one scan of /proc (after an engine died, all
+of its watches are resolved again at once).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Iterable
 from typing import Protocol
 
+import attrs
+
+from libs.fimnotify_api.identity import in_cgroup, stat_fields
 from libs.k8s.container_id import ContainerId
+
+__all__ = ["ContainerNotFoundError", "ProcResolver", "Resolver", "Target", "in_cgroup"]
 
 
 class ContainerNotFoundError(LookupError):
     """No process of the container runs on this node."""
 
 
+@attrs.frozen
+class Target:
+    """A container's init process: its host PID and start time (clock ticks since boot)."""
+
+    pid: int
+    start_time: int = 0
+
+
 class Resolver(Protocol):
-    def resolve(self, container_id: ContainerId) -> int:
-        """The host PID of the container's init; raises ContainerNotFoundError."""
+    def resolve(self, container_id: ContainerId) -> Target:
+        """The container's init; raises ContainerNotFoundError."""
+
+    def resolve_many(self, container_ids: Iterable[ContainerId]) -> dict[ContainerId, Target]:
+        """The inits of those containers that run here (the others are left out)."""
 
 
-def in_cgroup(cgroup_text: str, leaf_names: Collection[str]) -> bool:
-    """True if any hierarchy's path in a /proc/<pid>/cgroup text has one of `leaf_names`."""
-    for line in cgroup_text.splitlines():
-        path = line.split(":", 2)[-1]
-        if any(part in leaf_names for part in path.split("/")):
-            return True
-    return False
-
-
-def _ppid(proc_root: str, pid: int) -> int | None:
-    """The parent PID of a live process; None if it is gone or a zombie (a zombie keeps
-    its cgroup line until reaped but has no root to watch)."""
+def _stat(proc_root: str, pid: int) -> tuple[int, int] | None:
+    """(parent PID, start time) of a live process; None if it is gone or a zombie (a zombie
+    keeps its cgroup line until reaped but has no root to watch)."""
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as f:
-            text = f.read()
+            fields = stat_fields(f.read())
     except OSError:
         return None
-    # comm (field 2) may contain spaces and ')': the fixed fields follow the last ')'.
-    fields = text.rpartition(b")")[2].split()
     try:
-        return None if fields[0] in (b"Z", b"X") else int(fields[1])
+        return None if fields[0] in (b"Z", b"X") else (int(fields[1]), int(fields[19]))
     except (IndexError, ValueError):
         return None
 
@@ -69,9 +78,14 @@ class ProcResolver:
 
     def members(self, container_id: ContainerId) -> list[int]:
         """PIDs (thread group leaders) in the container's cgroup, sorted."""
-        leaves = frozenset(container_id.cgroup_leaf_names())
-        needle = container_id.id.encode()
-        found = []
+        return self._scan([container_id])[container_id]
+
+    def _scan(self, container_ids: Iterable[ContainerId]) -> dict[ContainerId, list[int]]:
+        """Members of each container, from one pass over the procfs."""
+        wanted = {
+            cid: (cid.id.encode(), frozenset(cid.cgroup_leaf_names())) for cid in container_ids
+        }
+        found: dict[ContainerId, list[int]] = {cid: [] for cid in wanted}
         with os.scandir(self.proc_root) as entries:
             for entry in entries:
                 if not entry.name.isdigit():
@@ -81,17 +95,32 @@ class ProcResolver:
                         raw = f.read()
                 except OSError:
                     continue  # exited while scanning
-                # Cheap substring test first: almost no process belongs to the container.
-                if needle in raw and in_cgroup(raw.decode(errors="replace"), leaves):
-                    found.append(int(entry.name))
-        return sorted(found)
+                for cid, (needle, leaves) in wanted.items():
+                    # Cheap substring test first: almost no process belongs to the container.
+                    if needle in raw and in_cgroup(raw.decode(errors="replace"), leaves):
+                        found[cid].append(int(entry.name))
+        return {cid: sorted(pids) for cid, pids in found.items()}
 
-    def resolve(self, container_id: ContainerId) -> int:
-        pids = self.members(container_id)
-        parents = {pid: ppid for pid in pids if (ppid := _ppid(self.proc_root, pid)) is not None}
-        if not parents:
+    def _init(self, pids: list[int]) -> Target | None:
+        stats = {pid: stat for pid in pids if (stat := _stat(self.proc_root, pid)) is not None}
+        if not stats:
+            return None
+        roots = [pid for pid, (ppid, _) in stats.items() if ppid not in stats]
+        pid = min(roots or stats)
+        return Target(pid, stats[pid][1])
+
+    def resolve(self, container_id: ContainerId) -> Target:
+        target = self._init(self.members(container_id))
+        if target is None:
             raise ContainerNotFoundError(
                 f"no process of container {container_id} found under {self.proc_root}"
             )
-        roots = [pid for pid, ppid in parents.items() if ppid not in parents]
-        return min(roots or parents)
+        return target
+
+    def resolve_many(self, container_ids: Iterable[ContainerId]) -> dict[ContainerId, Target]:
+        resolved = {}
+        for cid, pids in self._scan(container_ids).items():
+            target = self._init(pids)
+            if target is not None:
+                resolved[cid] = target
+        return resolved

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from libs.k8s.container_id import parse_container_id
-from services.fimd.resolver import ContainerNotFoundError, ProcResolver, in_cgroup
+from services.fimd.resolver import ContainerNotFoundError, ProcResolver, Target, in_cgroup
 
 ID = "0123456789abcdef" * 4
 OTHER = "fedcba9876543210" * 4
@@ -64,15 +64,30 @@ def test_resolves_every_layout_to_the_containers_init(
             650: (1, V1_HEAD.format(path="/system")),
         },
     )
-    assert resolver.resolve(parse_container_id(container_id)) == 700
+    assert resolver.resolve(parse_container_id(container_id)) == Target(700, 4242)
     assert resolver.members(parse_container_id(container_id)) == [700, 701]
+    assert resolver.resolve_many([parse_container_id(container_id)]) == {
+        parse_container_id(container_id): Target(700, 4242)
+    }
 
 
 def test_init_is_deterministic_when_several_parents_are_outside(tmp_path: Path) -> None:
     cgroup = V2.format(path=f"/kubepods/pod{UID}/{ID}")
     # 900 entered the cgroup through `exec` into the container (parent outside too).
     resolver = _proc(tmp_path, {900: (1, cgroup), 800: (1, cgroup), 801: (800, cgroup)})
-    assert resolver.resolve(parse_container_id(f"containerd://{ID}")) == 800
+    assert resolver.resolve(parse_container_id(f"containerd://{ID}")).pid == 800
+
+
+def test_many_containers_in_one_scan(tmp_path: Path) -> None:
+    resolver = _proc(
+        tmp_path,
+        {
+            30: (1, V2.format(path=f"/kubepods/pod{UID}/{ID}")),
+            31: (1, V2.format(path=f"/kubepods/pod{UID}/{OTHER}")),
+        },
+    )
+    ids = [parse_container_id(f"containerd://{i}") for i in (ID, OTHER, "ab" * 32)]
+    assert resolver.resolve_many(ids) == {ids[0]: Target(30, 4242), ids[1]: Target(31, 4242)}
 
 
 def test_near_misses_are_not_the_container(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_resolves_a_real_process_tree_in_a_real_cgroup(kind: str) -> None:
         proc = run_in([directory], "sleep 60 & sleep 60 & wait")
         try:
             members = wait_members(directory, 3)
-            assert resolver.resolve(parse_container_id(container_id)) == proc.pid
+            assert resolver.resolve(parse_container_id(container_id)).pid == proc.pid
             assert resolver.members(parse_container_id(container_id)) == members
         finally:
             stop(proc, directory)
