@@ -1,20 +1,26 @@
-"""The supervision state machine: desired watches + observed process events -> actions.
+"""The supervision state machine: desired watches + observed engine records -> actions.
 
 Pure: no I/O, no clock, no threads. The shell (`services.fimd.daemon`) feeds it requests
 (`upsert`, `destroy`), observations (`started`, `ready`, `degraded`, `exited`, `resolved`)
 and the time (`tick`), and executes the returned actions:
 
-- `Spawn(key, incarnation)`: start a fimnotify process for the watch's current spec and
-  target; report `started` or `exited`.
-- `Stop(key, incarnation)`: SIGTERM that process; its exit is reported with `exited`.
+- `Spawn(key, incarnation)`: add the watch's current spec and target to an engine of the
+  pool under the wire watch number `incarnation` (AddWatch); report `started`, or `exited`
+  (FAILED) if no engine can take it.
+- `Stop(key, incarnation)`: remove that incarnation from its engine (RemoveWatch); its GONE
+  REMOVED record is reported with `exited`.
 - `Resolve(key)`: resolve the watch's container ID again; report `resolved`.
 - `Notice(...)`: an operational line (and metrics) about a state change.
 
-Every fimnotify process of a watch has an incarnation number. A spec change spawns a new
-incarnation first and stops the old ones only when the new one is ready (or gone), so the
-switch has no window without a watch (events may be reported twice during the overlap,
-never missed). Crashes restart with exponential backoff; a vanished target process makes
-the watch re-resolve its container ID.
+Every incarnation of a watch has its own number, unique for the life of fimd (the `watch` of
+every record about it). A spec change adds a new incarnation first and removes the old ones
+only when the new one is READY (or gone), so the switch has no window without a watch (events
+may be reported twice during the overlap, never missed). An incarnation that ends unasked
+(its engine died, the engine gave up on it, or its container process vanished) is added again
+after the container ID has been resolved again: at once the first time, with exponential
+backoff when it keeps failing before it gets READY. A watch that was ACTIVE and lost its only
+incarnation reports `watch_resumed` (not `watch_active`) when it is READY again, so the shell
+can report the gap.
 """
 
 from __future__ import annotations
@@ -38,12 +44,13 @@ class Phase(enum.Enum):
 
 
 class ExitKind(enum.Enum):
-    """How a fimnotify process ended, from its exit status and EXIT record."""
+    """How a watch incarnation ended (from its GONE record, or its engine's exit)."""
 
-    STOPPED = "stopped"  # asked to stop (or exited 0)
-    CRASHED = "crashed"  # unexpected: restart with backoff
-    TARGET_GONE = "target_gone"  # the container process vanished: re-resolve
-    CONFIG_REJECTED = "config_rejected"  # fimnotify refused the config: retrying cannot help
+    STOPPED = "stopped"  # removed on request (GONE REMOVED)
+    FAILED = "failed"  # could not be set up or kept (GONE FAILED, no engine): retry with backoff
+    TARGET_GONE = "target_gone"  # the container process vanished: resolve again now
+    ENGINE_DIED = "engine_died"  # its engine exited: resolve and add again now
+    CONFIG_REJECTED = "config_rejected"  # cannot be sent to an engine: retrying cannot help
 
 
 @attrs.frozen
@@ -76,10 +83,10 @@ Action = Spawn | Stop | Resolve | Notice
 
 @attrs.define
 class Process:
-    """One fimnotify incarnation of a watch."""
+    """One incarnation of a watch (one AddWatch to one engine)."""
 
     incarnation: int
-    pid: int = 0
+    pid: int = 0  # the engine's
     ready: bool = False
     watches: int = 0
 
@@ -102,6 +109,10 @@ class Watch:
     failures: int = 0  # consecutive, for the backoff
     retry_at: float | None = None
     needs_resolve: bool = False
+    #: The incarnation whose error set `reason` (kept when that incarnation reports READY).
+    degraded_by: int | None = None
+    #: It was ACTIVE and lost its only incarnation: not watched until READY again.
+    interrupted: bool = False
 
 
 def backoff(failures: int) -> float:
@@ -129,14 +140,14 @@ class Supervisor:
         watch.phase, watch.reason, watch.message = phase, reason, msg
 
     def _retire_current(self, watch: Watch) -> list[Action]:
-        """Keeps a running current process until its successor is ready."""
+        """Keeps a ready current incarnation until its successor is ready."""
         old, watch.current = watch.current, None
         if old is None:
             return []
         if old.ready:
             watch.retiring[old.incarnation] = old
             return []
-        return [Stop(watch.key, old.incarnation)]  # it watches nothing yet: stop now
+        return [Stop(watch.key, old.incarnation)]  # it watches nothing yet: remove now
 
     def upsert(
         self, key: Key, config_hash: str, container_id: str, target_pid: int, now: float
@@ -191,9 +202,18 @@ class Supervisor:
             found[1].pid = pid
 
     def ready(
-        self, key: Key, incarnation: int, watches: int, pending: int, now: float
+        self,
+        key: Key,
+        incarnation: int,
+        watches: int,
+        pending: int,
+        now: float,
+        *,
+        limited: int = 0,
     ) -> list[Action]:
-        """fimnotify reported its inotify watches in place (after start or a rescan)."""
+        """The engine reported the incarnation's inotify watches in place (after the add or a
+        rescan): `pending` configured paths do not exist yet, `limited` directories were left
+        out by the per-watch directory cap."""
         found = self._process(key, incarnation)
         if found is None:
             return []
@@ -201,22 +221,33 @@ class Supervisor:
         proc.ready, proc.watches = True, watches
         if proc is not watch.current:
             return []
-        first = watch.phase is not Phase.ACTIVE
-        msg = f"{pending} configured path(s) do not exist yet" if pending else ""
-        if first or watch.reason in ("", "PathsPending"):
-            self._set_phase(watch, Phase.ACTIVE, now, "PathsPending" if pending else "", msg)
+        first = watch.phase is not Phase.ACTIVE or watch.interrupted
+        if watch.degraded_by == incarnation:
+            self._set_phase(watch, Phase.ACTIVE, now, watch.reason, watch.message)
+        elif limited:
+            text = f"{limited} directories beyond the per-watch directory cap are not watched"
+            self._set_phase(watch, Phase.ACTIVE, now, "WatchLimited", text)
+        elif pending:
+            text = f"{pending} configured path(s) do not exist yet"
+            self._set_phase(watch, Phase.ACTIVE, now, "PathsPending", text)
+        else:
+            self._set_phase(watch, Phase.ACTIVE, now)
         watch.failures = 0
         actions: list[Action] = [Stop(key, inc) for inc in watch.retiring]
         watch.retiring.clear()
         if first:
-            actions.append(Notice(key, "watch_active", detail=f"{watches} inotify watches"))
+            msg = "watch_resumed" if watch.interrupted else "watch_active"
+            actions.append(Notice(key, msg, detail=f"{watches} inotify watches"))
+        watch.interrupted = False
         return actions
 
     def degraded(self, key: Key, incarnation: int, reason: str, message: str) -> None:
-        """An ACTIVE watch could not watch everything (e.g. the inotify watch limit)."""
+        """The incarnation could not watch everything (inotify watch limit, directory cap,
+        a path error): ACTIVE stays ACTIVE, with this reason."""
         found = self._process(key, incarnation)
         if found is not None and found[1] is found[0].current:
-            found[0].reason, found[0].message = reason, message
+            watch = found[0]
+            watch.reason, watch.message, watch.degraded_by = reason, message, incarnation
 
     def exited(
         self, key: Key, incarnation: int, kind: ExitKind, detail: str, now: float
@@ -229,24 +260,38 @@ class Supervisor:
             del watch.retiring[incarnation]
             return []
         watch.current = None
+        if kind is ExitKind.STOPPED:
+            # Nobody removes a current incarnation; if an engine does, add it again.
+            kind = ExitKind.FAILED
         if kind is ExitKind.CONFIG_REJECTED:
             self._set_phase(watch, Phase.FAILED, now, "ConfigRejected", detail)
             return [Notice(key, "watch_failed", "error", detail)]
+        # Still watched by an incarnation of the previous spec: ACTIVE, but restarting.
+        phase = Phase.ACTIVE if watch.retiring else Phase.PENDING
+        if watch.phase is Phase.ACTIVE and not watch.retiring:
+            watch.interrupted = True
+        watch.needs_resolve = True
         if kind is ExitKind.TARGET_GONE:
-            watch.needs_resolve = True
-            self._set_phase(watch, Phase.PENDING, now, "TargetGone", detail)
+            self._set_phase(watch, phase, now, "TargetGone", detail)
             return [Resolve(key), Notice(key, "target_gone", "warning", detail)]
         watch.failures += 1
-        delay = backoff(watch.failures)
+        # A healthy watch whose engine died is added again at once; one that keeps failing
+        # before it is READY (possibly what kills its engine) waits.
+        first_loss = kind is ExitKind.ENGINE_DIED and watch.failures == 1
+        delay = 0.0 if first_loss else backoff(watch.failures)
+        what = "engine exited" if kind is ExitKind.ENGINE_DIED else "watch failed"
+        text = f"{what} ({detail}); restart in {delay:.1f}s"
+        self._set_phase(watch, phase, now, "Restarting", text)
+        notice = Notice(key, "watcher_exited", "error", text)
+        if first_loss:
+            return [notice, Resolve(key)]
         watch.retry_at = now + delay
-        text = f"fimnotify {kind.value} ({detail}); restart in {delay:.1f}s"
-        self._set_phase(watch, Phase.PENDING, now, "Restarting", text)
-        return [Notice(key, "watcher_exited", "error", text)]
+        return [notice]
 
     def resolved(self, key: Key, target_pid: int, detail: str, now: float) -> list[Action]:
         """Result of a Resolve action: the new target PID, or 0 with the reason."""
         watch = self.watches.get(key)
-        if watch is None or not watch.needs_resolve:
+        if watch is None or not watch.needs_resolve or watch.current is not None:
             return []
         if target_pid == 0:
             watch.retry_at = now + RESOLVE_RETRY
@@ -254,13 +299,14 @@ class Supervisor:
             return [Notice(key, "watch_failed", "error", detail)]
         watch.needs_resolve, watch.target_pid = False, target_pid
         watch.restarts += 1
-        detail = f"new target PID {target_pid}"
-        self._set_phase(watch, Phase.PENDING, now, "Restarting", detail)
+        detail = f"target PID {target_pid}"
+        if watch.phase is not Phase.ACTIVE:
+            self._set_phase(watch, Phase.PENDING, now, "Restarting", detail)
         notice = Notice(key, "watcher_restarted", detail=detail)
         return [*self._retire_current(watch), self._spawn(watch), notice]
 
     def tick(self, now: float) -> list[Action]:
-        """Restarts and re-resolutions whose time has come."""
+        """Re-resolutions (and so restarts) whose time has come."""
         actions: list[Action] = []
         for watch in self.watches.values():
             if watch.retry_at is None or watch.retry_at > now or watch.current is not None:
@@ -268,7 +314,4 @@ class Supervisor:
             watch.retry_at = None
             if watch.needs_resolve:
                 actions.append(Resolve(watch.key))
-            elif watch.phase is not Phase.FAILED:
-                watch.restarts += 1
-                actions += [self._spawn(watch), Notice(watch.key, "watcher_restarted")]
         return actions

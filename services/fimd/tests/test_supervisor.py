@@ -64,20 +64,42 @@ def test_changed_spec_starts_new_before_stopping_old() -> None:
     assert sup.watches[KEY].retiring == {}
 
 
-def test_crash_restarts_with_exponential_backoff() -> None:
+def test_failed_watch_is_resolved_again_with_exponential_backoff() -> None:
     sup = Supervisor()
     inc = _active(sup)
-    actions = sup.exited(KEY, inc, ExitKind.CRASHED, "exit status 1", now=10.0)
+    actions = sup.exited(KEY, inc, ExitKind.FAILED, "GONE FAILED", now=10.0)
     assert [a.msg for a in actions if isinstance(a, Notice)] == ["watcher_exited"]
     watch = sup.watches[KEY]
     assert (watch.phase, watch.reason) == (Phase.PENDING, "Restarting")
     assert sup.tick(10.4) == []
-    restart = sup.tick(10.5)
+    assert sup.tick(10.5) == [Resolve(KEY)]  # every restart resolves the container again
+    restart = sup.resolved(KEY, 100, "", now=10.6)
     assert _no_notices(restart) == [Spawn(KEY, inc + 1)]
     assert watch.restarts == 1
-    sup.exited(KEY, inc + 1, ExitKind.CRASHED, "again", now=11.0)
+    sup.exited(KEY, inc + 1, ExitKind.FAILED, "again", now=11.0)
     assert watch.retry_at == 12.0  # second failure: 1 s
     assert backoff(100) == BACKOFF_MAX
+
+
+def test_engine_death_restarts_at_once_then_backs_off_and_reports_the_gap() -> None:
+    sup = Supervisor()
+    inc = _active(sup)
+    actions = sup.exited(KEY, inc, ExitKind.ENGINE_DIED, "killed by SIGKILL", now=10.0)
+    assert Resolve(KEY) in actions  # no waiting for a healthy watch
+    watch = sup.watches[KEY]
+    assert (watch.phase, watch.interrupted) == (Phase.PENDING, True)
+    (spawn,) = _no_notices(sup.resolved(KEY, 100, "", now=10.1))
+    assert spawn == Spawn(KEY, inc + 1)
+    # Its new engine dies too before it is READY: now it waits.
+    actions = sup.exited(KEY, inc + 1, ExitKind.ENGINE_DIED, "again", now=10.2)
+    assert Resolve(KEY) not in actions
+    assert watch.retry_at == 11.2
+    assert sup.tick(11.2) == [Resolve(KEY)]
+    sup.resolved(KEY, 100, "", now=11.3)
+    assert sup.ready(KEY, inc + 2, watches=3, pending=0, now=11.5) == [
+        Notice(KEY, "watch_resumed", detail="3 inotify watches")
+    ]
+    assert (watch.phase, watch.interrupted, watch.failures) == (Phase.ACTIVE, False, 0)
 
 
 def test_target_gone_resolves_again() -> None:
@@ -92,6 +114,18 @@ def test_target_gone_resolves_again() -> None:
     actions = sup.resolved(KEY, 222, "", now=8.2)
     assert Spawn(KEY, inc + 1) in actions
     assert (watch.target_pid, watch.phase, watch.restarts) == (222, Phase.PENDING, 1)
+
+
+def test_losing_the_new_incarnation_during_an_update_keeps_the_old_one() -> None:
+    sup = Supervisor()
+    old = _active(sup)
+    sup.upsert(KEY, "h2", "cid", 100, now=5.0)
+    sup.exited(KEY, old + 1, ExitKind.ENGINE_DIED, "", now=6.0)
+    watch = sup.watches[KEY]
+    # The old incarnation still watches: ACTIVE, no gap.
+    assert (watch.phase, watch.interrupted, list(watch.retiring)) == (Phase.ACTIVE, False, [old])
+    assert Spawn(KEY, old + 2) in sup.resolved(KEY, 100, "", now=6.1)
+    assert sup.ready(KEY, old + 2, 2, 0, now=6.5) == [Stop(KEY, old)]
 
 
 def test_rejected_config_fails_without_retry_until_repeated() -> None:
@@ -124,3 +158,17 @@ def test_degraded_keeps_active_with_reason() -> None:
     sup.degraded(KEY, inc, "WatchLimit", "ENOSPC /data/x")
     watch = sup.watches[KEY]
     assert (watch.phase, watch.reason) == (Phase.ACTIVE, "WatchLimit")
+    # A rescan's READY of the same incarnation keeps what its error said.
+    sup.ready(KEY, inc, watches=3, pending=0, now=2.0)
+    assert watch.reason == "WatchLimit"
+
+
+def test_directory_cap_makes_the_watch_limited() -> None:
+    sup = Supervisor()
+    sup.upsert(KEY, "h1", "cid", 100, now=0.0)
+    sup.ready(KEY, 1, watches=10, pending=1, now=1.0, limited=5)
+    watch = sup.watches[KEY]
+    assert (watch.phase, watch.reason) == (Phase.ACTIVE, "WatchLimited")
+    assert watch.message.startswith("5 directories")
+    sup.ready(KEY, 1, watches=10, pending=0, now=2.0)  # rescan: now all fit
+    assert (watch.phase, watch.reason) == (Phase.ACTIVE, "")
