@@ -3,36 +3,46 @@
     python -m services.fimd --node-name N --listen 127.0.0.1:7443 \\
         --tls-cert server.pem --tls-key server.key --client-ca ca.pem \\
         [--health-listen 0.0.0.0:7444] [--metrics-listen 127.0.0.1:9464] \\
-        [--fimnotify-cmd "python -m services.fimnotify"] \\
+        [--fimnotify-cmd "python -m services.fimnotify"] [--engines N] [--max-dirs 10000] \\
+        [--max-watches 4000] [--inotify-watch-budget N] [--memory-budget 900Mi] \\
         [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.]
+
+fimd runs `--engines` fimnotify engine processes (default min(CPUs, 4)), each with one
+inotify instance and one message queue, and spreads the watches over them (engines.py).
+It admits a watch only within its budgets (budget.py): `--max-watches`, inotify watches
+(`--inotify-watch-budget`, default half of fs.inotify.max_user_watches) and memory
+(`--memory-budget`, default the memory limit of its cgroup); beyond them CreateWatch fails
+with RESOURCE_EXHAUSTED. The `started` operational line reports the engines and budgets.
 
 `--insecure` instead of the three TLS flags serves plaintext gRPC for local development,
 with a loud warning on stderr and as an operational line. The TLS files are re-read when they
 change (a renewed Secret needs no restart; see server.py). `--health-listen` adds a
 plaintext port serving only grpc.health.v1, for the kubelet's gRPC probes. On SIGTERM fimd
-reports NOT_SERVING, stops accepting calls, stops every fimnotify child, removes their
-queues, flushes stdout and exits 0. Unusable TLS files at start: exit status 1.
+reports NOT_SERVING, stops accepting calls, stops its engines, removes their queues,
+flushes stdout and exits 0. Unusable TLS files at start: exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
 import threading
 import types
 
-from services.fimd import queues
+from libs.fimnotify_api import control, wire
+from services.fimd import budget, queues
+from services.fimd.capacity import CgroupMemory, MemoryReading, inotify_limits
 from services.fimd.daemon import Daemon
+from services.fimd.engines import ProcessLauncher
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ProcResolver
 from services.fimd.server import build, build_health, new_health
 from services.fimd.servicer import FimDaemonServicer
-from services.fimd.spawner import ProcessSpawner
 from services.fimd.tls import TlsError, TlsFiles
-from libs.fimnotify_api import wire
 
 INSECURE_WARNING = (
     "WARNING: --insecure: gRPC without TLS or client authentication. Anyone who can reach "
@@ -55,7 +65,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--fimnotify-cmd",
         default=f"{shlex.quote(sys.executable)} -m services.fimnotify",
-        help="command that starts one fimnotify process (shell-style quoting)",
+        help="command that starts one fimnotify engine (shell-style quoting); fimd adds the "
+        "engine's flags (--queue, --proc-root, --max-dirs, ...)",
+    )
+    parser.add_argument(
+        "--engines",
+        type=int,
+        default=min(os.cpu_count() or 1, 4),
+        help="fimnotify engine processes, each with one inotify instance and one queue",
+    )
+    parser.add_argument(
+        "--max-dirs",
+        type=int,
+        default=control.DEFAULT_MAX_DIRS,
+        help="directories one watch may hold; the rest is reported (watch_limited), not watched",
+    )
+    parser.add_argument(
+        "--max-watches",
+        type=int,
+        default=budget.DEFAULT_MAX_WATCHES,
+        help="watches fimd admits; beyond, CreateWatch fails with RESOURCE_EXHAUSTED",
+    )
+    parser.add_argument(
+        "--inotify-watch-budget",
+        type=int,
+        help="inotify watches fimd's engines may hold before CreateWatch is refused "
+        "(default: half of fs.inotify.max_user_watches; 0: no budget)",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=_byte_count,
+        help="bytes (e.g. 900Mi) fimd and its engines may use; new watches are refused "
+        f"beyond {budget.DEFAULT_MEMORY_FRACTION:.0%} of it (default: the cgroup's memory limit)",
     )
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
@@ -79,11 +120,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--insecure excludes --tls-cert/--tls-key/--client-ca")
     if not args.insecure and not all(tls):
         parser.error("--tls-cert, --tls-key and --client-ca are required (or --insecure)")
+    if args.engines < 1 or args.max_dirs < 1 or args.max_watches < 0:
+        parser.error("--engines and --max-dirs must be >= 1, --max-watches >= 0")
+    if args.inotify_watch_budget is not None and args.inotify_watch_budget < 0:
+        parser.error("--inotify-watch-budget must be >= 0")
     if args.queue_messages < 1 or args.queue_message_size < wire.MIN_MESSAGE_SIZE:
         parser.error(f"queues need >= 1 message of >= {wire.MIN_MESSAGE_SIZE} bytes")
     if not args.queue_prefix.startswith("/") or "/" in args.queue_prefix[1:]:
         parser.error("--queue-prefix must look like /name.")
     return args
+
+
+def _byte_count(text: str) -> int:
+    try:
+        return budget.parse_bytes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def budgets(
+    args: argparse.Namespace, cgroup: CgroupMemory | None, reading: MemoryReading | None
+) -> budget.Budgets:
+    """The budgets from the flags, else from the node's sysctls and fimd's cgroup."""
+    if args.inotify_watch_budget is not None:
+        inotify, inotify_source = args.inotify_watch_budget, "--inotify-watch-budget"
+    else:
+        max_user_watches = inotify_limits(args.proc_root).max_user_watches
+        inotify = max_user_watches // 2
+        inotify_source = f"half of fs.inotify.max_user_watches {max_user_watches}"
+    memory: int | None = args.memory_budget
+    memory_source = "--memory-budget"
+    if memory is None and reading is not None and reading.limit is not None:
+        assert cgroup is not None
+        memory, memory_source = reading.limit, f"memory limit of cgroup {cgroup.directory}"
+    return budget.Budgets(
+        max_watches=args.max_watches,
+        inotify_watches=inotify,
+        inotify_watches_source=inotify_source,
+        memory_bytes=memory,
+        memory_source=memory_source,
+    )
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -96,21 +172,35 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Metrics()
     writer = LineWriter(sys.stdout.fileno(), args.node_name)
     geometry = queues.Geometry(args.queue_messages, args.queue_message_size)
-    limit = queues.raise_limit(args.msgqueue_limit)
+    limit = queues.raise_limit(max(args.msgqueue_limit, args.engines * geometry.kernel_bytes()))
+    cgroup = CgroupMemory.find()
+    limits = budgets(args, cgroup, cgroup.read() if cgroup else None)
     daemon = Daemon(
         args.node_name,
         ProcResolver(args.proc_root),
-        ProcessSpawner(shlex.split(args.fimnotify_cmd)),
+        ProcessLauncher(shlex.split(args.fimnotify_cmd)),
         writer,
         metrics,
+        engine_count=args.engines,
+        budgets=limits,
+        memory=cgroup.read if cgroup else lambda: None,
         proc_root=args.proc_root,
         queue_prefix=args.queue_prefix,
         queue_geometry=geometry,
+        max_dirs=args.max_dirs,
     )
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)
         writer.op("insecure", "warning", detail=INSECURE_WARNING)
     daemon.remove_stale_queues(args.mqueue_dir)
+    if args.engines * geometry.kernel_bytes() > limit:
+        writer.op(
+            "msgqueue_limit_low", "warning",
+            detail=f"{args.engines} queues of {geometry.kernel_bytes()} bytes exceed "
+            f"RLIMIT_MSGQUEUE {limit}: some engines cannot start (fewer --engines or "
+            "smaller queues)",
+        )  # fmt: skip
+    daemon.start()
     tls = None if args.insecure else TlsFiles(args.tls_cert, args.tls_key, args.client_ca)
     health = new_health()
     try:
@@ -124,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     except TlsError as err:
         print(f"fimd: {err}", file=sys.stderr, flush=True)
         writer.op("tls_invalid", "error", detail=str(err))
+        daemon.stop_engines()
         writer.close()
         return 1
     servers = [server]
@@ -141,9 +232,18 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         tls=tls is not None,
         health_port=health_port,
+        engines=args.engines,
+        engine_pids=daemon.pool.pids(),
+        max_dirs=args.max_dirs,
+        queue_messages=geometry.max_messages,
+        queue_message_size=geometry.message_size,
         msgqueue_limit=limit,
-        # Queues (watches, plus one per watch being updated) that fit: a node-wide budget.
-        queue_capacity=limit // geometry.kernel_bytes(),
+        max_watches=limits.max_watches,
+        inotify_watch_budget=limits.inotify_watches,
+        inotify_watch_budget_source=limits.inotify_watches_source,
+        memory_budget=limits.memory_bytes,
+        memory_budget_source=limits.memory_source if limits.memory_bytes else "none",
+        memory_cgroup=cgroup.directory if cgroup else None,
     )
 
     stop = threading.Event()
@@ -159,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         stopped.wait()
     daemon.shutdown()
     loop.join()
-    daemon.stop_children()
+    daemon.stop_engines()
     writer.op("stopped", instance=daemon.instance_id)
     writer.close()
     return 0

@@ -1,41 +1,46 @@
 """The imperative shell around the supervisor: executes its actions and feeds it what happens.
 
+A watch incarnation is one AddWatch to one engine of the pool (`engines.py`); its number is
+the wire `watch` of every record about it, so records are routed by that number to the
+incarnation's `Handle` (its renderer and identity). Admission (`budget.py`) runs before a
+create changes anything: a watch beyond a node budget is refused with `CapacityError`.
+
 Threads: gRPC handlers call `create`/`destroy`/`state` (under `_lock`); one I/O loop thread
-(`run`) reads every child's message queue through one epoll, renders event lines, reaps
-exited children (draining their queue first, so their last events and EXIT record are
-seen) and runs the supervisor's timers. Queues are only read and removed by that thread.
+(`run`) polls the pool (queues, control pipes, exited engines), renders event lines, feeds
+records and engine exits to the supervisor and runs its timers. The pool is started with
+`start` before the loop and stopped with `stop_engines` after it.
 """
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 
 import attrs
-import posix_ipc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from fim.v1 import fim_pb2
 from fim.v1.config_hash import config_hash
+from libs.fimnotify_api import control, wire
+from libs.fimnotify_api.identity import ProcessIdentity
+from libs.fimnotify_api.subject import SubjectConfig
 from libs.k8s.container_id import ContainerId, ContainerIdError, parse_container_id
-from libs.fimnotify_api.events import EventName
-from services.fimd import queues
-from services.fimd.lines import EventRenderer, Identity, decode_path
+from services.fimd import budget, engines, queues
+from services.fimd.capacity import MemoryReading, inotify_limits
+from services.fimd.lines import EventRenderer, Identity, decode_path, format_time
 from services.fimd.logformat import Template
 from services.fimd.metrics import Metrics, Snapshot
 from services.fimd.output import LineWriter
-from services.fimd.resolver import ContainerNotFoundError, Resolver
-from services.fimd.spawner import Child, Spawner
+from services.fimd.resolver import ContainerNotFoundError, Resolver, Target
 from services.fimd.supervisor import (
     Action,
     ExitKind,
     Key,
     Notice,
     Phase,
-    Process,
     Resolve,
     Spawn,
     Stop,
@@ -43,21 +48,37 @@ from services.fimd.supervisor import (
     Watch,
 )
 from services.fimd.validation import ValidationError, validate_spec
-from libs.fimnotify_api import wire
-from libs.fimnotify_api.config import ConfigError, SubjectConfig, WatchConfig
 
-STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 LOOP_INTERVAL = 0.05
+MAX_LABEL = 1024
 
 _PHASES = {
     Phase.PENDING: fim_pb2.WATCH_PHASE_PENDING,
     Phase.ACTIVE: fim_pb2.WATCH_PHASE_ACTIVE,
     Phase.FAILED: fim_pb2.WATCH_PHASE_FAILED,
 }
+_GONE_KINDS = {
+    wire.GoneReason.REMOVED: ExitKind.STOPPED,
+    wire.GoneReason.TARGET_GONE: ExitKind.TARGET_GONE,
+    wire.GoneReason.FAILED: ExitKind.FAILED,
+    # The PID was reused or the process moved: the container is resolved again.
+    wire.GoneReason.TARGET_MISMATCH: ExitKind.TARGET_GONE,
+}
+
+#: Reads the memory cgroup (None: unknown).
+MemoryProbe = Callable[[], MemoryReading | None]
 
 
 class PreconditionError(Exception):
     """The request is valid but cannot be honoured now (container not on this node)."""
+
+
+class CapacityError(Exception):
+    """The watch would exceed a node budget; the message starts with `NodeCapacity: `."""
+
+    def __init__(self, exhausted: budget.Exhausted) -> None:
+        super().__init__(str(exhausted))
+        self.exhausted = exhausted
 
 
 @attrs.frozen
@@ -74,40 +95,23 @@ class Entry:
 
 @attrs.define(eq=False)
 class Handle:
-    """One running fimnotify process and its queue."""
+    """One watch incarnation held by one engine."""
 
     key: Key
     incarnation: int
     entry: Entry
-    queue: posix_ipc.MessageQueue
-    child: Child
     renderer: EventRenderer
-    next_seq: int = 0
-    exit_record: wire.ExitRecord | None = None
-    stop_deadline: float | None = None
+    engine: str = ""
 
 
 def key_of(key: fim_pb2.WatchKey) -> Key:
     return (key.watcher_uid, key.pod_uid, key.container_name)
 
 
-def _subject(subject: fim_pb2.Subject) -> SubjectConfig:
-    return SubjectConfig(
-        paths=tuple(subject.paths),
-        events=tuple(EventName(e) for e in subject.events),
-        ignore=tuple(subject.ignore),
-        only_dir=subject.only_dir,
-        recursive=subject.recursive,
-        max_depth=subject.max_depth,
-        follow_move=subject.follow_move,
-        tags=dict(subject.tags),
-    )
-
-
 def accept(request: fim_pb2.CreateWatchRequest, node: str) -> Entry:
     """Validates a CreateWatch request into an Entry; raises ValidationError."""
     spec = request.spec
-    template = validate_spec(spec)
+    template, subjects = validate_spec(spec)
     digest = config_hash(spec)
     if request.config_hash and request.config_hash != digest:
         raise ValidationError(
@@ -115,11 +119,8 @@ def accept(request: fim_pb2.CreateWatchRequest, node: str) -> Entry:
         )
     try:
         container_id = parse_container_id(spec.container_id)
-        subjects = tuple(_subject(s) for s in spec.subjects)
     except ContainerIdError as err:
         raise ValidationError("spec.container_id", str(err)) from None
-    except ConfigError as err:
-        raise ValidationError("spec.subjects", str(err)) from None
     ident = spec.identity
     identity = Identity(
         node=node,
@@ -131,12 +132,11 @@ def accept(request: fim_pb2.CreateWatchRequest, node: str) -> Entry:
     return Entry(spec, digest, container_id, identity, template, subjects)
 
 
-def _read_int(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return 0
+def _who(entry: Entry) -> dict[str, str]:
+    """The watch's identity for operational lines (which carry the node already)."""
+    fields = entry.identity.fields()
+    del fields["node"]
+    return fields
 
 
 class Daemon:
@@ -146,38 +146,55 @@ class Daemon:
         self,
         node: str,
         resolver: Resolver,
-        spawner: Spawner,
+        launcher: engines.Launcher,
         writer: LineWriter,
         metrics: Metrics,
         *,
+        engine_count: int = 1,
+        budgets: budget.Budgets | None = None,
+        memory: MemoryProbe = lambda: None,
         proc_root: str = "/proc",
         queue_prefix: str = queues.DEFAULT_PREFIX,
         queue_geometry: queues.Geometry = queues.DEFAULT_GEOMETRY,
+        max_dirs: int = control.DEFAULT_MAX_DIRS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.node = node
         self.instance_id = uuid.uuid4().hex
+        self.budgets = budgets or budget.Budgets()
         self._resolver = resolver
-        self._spawner = spawner
         self._writer = writer
         self._metrics = metrics
+        self._memory = memory
         self._proc_root = proc_root
         self._queue_prefix = queue_prefix
-        self._geometry = queue_geometry
         self._clock = clock
         self._lock = threading.RLock()
         self._core = Supervisor()
         self._entries: dict[Key, Entry] = {}
-        self._handles: dict[int, Handle] = {}  # by incarnation
-        self._by_fd: dict[int, Handle] = {}
-        self._epoll = select.epoll()
+        self._handles: dict[int, Handle] = {}  # by incarnation (= wire watch number)
+        #: Wall clock (ns) since when an interrupted ACTIVE watch has not been watched.
+        self._gaps: dict[Key, int] = {}
+        #: The last resolution of each watch's container (its PID is the supervisor's).
+        self._targets: dict[Key, Target] = {}
+        self.pool = engines.EnginePool(
+            launcher,
+            engine_count,
+            instance=self.instance_id,
+            queue_prefix=queue_prefix,
+            geometry=queue_geometry,
+            proc_root=proc_root,
+            max_dirs=max_dirs,
+            clock=clock,
+        )
         self._stopping = threading.Event()
         metrics.watch_state(self.snapshot)
 
     # --- requests (gRPC threads) -------------------------------------------------------
 
     def create(self, entry: Entry) -> tuple[bool, fim_pb2.WatchStatus]:
-        """Upserts the watch; raises PreconditionError if its container is not here."""
+        """Upserts the watch; raises PreconditionError if its container is not here and
+        CapacityError if it does not fit (nothing changes then)."""
         key = key_of(entry.spec.key)
         with self._lock:
             watch = self._core.watches.get(key)
@@ -185,16 +202,42 @@ class Daemon:
                 return False, self._status(watch)
         # Scanning /proc takes milliseconds: not under the lock.
         try:
-            pid = self._resolver.resolve(entry.container_id)
+            target = self._resolver.resolve(entry.container_id)
         except ContainerNotFoundError as err:
             raise PreconditionError(str(err)) from None
         with self._lock:
-            changed, actions = self._core.upsert(
-                key, entry.config_hash, str(entry.container_id), pid, self._clock()
-            )
+            watch = self._core.watches.get(key)
+            if watch is None or watch.config_hash != entry.config_hash:
+                self._admit(entry, new_watch=watch is None)
             self._entries[key] = entry
+            self._targets[key] = target
+            changed, actions = self._core.upsert(
+                key, entry.config_hash, str(entry.container_id), target.pid, self._clock()
+            )
             self._execute(actions)
             return changed, self._status(self._core.watches[key])
+
+    def _usage(self) -> budget.Usage:
+        reading = self._memory()
+        return budget.Usage(
+            watches=len(self._core.watches),
+            inotify_watches=self.pool.inotify_watches(),
+            engines_usable=self.pool.usable(),
+            engines=len(self.pool.engines),
+            working_set=reading.working_set if reading is not None else None,
+            max_user_instances=inotify_limits(self._proc_root).max_user_instances,
+        )
+
+    def _admit(self, entry: Entry, *, new_watch: bool) -> None:
+        exhausted = budget.check(self.budgets, self._usage(), new_watch=new_watch)
+        if exhausted is None:
+            return
+        self._metrics.rejected.labels(exhausted.budget).inc()
+        self._writer.op(
+            "watch_rejected", "warning", budget=exhausted.budget, detail=str(exhausted),
+            **_who(entry),
+        )  # fmt: skip
+        raise CapacityError(exhausted)
 
     def destroy(self, key: Key) -> bool:
         with self._lock:
@@ -202,6 +245,8 @@ class Daemon:
             existed, actions = self._core.destroy(key)
             self._execute(actions, entry)
             self._entries.pop(key, None)
+            self._gaps.pop(key, None)
+            self._targets.pop(key, None)
             return existed
 
     def state(self) -> fim_pb2.GetWatchStateResponse:
@@ -224,21 +269,22 @@ class Daemon:
             phases = {p.value: 0 for p in Phase}
             for watch in self._core.watches.values():
                 phases[watch.phase.value] += 1
-            procs = [p for w in self._core.watches.values() for p in self._processes(w)]
+            limits = inotify_limits(self._proc_root)
+            reading = self._memory()
+            live = self.pool.live()
             return Snapshot(
                 watches_by_phase=phases,
-                inotify_watches_in_use=sum(p.watches for p in procs),
-                max_user_watches=_read_int(f"{self._proc_root}/sys/fs/inotify/max_user_watches"),
-                inotify_instances_in_use=sum(1 for p in procs if p.pid),
-                max_user_instances=_read_int(
-                    f"{self._proc_root}/sys/fs/inotify/max_user_instances"
-                ),
+                inotify_watches_in_use=self.pool.inotify_watches(),
+                max_user_watches=limits.max_user_watches,
+                # One inotify instance per running engine.
+                inotify_instances_in_use=live,
+                max_user_instances=limits.max_user_instances,
+                engines=len(self.pool.engines),
+                engines_live=live,
+                inotify_watch_budget=self.budgets.inotify_watches,
+                memory_budget=self.budgets.memory_bytes or 0,
+                memory_working_set=reading.working_set if reading is not None else 0,
             )
-
-    @staticmethod
-    def _processes(watch: Watch) -> list[Process]:
-        current = [watch.current] if watch.current is not None else []
-        return [*current, *watch.retiring.values()]
 
     def _status(self, watch: Watch) -> fim_pb2.WatchStatus:
         since = Timestamp()
@@ -261,222 +307,242 @@ class Daemon:
 
     # --- actions -----------------------------------------------------------------------
 
-    def _execute(self, actions: list[Action], entry: Entry | None = None) -> None:
-        """Runs actions (under the lock); `entry` identifies a watch already forgotten."""
+    def _execute(self, actions: list[Action], entry: Entry | None = None, when_ns: int = 0) -> None:
+        """Runs actions (under the lock); `entry` identifies a watch already forgotten,
+        `when_ns` is the time of the record that caused them."""
+        resolves: list[Key] = []
         for action in actions:
             if isinstance(action, Spawn):
                 self._spawn(action)
             elif isinstance(action, Stop):
-                self._stop(action.incarnation)
+                self.pool.remove(action.incarnation)
             elif isinstance(action, Resolve):
-                self._resolve(action.key)
+                resolves.append(action.key)
             else:
-                self._notice(action, entry or self._entries.get(action.key))
+                self._notice(action, entry or self._entries.get(action.key), when_ns)
+        if resolves:
+            self._resolve(resolves)
 
     def _spawn(self, action: Spawn) -> None:
         entry = self._entries[action.key]
         watch = self._core.watches[action.key]
-        name = f"{self._queue_prefix}{self.instance_id[:8]}.{action.incarnation}"
-        config = WatchConfig(
-            watch_id=f"{entry.identity.watcher}:{entry.identity.pod}/{entry.identity.container}",
-            pid=watch.target_pid,
-            queue_name=name,
-            subjects=entry.subjects,
-            proc_root=self._proc_root,
+        who = entry.identity
+        label = f"{who.watcher}:{who.pod}/{who.container}"[:MAX_LABEL]
+        target = self._targets.get(action.key)
+        start_time = target.start_time if target and target.pid == watch.target_pid else 0
+        identity = ProcessIdentity(start_time, entry.container_id.cgroup_leaf_names())
+        add = control.AddWatch(
+            action.incarnation, watch.target_pid, label, entry.subjects, identity
         )
-        try:
-            queue = queues.create(name, self._geometry)
-        except (posix_ipc.Error, OSError) as err:
-            self._failed_start(
-                action, f"cannot create queue {name}: {err} (RLIMIT_MSGQUEUE used up?)"
-            )
-            return
-        try:
-            child = self._spawner.spawn(config)
-        except OSError as err:
-            queues.remove(queue)
-            self._failed_start(action, f"cannot start fimnotify: {err}")
-            return
-        renderer = EventRenderer(entry.identity, [s.tags for s in entry.subjects], entry.template)
-        handle = Handle(action.key, action.incarnation, entry, queue, child, renderer)
+        renderer = EventRenderer(who, [s.tags for s in entry.subjects], entry.template)
+        # Routable before the engine can answer.
+        handle = Handle(action.key, action.incarnation, entry, renderer)
         self._handles[action.incarnation] = handle
-        self._by_fd[queue.mqd] = handle
-        self._epoll.register(queue.mqd, select.EPOLLIN)
-        self._core.started(action.key, action.incarnation, child.pid)
-
-    def _failed_start(self, action: Spawn, detail: str) -> None:
-        self._execute(
-            self._core.exited(
-                action.key, action.incarnation, ExitKind.CRASHED, detail, self._clock()
-            )
-        )
-
-    def _stop(self, incarnation: int) -> None:
-        handle = self._handles.get(incarnation)
-        if handle is None or handle.stop_deadline is not None:
-            return
-        handle.stop_deadline = self._clock() + STOP_GRACE
-        handle.child.terminate()
-
-    def _resolve(self, key: Key) -> None:
-        entry = self._entries[key]
         try:
-            pid, detail = self._resolver.resolve(entry.container_id), ""
-        except ContainerNotFoundError as err:
-            pid, detail = 0, str(err)
-        self._execute(self._core.resolved(key, pid, detail, self._clock()))
+            engine = self.pool.assign(add)
+        except engines.NoEngineError as err:
+            del self._handles[action.incarnation]
+            self._execute(self._exited(handle, ExitKind.FAILED, f"no engine can take it: {err}"))
+            return
+        except control.ControlError as err:
+            del self._handles[action.incarnation]
+            self._execute(self._exited(handle, ExitKind.CONFIG_REJECTED, str(err)))
+            return
+        handle.engine = engine.name
+        self._core.started(action.key, action.incarnation, engine.pid)
 
-    def _notice(self, notice: Notice, entry: Entry | None) -> None:
+    def _exited(self, handle: Handle, kind: ExitKind, detail: str, gap_ns: int = 0) -> list[Action]:
+        """The incarnation ended: tells the supervisor and returns its actions; a gap starts
+        at `gap_ns` (or now) if that leaves an ACTIVE watch unwatched."""
+        actions = self._core.exited(handle.key, handle.incarnation, kind, detail, self._clock())
+        watch = self._core.watches.get(handle.key)
+        if watch is not None and watch.interrupted:
+            self._gaps.setdefault(handle.key, gap_ns or time.time_ns())
+        return actions
+
+    def _resolve(self, keys: list[Key]) -> None:
+        """Resolves the containers of `keys` again, with one scan of /proc."""
+        wanted = {key: self._entries[key].container_id for key in keys if key in self._entries}
+        targets = self._resolver.resolve_many(set(wanted.values()))
+        for key, container_id in wanted.items():
+            target = targets.get(container_id)
+            if target is not None:
+                self._targets[key] = target
+            detail = "" if target else f"no process of container {container_id} found"
+            pid = target.pid if target else 0
+            self._execute(self._core.resolved(key, pid, detail, self._clock()))
+
+    def _notice(self, notice: Notice, entry: Entry | None, when_ns: int) -> None:
         fields: dict[str, object] = {}
         if entry is not None:
-            fields.update(self._who(entry))
+            fields.update(_who(entry))
         if notice.detail:
             fields["detail"] = notice.detail
         if notice.msg == "watcher_restarted" and entry is not None:
             self._metrics.restarts.labels(entry.identity.watcher).inc()
-        self._writer.op(notice.msg, notice.level, **fields)
+        level = notice.level
+        if notice.msg == "watch_resumed":
+            end = when_ns or time.time_ns()
+            start = self._gaps.pop(notice.key, end)
+            fields.update(gapStart=format_time(start), gapEnd=format_time(end))
+            fields["gapSeconds"] = round(max(0, end - start) / 1e9, 3)
+            level = "warning"
+        self._writer.op(notice.msg, level, **fields)
 
     # --- I/O loop ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the engines (before `run`)."""
+        for happening in self.pool.start():
+            self._happened(happening)
 
     def run(self) -> None:
         """The I/O loop; returns after `shutdown`."""
         while not self._stopping.is_set():
-            for fd, _ in self._epoll.poll(LOOP_INTERVAL):
-                handle = self._by_fd.get(fd)
-                if handle is not None:
-                    self._drain(handle)
-            self._reap()
+            for happening in self.pool.poll(LOOP_INTERVAL):
+                self._happened(happening)
             with self._lock:
                 self._execute(self._core.tick(self._clock()))
 
-    def _drain(self, handle: Handle) -> None:
-        for message in queues.receive_all(handle.queue):
-            try:
-                decoded = wire.decode_message(message)
-            except wire.WireError as err:
-                self._writer.op("bad_message", "error", detail=str(err), **self._who(handle.entry))
-                continue
-            if decoded.seq != handle.next_seq:
-                self._writer.op(
-                    "messages_lost",
-                    "error",
-                    **self._who(handle.entry),
-                    count=(decoded.seq - handle.next_seq) & 0xFFFFFFFF,
-                )
-            handle.next_seq = (decoded.seq + 1) & 0xFFFFFFFF
-            self._records(handle, decoded.records)
+    def _happened(self, happening: engines.Happening) -> None:
+        if isinstance(happening, engines.Records):
+            self._records(happening.engine, happening.records)
+        elif isinstance(happening, engines.Lost):
+            self._metrics.messages_lost.labels(happening.engine).inc(happening.count)
+            self._writer.op(
+                "messages_lost", "error", engine=happening.engine, count=happening.count
+            )
+        elif isinstance(happening, engines.BadMessage):
+            self._metrics.messages_lost.labels(happening.engine).inc()
+            self._writer.op(
+                "bad_message", "error", engine=happening.engine, detail=happening.detail
+            )
+        elif isinstance(happening, engines.Started):
+            msg = "engine_restarted" if happening.restart else "engine_started"
+            self._writer.op(
+                msg, "warning" if happening.restart else "info",
+                engine=happening.engine, pid=happening.pid,
+            )  # fmt: skip
+        elif isinstance(happening, engines.StartFailed):
+            self._writer.op(
+                "engine_start_failed", "error", engine=happening.engine,
+                detail=happening.detail, retry_in=happening.retry_in,
+            )  # fmt: skip
+        else:
+            self._engine_exited(happening)
 
-    @staticmethod
-    def _who(entry: Entry) -> dict[str, str]:
-        """The watch's identity for operational lines (which carry the node already)."""
-        fields = entry.identity.fields()
-        del fields["node"]
-        return fields
+    def _engine_exited(self, exited: engines.Exited) -> None:
+        """Every watch the engine held is gone; its watches are added again."""
+        self._metrics.engine_exits.labels(exited.engine).inc()
+        self._writer.op(
+            "engine_exited", "error", engine=exited.engine, pid=exited.pid,
+            detail=exited.detail, watches=len(exited.watches), restart_in=exited.restart_in,
+        )  # fmt: skip
+        detail = f"engine {exited.engine} {exited.detail}"
+        with self._lock:
+            actions: list[Action] = []
+            for number in sorted(exited.watches):
+                handle = self._handles.pop(number, None)
+                if handle is not None:
+                    kind = ExitKind.ENGINE_DIED
+                    actions += self._exited(handle, kind, detail, exited.alive_ns)
+            # All at once: their containers are resolved again with one scan of /proc.
+            self._execute(actions)
 
-    def _records(self, handle: Handle, records: list[wire.Record]) -> None:
+    def _records(self, engine: str, records: list[wire.Record]) -> None:
         out: list[str] = []
-        watcher = handle.entry.identity.watcher
+        per_watcher: Counter[str] = Counter()
+        unrouted = 0
         for record in records:
-            if isinstance(record, wire.EventRecord):
-                try:
-                    rendered = handle.renderer.render(
-                        record.time_ns, record.mask, record.subject, record.path
-                    )
-                except IndexError:
-                    self._writer.op("bad_subject", "error", **self._who(handle.entry))
-                    continue
-                for name in record.names:
-                    self._metrics.events.labels(watcher, name.upper()).inc()
-                out += rendered
-            else:
-                self._status_record(handle, record)
+            if not isinstance(record, wire.EventRecord):
+                self._status_record(engine, record)
+                continue
+            handle = self._handles.get(record.watch)
+            if handle is None:
+                unrouted += 1
+                continue
+            try:
+                rendered = handle.renderer.render(
+                    record.time_ns, record.mask, record.subject, record.path
+                )
+            except IndexError:
+                self._writer.op("bad_subject", "error", engine=engine, **_who(handle.entry))
+                continue
+            watcher = handle.entry.identity.watcher
+            for name in record.names:
+                self._metrics.events.labels(watcher, name.upper()).inc()
+            per_watcher[watcher] += len(rendered)
+            out += rendered
+        if unrouted:
+            self._metrics.dropped.labels("", "unrouted").inc(unrouted)
+            self._writer.op("unrouted_events", "error", engine=engine, count=unrouted)
         if out and not self._writer.put_events(out):
-            self._metrics.dropped.labels(watcher, "output").inc(len(out))
+            for watcher, count in per_watcher.items():
+                self._metrics.dropped.labels(watcher, "output").inc(count)
 
-    def _status_record(self, handle: Handle, record: wire.Record) -> None:
-        who = self._who(handle.entry)
-        watcher = handle.entry.identity.watcher
+    def _on_engine(self, engine: str) -> list[Handle]:
+        return [h for h in list(self._handles.values()) if h.engine == engine]
+
+    def _status_record(self, engine: str, record: wire.Record) -> None:
         if isinstance(record, wire.OverflowRecord):
-            self._metrics.overflows.labels(watcher).inc()
-            self._writer.op("inotify_overflow", "warning", **who)
-        elif isinstance(record, wire.DroppedRecord):
-            self._metrics.dropped.labels(watcher, "fimnotify").inc(record.count)
+            # One inotify queue for the whole engine: every watch on it may have lost events.
+            for held in self._on_engine(engine):
+                self._metrics.overflows.labels(held.entry.identity.watcher).inc()
+                self._writer.op("inotify_overflow", "warning", engine=engine, **_who(held.entry))
+            return
+        if isinstance(record, wire.ExitRecord):
+            return  # the pool keeps it for the engine's exit line
+        if isinstance(record, wire.ErrorRecord) and record.watch == wire.ENGINE:
+            self._writer.op(
+                "engine_error", "error", engine=engine, code=record.code,
+                path=decode_path(record.path), detail=record.message,
+            )  # fmt: skip
+            return
+        handle = self._handles.get(record.watch)
+        if handle is None:
+            return  # about an incarnation already forgotten (e.g. after its engine died)
+        who = _who(handle.entry)
+        if isinstance(record, wire.DroppedRecord):
+            self._metrics.dropped.labels(handle.entry.identity.watcher, "fimnotify").inc(
+                record.count
+            )
             self._writer.op("events_dropped", "error", count=record.count, **who)
         elif isinstance(record, wire.ErrorRecord):
             self._error_record(handle, record)
         elif isinstance(record, wire.ReadyRecord):
             with self._lock:
-                self._execute(
-                    self._core.ready(
-                        handle.key,
-                        handle.incarnation,
-                        record.watches,
-                        record.pending,
-                        self._clock(),
-                    )
-                )
+                actions = self._core.ready(
+                    handle.key, handle.incarnation, record.watches, record.pending,
+                    self._clock(), limited=record.limited,
+                )  # fmt: skip
+                self._execute(actions, when_ns=record.time_ns)
             if record.rescan:
                 self._writer.op("rescan_done", watches=record.watches, **who)
-        elif isinstance(record, wire.ExitRecord):
-            handle.exit_record = record
+        elif isinstance(record, wire.GoneRecord):
+            with self._lock:
+                if self._handles.pop(record.watch, None) is None:
+                    return
+                detail = f"{record.reason.name}" + (f": {record.message}" if record.message else "")
+                kind = _GONE_KINDS[record.reason]
+                self._execute(self._exited(handle, kind, detail, record.time_ns))
 
     def _error_record(self, handle: Handle, record: wire.ErrorRecord) -> None:
         path = decode_path(record.path)
-        reason = "WatchLimit" if record.code in ("ENOSPC", "EMFILE") else "PathError"
+        fields: dict[str, object] = {"code": record.code, "path": path, "detail": record.message}
+        if record.subject is not None:
+            fields["subject"] = record.subject
+        if record.truncated:
+            fields.update(pathTruncated=True, pathSize=record.path_size)
+        shown = path + ("..." if record.truncated else "")
+        if record.code == "EDIRCAP":
+            reason, msg = "WatchLimited", "watch_limited"
+            text = f"{shown} and the directories below it are not watched: {record.message}"
+        else:
+            reason = "WatchLimit" if record.code in ("ENOSPC", "EMFILE") else "PathError"
+            msg, text = "watch_error", f"{record.code} {shown}: {record.message}"
         with self._lock:
-            self._core.degraded(
-                handle.key, handle.incarnation, reason, f"{record.code} {path}: {record.message}"
-            )
-        self._writer.op(
-            "watch_error",
-            "error",
-            code=record.code,
-            path=path,
-            detail=record.message,
-            **self._who(handle.entry),
-        )
-
-    def _reap(self) -> None:
-        now = self._clock()
-        exited = []
-        with self._lock:
-            for handle in self._handles.values():
-                status = handle.child.poll()
-                if status is not None:
-                    exited.append((handle, status))
-                elif handle.stop_deadline is not None and now > handle.stop_deadline:
-                    handle.child.kill()
-        for handle, status in exited:
-            self._drain(handle)  # its last events and EXIT record; not under the lock
-            kind, detail = self._exit_kind(handle, status)
-            with self._lock:
-                self._close(handle)
-                self._execute(
-                    self._core.exited(handle.key, handle.incarnation, kind, detail, self._clock())
-                )
-
-    def _close(self, handle: Handle) -> None:
-        with self._lock:
-            self._epoll.unregister(handle.queue.mqd)
-            del self._by_fd[handle.queue.mqd]
-            del self._handles[handle.incarnation]
-            queues.remove(handle.queue)
-
-    @staticmethod
-    def _exit_kind(handle: Handle, status: int) -> tuple[ExitKind, str]:
-        record = handle.exit_record
-        detail = f"exit status {status}" + (
-            f": {record.message}" if record and record.message else ""
-        )
-        if handle.stop_deadline is not None:
-            return ExitKind.STOPPED, detail
-        if status == wire.ExitStatus.TARGET_GONE or (
-            record is not None and record.reason is wire.ExitReason.TARGET_GONE
-        ):
-            return ExitKind.TARGET_GONE, detail
-        if status == wire.ExitStatus.USAGE:
-            return ExitKind.CONFIG_REJECTED, detail
-        return ExitKind.CRASHED, detail
+            self._core.degraded(handle.key, handle.incarnation, reason, text)
+        self._writer.op(msg, "error", **fields, **_who(handle.entry))
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -492,25 +558,12 @@ class Daemon:
             self._writer.op("stale_queues_removed", "warning", queues=removed)
 
     def shutdown(self) -> None:
-        """Stops the I/O loop (call `run`'s thread join after), then every child."""
+        """Stops the I/O loop (join `run`'s thread after, then call `stop_engines`)."""
         self._stopping.set()
 
-    def stop_children(self, timeout: float = STOP_GRACE) -> None:
-        """SIGTERM to every child, SIGKILL after `timeout`; drains and removes queues.
-        Call after the I/O loop has returned."""
-        with self._lock:
-            for handle in self._handles.values():
-                handle.child.terminate()
-        deadline = time.monotonic() + timeout
-        while self._handles and time.monotonic() < deadline:
-            for handle in list(self._handles.values()):
-                if handle.child.poll() is not None:
-                    self._drain(handle)
-                    self._close(handle)
-            time.sleep(0.02)
-        for handle in list(self._handles.values()):
-            handle.child.kill()
-            handle.child.wait(STOP_GRACE)
-            self._drain(handle)
-            self._close(handle)
-        self._epoll.close()
+    def stop_engines(self, timeout: float = engines.STOP_GRACE) -> None:
+        """Ends every engine (stdin closed, then SIGTERM, then SIGKILL after `timeout`),
+        writes their last events and removes their queues. Call after `run` returned."""
+        for happening in self.pool.stop(timeout):
+            if isinstance(happening, engines.Records | engines.Lost | engines.BadMessage):
+                self._happened(happening)

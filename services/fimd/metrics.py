@@ -25,6 +25,11 @@ class Snapshot:
     max_user_watches: int
     inotify_instances_in_use: int
     max_user_instances: int
+    engines: int = 0
+    engines_live: int = 0
+    inotify_watch_budget: int = 0  # 0 = none
+    memory_budget: int = 0  # bytes; 0 = none
+    memory_working_set: int = 0  # bytes; 0 = unknown
 
 
 class _StateCollector(Collector):
@@ -39,7 +44,7 @@ class _StateCollector(Collector):
         yield watches
         yield GaugeMetricFamily(
             "fimd_inotify_watches",
-            "inotify watches held by fimnotify children",
+            "inotify watches held by fimd's engines (sum of their READY counts)",
             value=snap.inotify_watches_in_use,
         )
         yield GaugeMetricFamily(
@@ -49,13 +54,32 @@ class _StateCollector(Collector):
         )
         yield GaugeMetricFamily(
             "fimd_inotify_instances",
-            "inotify instances held by fimnotify children",
+            "inotify instances held by fimd's engines (one per running engine)",
             value=snap.inotify_instances_in_use,
         )
         yield GaugeMetricFamily(
             "fimd_inotify_max_user_instances",
             "fs.inotify.max_user_instances of the node",
             value=snap.max_user_instances,
+        )
+        yield GaugeMetricFamily("fimd_engines", "fimnotify engines configured", value=snap.engines)
+        yield GaugeMetricFamily(
+            "fimd_engines_running", "fimnotify engines running", value=snap.engines_live
+        )
+        yield GaugeMetricFamily(
+            "fimd_inotify_watch_budget",
+            "inotify watches fimd admits watches up to (0: no budget)",
+            value=snap.inotify_watch_budget,
+        )
+        yield GaugeMetricFamily(
+            "fimd_memory_budget_bytes",
+            "memory budget of fimd and its engines (0: none)",
+            value=snap.memory_budget,
+        )
+        yield GaugeMetricFamily(
+            "fimd_memory_working_set_bytes",
+            "working set of fimd's memory cgroup (0: unknown)",
+            value=snap.memory_working_set,
         )
 
 
@@ -69,7 +93,8 @@ class Metrics:
         )
         self.dropped = Counter(
             "fimd_events_dropped",
-            "Events lost: stage=fimnotify (its queue stayed full) or output (stdout too slow)",
+            "Events lost: stage=fimnotify (the engine's queue stayed full), output (stdout too "
+            "slow) or unrouted (a record for no known watch)",
             ["watcher", "stage"],
             registry=self.registry,
         )
@@ -81,8 +106,26 @@ class Metrics:
         )
         self.restarts = Counter(
             "fimd_fimnotify_restarts",
-            "fimnotify processes restarted",
+            "Watches added to an engine again (after a crash, failure or vanished target)",
             ["watcher"],
+            registry=self.registry,
+        )
+        self.engine_exits = Counter(
+            "fimd_engine_exits",
+            "fimnotify engine processes that exited unasked",
+            ["engine"],
+            registry=self.registry,
+        )
+        self.messages_lost = Counter(
+            "fimd_queue_messages_lost",
+            "Queue messages of an engine that were missing (sequence gap) or undecodable",
+            ["engine"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "fimd_watches_rejected",
+            "CreateWatch calls refused because a node budget was exhausted",
+            ["budget"],
             registry=self.registry,
         )
         self.grpc_requests = Counter(

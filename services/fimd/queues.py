@@ -1,7 +1,9 @@
-"""POSIX message queues between fimd (creator, reader, unlinker) and fimnotify (writer).
+"""POSIX message queues between fimd (creator, reader, unlinker) and its fimnotify engines
+(writers): one queue per engine, created at start and kept for the life of fimd (an engine
+restarted after a crash writes to the same, drained queue).
 
-Names are `<prefix><instance>.<incarnation>`, e.g. `/fimk8s.3f2a9c1b.17`: the prefix marks
-them as fimd's, so a new fimd can remove what a killed predecessor left behind. Listing
+Names are `<prefix><instance>.e<engine>`, e.g. `/fimk8s.3f2a9c1b.e0`: the prefix marks them
+as fimd's, so a new fimd can remove what a killed predecessor left behind. Listing
 queues needs the mqueue filesystem (`/dev/mqueue` in a container); without it stale queues
 cannot be found, which `remove_stale` reports instead of hiding.
 """
@@ -20,14 +22,15 @@ DEFAULT_PREFIX = "/fimk8s."
 
 @attrs.frozen
 class Geometry:
-    """Size of each queue. All queues of a user share RLIMIT_MSGQUEUE (default 819,200
-    bytes, raisable only with CAP_SYS_RESOURCE): with the fs.mqueue defaults of 10 x 8192
-    bytes only 9 queues fit, so fimd defaults to one message of 4608 bytes (one PATH_MAX
-    event fits, see `wire.MIN_MESSAGE_SIZE`), about 170 queues. fimnotify buffers while
-    fimd drains, so a small queue costs throughput only in round trips."""
+    """Size of each queue: by default the fs.mqueue defaults (msg_max 10, msgsize_max 8192),
+    the largest a process without CAP_SYS_RESOURCE may create and what the wire format is
+    designed for (many records per message). All queues of a user share RLIMIT_MSGQUEUE
+    (default 819,200 bytes): about 9 queues of this size fit, so a handful of engines do
+    (`--engines`); smaller queues (`--queue-messages`, `--queue-message-size`, at least
+    `wire.MIN_MESSAGE_SIZE`) fit more at the price of more round trips."""
 
-    max_messages: int = 1
-    message_size: int = 4608
+    max_messages: int = 10
+    message_size: int = 8192
 
     def kernel_bytes(self) -> int:
         """Approximate charge against RLIMIT_MSGQUEUE (measured: ~150 bytes per message of
@@ -65,15 +68,16 @@ def create(name: str, geometry: Geometry) -> posix_ipc.MessageQueue:
     return queue
 
 
-def receive_all(queue: posix_ipc.MessageQueue) -> list[bytes]:
-    """Every message currently in the queue."""
+def receive_all(queue: posix_ipc.MessageQueue, limit: int | None = None) -> list[bytes]:
+    """Every message currently in the queue (at most `limit`)."""
     messages: list[bytes] = []
-    while True:
+    while limit is None or len(messages) < limit:
         try:
             message, _priority = queue.receive()
         except posix_ipc.BusyError:
             return messages
         messages.append(message)
+    return messages
 
 
 def remove(queue: posix_ipc.MessageQueue) -> None:

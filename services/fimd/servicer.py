@@ -2,8 +2,9 @@
 
 Every outcome becomes a status code, never an exception escaping into gRPC: invalid input
 is INVALID_ARGUMENT (message names the field), a container not on this node is
-FAILED_PRECONDITION, and a bug is INTERNAL plus an operational line, so one bad request
-never disturbs other watches or the daemon.
+FAILED_PRECONDITION, a watch beyond a node budget is RESOURCE_EXHAUSTED (message
+`NodeCapacity: <budget>: <numbers>`, see budget.py), and a bug is INTERNAL plus an
+operational line, so one bad or excess request never disturbs other watches or the daemon.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 import grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
-from services.fimd.daemon import Daemon, PreconditionError, accept, key_of
+from services.fimd.daemon import CapacityError, Daemon, PreconditionError, accept, key_of
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.validation import ValidationError, validate_key
@@ -37,6 +38,8 @@ class FimDaemonServicer(fim_pb2_grpc.FimDaemonServicer):
             code, detail = grpc.StatusCode.INVALID_ARGUMENT, str(err)
         except PreconditionError as err:
             code, detail = grpc.StatusCode.FAILED_PRECONDITION, str(err)
+        except CapacityError as err:
+            code, detail = grpc.StatusCode.RESOURCE_EXHAUSTED, str(err)
         except Exception as err:
             code, detail = grpc.StatusCode.INTERNAL, f"internal error: {err!r}"
             self._writer.op("request_failed", "error", method=method, detail=detail)

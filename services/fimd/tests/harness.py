@@ -1,4 +1,4 @@
-"""Fake adapters and helpers for fimd tests: resolver, spawner, stdout capture, daemon."""
+"""Fake adapters and helpers for fimd tests: resolver, engines, stdout capture, daemon."""
 
 from __future__ import annotations
 
@@ -7,19 +7,20 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import posix_ipc
 
+from libs.fimnotify_api import control, wire
 from libs.k8s.container_id import ContainerId
+from services.fimd.budget import Budgets
+from services.fimd.capacity import MemoryReading
 from services.fimd.daemon import Daemon
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
-from services.fimd.resolver import ContainerNotFoundError
-from libs.fimnotify_api import wire
-from libs.fimnotify_api.config import WatchConfig
+from services.fimd.resolver import ContainerNotFoundError, Target
 
 _pids = itertools.count(4_000_000)
 
@@ -37,58 +38,120 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "")
 class FakeResolver:
     def __init__(self) -> None:
         self.pids: dict[str, int] = {}
+        self.calls = 0
 
-    def resolve(self, container_id: ContainerId) -> int:
+    def resolve(self, container_id: ContainerId) -> Target:
+        self.calls += 1
         try:
-            return self.pids[str(container_id)]
+            return Target(self.pids[str(container_id)], 77)
         except KeyError:
             raise ContainerNotFoundError(f"no process of container {container_id}") from None
 
+    def resolve_many(self, container_ids: Iterable[ContainerId]) -> dict[ContainerId, Target]:
+        self.calls += 1
+        return {
+            cid: Target(self.pids[str(cid)], 77) for cid in container_ids if str(cid) in self.pids
+        }
 
-class FakeChild:
-    """A 'process' that runs until terminated or told to exit; writes to its real queue."""
 
-    def __init__(self, config: WatchConfig) -> None:
+class FakeEngine:
+    """An engine 'process': reads real control lines from a real pipe in a thread and writes
+    real wire v2 records to its real queue. By default it answers an add with READY (7
+    inotify watches) and a remove with GONE REMOVED, like the engine; `auto=False` leaves
+    answering to the test."""
+
+    def __init__(self, config: control.EngineConfig, *, auto: bool = True) -> None:
         self.config = config
+        self.auto = auto
         self.pid = next(_pids)
         self.status: int | None = None
-        self.terminated = False
+        self.received: list[control.Control] = []
+        self.adds: dict[int, control.AddWatch] = {}
         self._queue = posix_ipc.MessageQueue(config.queue_name, write=True, read=False)
         self._packer = wire.Packer(self._queue.max_message_size)
+        self._send_lock = threading.Lock()
+        self._read_fd, self.control_fd = os.pipe()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        buffer = b""
+        while chunk := os.read(self._read_fd, 1 << 16):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if self.status is None:  # a dead process reads nothing
+                    self._apply(control.decode(line))
+        os.close(self._read_fd)
+        # fimd closed our stdin: remove everything, exit 0.
+        self.terminate()
+
+    def _apply(self, message: control.Control) -> None:
+        self.received.append(message)
+        if isinstance(message, control.AddWatch):
+            self.adds[message.watch] = message
+            if self.auto:
+                self.send(wire.ReadyRecord(time.time_ns(), message.watch, 7, 0))
+        elif self.auto:
+            self.adds.pop(message.watch, None)
+            self.send(wire.GoneRecord(time.time_ns(), message.watch, wire.GoneReason.REMOVED))
 
     def send(self, *records: wire.Record) -> None:
-        for message in self._packer.pack(records):
-            self._queue.send(message)
+        with self._send_lock:
+            if self.status is not None:
+                return
+            for message in self._packer.pack(records):
+                self._queue.send(message)
 
     def exit(self, status: int, *records: wire.Record) -> None:
+        """The process ends with `status` after sending `records` (status -9: SIGKILL)."""
         self.send(*records)
-        self._queue.close()
-        self.status = status
+        with self._send_lock:
+            self.status = status
+            self._queue.close()
 
     def poll(self) -> int | None:
         return self.status
 
     def terminate(self) -> None:
-        self.terminated = True
         if self.status is None:
-            self.exit(0)
+            self.exit(0, wire.ExitRecord(1, wire.ExitReason.STOPPED, 0))
 
     def kill(self) -> None:
-        self.terminate()
+        if self.status is None:
+            self.exit(-9)
 
     def wait(self, timeout: float | None = None) -> int:
         assert self.status is not None
         return self.status
 
 
-class FakeSpawner:
-    def __init__(self) -> None:
-        self.children: list[FakeChild] = []
+class FakeLauncher:
+    """Launches FakeEngines; `fail` makes the next launches raise OSError."""
 
-    def spawn(self, config: WatchConfig) -> FakeChild:
-        child = FakeChild(config)
-        self.children.append(child)
-        return child
+    def __init__(self, *, auto: bool = True) -> None:
+        self.engines: list[FakeEngine] = []
+        self.auto = auto
+        self.fail = 0
+
+    def launch(self, config: control.EngineConfig) -> tuple[FakeEngine, int]:
+        if self.fail:
+            self.fail -= 1
+            raise OSError("cannot start engine (test)")
+        engine = FakeEngine(config, auto=self.auto)
+        self.engines.append(engine)
+        return engine, engine.control_fd
+
+    def running(self) -> list[FakeEngine]:
+        return [e for e in self.engines if e.status is None]
+
+    def holding(self, watch: int) -> FakeEngine:
+        """The running engine that holds watch number `watch` (once it read the add)."""
+        engine: FakeEngine = wait_for(
+            lambda: next((e for e in self.running() if watch in e.adds), None),
+            what=f"an engine holding watch {watch}",
+        )
+        return engine
 
 
 class Capture:
@@ -124,14 +187,24 @@ class Capture:
 
 @contextmanager
 def daemon_parts(
-    resolver: FakeResolver, spawner: FakeSpawner, **writer_args: Any
+    resolver: FakeResolver,
+    launcher: FakeLauncher,
+    *,
+    engines: int = 2,
+    budgets: Budgets | None = None,
+    memory: Callable[[], MemoryReading | None] = lambda: None,
+    **writer_args: Any,
 ) -> Iterator[tuple[Daemon, LineWriter, Capture, Metrics]]:
     """A running Daemon with its writer (for a servicer), captured stdout and metrics."""
     capture = Capture()
     writer = LineWriter(capture.write_fd, "node-1", **writer_args)
     metrics = Metrics()
     prefix = f"/fimk8s-test.{os.getpid()}."
-    daemon = Daemon("node-1", resolver, spawner, writer, metrics, queue_prefix=prefix)
+    daemon = Daemon(
+        "node-1", resolver, launcher, writer, metrics, engine_count=engines,
+        budgets=budgets, memory=memory, queue_prefix=prefix,
+    )  # fmt: skip
+    daemon.start()
     loop = threading.Thread(target=daemon.run)
     loop.start()
     try:
@@ -139,14 +212,14 @@ def daemon_parts(
     finally:
         daemon.shutdown()
         loop.join()
-        daemon.stop_children()
+        daemon.stop_engines()
         writer.close()
         capture.close()
 
 
 @contextmanager
 def running_daemon(
-    resolver: FakeResolver, spawner: FakeSpawner, **writer_args: Any
+    resolver: FakeResolver, launcher: FakeLauncher, **args: Any
 ) -> Iterator[tuple[Daemon, Capture, Metrics]]:
-    with daemon_parts(resolver, spawner, **writer_args) as (daemon, _, capture, metrics):
+    with daemon_parts(resolver, launcher, **args) as (daemon, _, capture, metrics):
         yield daemon, capture, metrics

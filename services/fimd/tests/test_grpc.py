@@ -1,6 +1,6 @@
-"""The real gRPC server over mTLS with fake resolver/spawner: authentication, error codes,
-health (also on the plaintext health-only listener), and that bad requests leave other
-watches alone."""
+"""The real gRPC server over mTLS with a fake resolver and fake engines: authentication,
+error codes (RESOURCE_EXHAUSTED for a watch beyond a budget), health (also on the plaintext
+health-only listener), and that bad or excess requests leave other watches alone."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
 from fim.v1.config_hash import config_hash
+from services.fimd.budget import Budgets
 from services.fimd.metrics import Metrics
 from services.fimd.server import SERVICE_NAME, TlsFiles, build, build_health, new_health
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.tests.certs import Pki, make_pki
-from services.fimd.tests.harness import FakeResolver, FakeSpawner, daemon_parts
+from services.fimd.tests.harness import FakeLauncher, FakeResolver, daemon_parts
 from services.fimd.tests.specs import CONTAINER, spec
 
 
@@ -26,11 +27,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
+MAX_WATCHES = 2
+
+
 @pytest.fixture(scope="module")
 def server(pki: Pki) -> Iterator[tuple[int, Metrics]]:
     resolver = FakeResolver()
     resolver.pids[CONTAINER] = 4242
-    with daemon_parts(resolver, FakeSpawner()) as (daemon, writer, _, metrics):
+    budgets = Budgets(max_watches=MAX_WATCHES)
+    with daemon_parts(resolver, FakeLauncher(), budgets=budgets) as (daemon, writer, _, metrics):
         tls = TlsFiles(str(pki.server_cert), str(pki.server_key), str(pki.ca))
         srv, port = build(FimDaemonServicer(daemon, writer, metrics), "127.0.0.1:0", tls)
         yield port, metrics
@@ -101,6 +106,28 @@ def test_bad_requests_get_clear_errors_and_disturb_nothing(
     assert [w.key for w in state.watches] == [good.key]
     assert server[1].grpc_requests.labels("CreateWatch", code.name)._value.get() >= 1
     stub.DestroyWatch(fim_pb2.DestroyWatchRequest(key=good.key), timeout=5)
+
+
+def test_watch_beyond_a_budget_is_resource_exhausted_and_disturbs_nothing(
+    stub: fim_pb2_grpc.FimDaemonStub, server: tuple[int, Metrics]
+) -> None:
+    held = [spec(pod_uid=f"held-{i}") for i in range(MAX_WATCHES)]
+    for watch in held:
+        stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=watch), timeout=5)
+    before = stub.GetWatchState(fim_pb2.GetWatchStateRequest(), timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=spec(pod_uid="one-more")), timeout=5)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.value.details() == (
+        f"NodeCapacity: watches: {MAX_WATCHES} of {MAX_WATCHES} in use "
+        f"(budget: --max-watches {MAX_WATCHES})"
+    )
+    after = stub.GetWatchState(fim_pb2.GetWatchStateRequest(), timeout=5)
+    assert after.instance_id == before.instance_id
+    assert [w.key for w in after.watches] == [w.key for w in before.watches]
+    assert server[1].grpc_requests.labels("CreateWatch", "RESOURCE_EXHAUSTED")._value.get() == 1
+    for watch in held:
+        stub.DestroyWatch(fim_pb2.DestroyWatchRequest(key=watch.key), timeout=5)
 
 
 def test_destroy_validates_the_key(stub: fim_pb2_grpc.FimDaemonStub) -> None:

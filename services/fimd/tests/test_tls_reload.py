@@ -14,7 +14,7 @@ from fim.v1 import fim_pb2, fim_pb2_grpc
 from services.fimd.server import build
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.tests.certs import Pki, SecretMount, make_pki
-from services.fimd.tests.harness import Capture, FakeResolver, FakeSpawner, daemon_parts, wait_for
+from services.fimd.tests.harness import Capture, FakeLauncher, FakeResolver, daemon_parts, wait_for
 from services.fimd.tls import ReloadingCredentials, TlsError, TlsFiles
 
 
@@ -37,7 +37,7 @@ def served(tmp_path: Path, pki_a: Pki) -> Iterator[tuple[SecretMount, int, Captu
     """fimd's server on a Secret-style mount holding pki A's server certificate."""
     mount = SecretMount(tmp_path / "tls")
     mount.update_from(pki_a)
-    with daemon_parts(FakeResolver(), FakeSpawner()) as (daemon, writer, capture, metrics):
+    with daemon_parts(FakeResolver(), FakeLauncher()) as (daemon, writer, capture, metrics):
         servicer = FimDaemonServicer(daemon, writer, metrics)
         server, port = build(servicer, "127.0.0.1:0", _files(mount), report=writer.op)
         yield mount, port, capture

@@ -1,0 +1,297 @@
+"""The engine pool with fake engines (real pipes, real queues, real wire v2 records):
+assignment, non-blocking control writes, sequence checks, crash, restart and backoff."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import posix_ipc
+import pytest
+
+from libs.fimnotify_api import control, wire
+from libs.fimnotify_api.subject import SubjectConfig
+from services.fimd import engines
+from services.fimd.engines import (
+    BadMessage,
+    EnginePool,
+    Exited,
+    Happening,
+    Lost,
+    NoEngineError,
+    Records,
+    Started,
+    StartFailed,
+)
+from services.fimd.tests.harness import FakeEngine, FakeLauncher, wait_for
+
+SUBJECTS = (SubjectConfig(paths=("/data",), events=("modify",)),)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def _pool(launcher: engines.Launcher, count: int, clock: Callable[[], float]) -> EnginePool:
+    return EnginePool(
+        launcher, count, instance=f"{os.getpid():08x}", clock=clock,
+        queue_prefix=f"/fimk8s-pool.{os.getpid()}.",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def launcher() -> FakeLauncher:
+    return FakeLauncher(auto=False)
+
+
+@pytest.fixture
+def pool3(launcher: FakeLauncher, clock: Clock) -> Iterator[EnginePool]:
+    pool = _pool(launcher, 3, clock)
+    assert [type(h) for h in pool.start()] == [Started] * 3
+    yield pool
+    pool.stop(timeout=2)
+
+
+def _add(watch: int, paths: tuple[str, ...] = ("/data",)) -> control.AddWatch:
+    return control.AddWatch(watch, 4242, f"w{watch}", (SubjectConfig(paths, ("modify",)),))
+
+
+def _poll_until(
+    pool: EnginePool, done: Callable[[list[Happening]], bool], timeout: float = 5.0
+) -> list[Happening]:
+    seen: list[Happening] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        seen += pool.poll(0.02)
+        if done(seen):
+            return seen
+    raise AssertionError(f"timed out; seen: {seen}")
+
+
+def _records(seen: list[Happening]) -> list[wire.Record]:
+    return [r for h in seen if isinstance(h, Records) for r in h.records]
+
+
+def test_watches_go_to_the_engine_with_the_fewest(
+    pool3: EnginePool, launcher: FakeLauncher
+) -> None:
+    names = [pool3.assign(_add(w)).name for w in (1, 2, 3, 4)]
+    assert names == ["e0", "e1", "e2", "e0"]
+    e0, e1, e2 = launcher.engines
+    # Ties on the watch count go to the engine with the fewest inotify watches.
+    e1.send(wire.ReadyRecord(1, 2, 500, 0))
+    e2.send(wire.ReadyRecord(1, 3, 20, 0))
+    _poll_until(pool3, lambda seen: len(_records(seen)) == 2)
+    assert pool3.inotify_watches() == 520
+    assert pool3.assign(_add(5)).name == "e2"
+    # The engines got exactly their control lines, in order.
+    wait_for(lambda: len(e0.received) == 2, what="e0 read its control lines")
+    assert e0.received == [_add(1), _add(4)]
+    # GONE frees the slot; a remove of an unknown watch is a no-op.
+    assert pool3.remove(2)
+    e1.send(wire.GoneRecord(2, 2, wire.GoneReason.REMOVED))
+    _poll_until(pool3, lambda seen: any(isinstance(r, wire.GoneRecord) for r in _records(seen)))
+    assert pool3.engine_of(2) is None
+    assert pool3.inotify_watches() == 20
+    assert not pool3.remove(2)
+    assert pool3.assign(_add(6)).name == "e1"
+
+
+def test_crashed_engine_is_drained_then_restarted_with_backoff_only_when_repeated(
+    pool3: EnginePool, launcher: FakeLauncher, clock: Clock
+) -> None:
+    for watch in (1, 2, 3, 4):
+        pool3.assign(_add(watch))
+    e0 = launcher.engines[0]
+    e0.exit(-9, wire.EventRecord(5, 2, 1, 0, b"/data/last-words"))
+    seen = _poll_until(pool3, lambda s: any(isinstance(h, Started) for h in s))
+    # Its last records first, then the exit listing every watch it held, then the restart.
+    kinds = [type(h) for h in seen]
+    assert kinds == [Records, Exited, Started]
+    exited = seen[1]
+    assert isinstance(exited, Exited)
+    assert (exited.engine, exited.watches, exited.restart_in) == ("e0", frozenset({1, 4}), 0)
+    assert exited.detail == "killed by SIGKILL"
+    assert exited.alive_ns > 0
+    started = seen[2]
+    assert isinstance(started, Started)
+    assert started.restart
+    assert started.pid == launcher.engines[3].pid != e0.pid
+    # The restarted engine writes to the same (drained) queue, its sequence from 0 again.
+    new = launcher.engines[3]
+    assert new.config == e0.config
+    new.send(wire.ReadyRecord(1, 9, 1, 0))
+    seen = _poll_until(pool3, lambda s: bool(_records(s)))
+    assert not [h for h in seen if isinstance(h, Lost)]
+    # Crashing again within STABLE_AFTER: backoff.
+    clock.now += 1
+    new.exit(1, wire.ExitRecord(3, wire.ExitReason.FATAL, 1, "boom"))
+    seen = _poll_until(pool3, lambda s: any(isinstance(h, Exited) for h in s))
+    exited = next(h for h in seen if isinstance(h, Exited))
+    assert exited.restart_in == engines.BACKOFF_BASE
+    assert exited.detail == "exit status 1: boom"
+    assert len(launcher.engines) == 4
+    # Meanwhile new watches go to the other engines.
+    assert pool3.assign(_add(7)).name in ("e1", "e2")
+    clock.now += engines.BACKOFF_BASE
+    _poll_until(pool3, lambda s: any(isinstance(h, Started) for h in s))
+    # After a stable run, a crash is restarted at once again.
+    clock.now += engines.STABLE_AFTER
+    launcher.engines[4].exit(-9)
+    seen = _poll_until(pool3, lambda s: any(isinstance(h, Started) for h in s))
+    assert next(h for h in seen if isinstance(h, Exited)).restart_in == 0
+
+
+class _StuckProcess:
+    """An engine that never reads its stdin (the test reads it when it wants)."""
+
+    def __init__(self) -> None:
+        self.pid = 12345
+        self.status: int | None = None
+        self.read_fd = -1
+
+    def poll(self) -> int | None:
+        return self.status
+
+    def terminate(self) -> None:
+        self.status = 0
+
+    def kill(self) -> None:
+        self.status = -9
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.status or 0
+
+
+class _StuckLauncher:
+    def __init__(self) -> None:
+        self.process = _StuckProcess()
+
+    def launch(self, config: control.EngineConfig) -> tuple[_StuckProcess, int]:
+        self.process.read_fd, write_fd = os.pipe()
+        return self.process, write_fd
+
+
+def test_control_writes_never_block_and_are_bounded(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = _StuckLauncher()
+    pool = _pool(stuck, 1, clock)
+    pool.start()
+    try:
+        big = _add(1, tuple(f"/{i:03d}/" + "x" * 3990 for i in range(64)))  # ~260 KB
+        line = control.encode(big)
+        assert len(line) > 2 * 65536  # more than a pipe holds (64 KiB)
+        started = time.monotonic()
+        pool.assign(big)
+        assert time.monotonic() - started < 0.5
+        (engine,) = pool.engines
+        assert engine.writing
+        assert engine.out_bytes > 0
+        # Bounded: another add would exceed the buffer, a remove always fits.
+        monkeypatch.setattr(engines, "CONTROL_BUFFER_BYTES", engine.out_bytes)
+        with pytest.raises(NoEngineError, match="control buffer is full"):
+            pool.assign(_add(2))
+        assert pool.remove(1)
+        # The engine reads; the I/O loop writes the rest when the pipe is writable.
+        received = bytearray()
+        expected = len(line) + len(control.encode(control.RemoveWatch(1)))
+
+        def read() -> None:
+            while len(received) < expected:
+                received.extend(os.read(stuck.process.read_fd, 1 << 16))
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        deadline = time.monotonic() + 5
+        while reader.is_alive() and time.monotonic() < deadline:
+            pool.poll(0.02)
+        reader.join(1)
+        first, second, rest = bytes(received).split(b"\n")
+        assert (control.decode(first), control.decode(second), rest) == (
+            big,
+            control.RemoveWatch(1),
+            b"",
+        )
+        assert (engine.out_bytes, engine.writing) == (0, False)
+    finally:
+        stuck.process.status = 0
+        pool.stop(timeout=1)
+        os.close(stuck.process.read_fd)
+
+
+def test_sequence_gaps_and_bad_messages_are_reported(
+    pool3: EnginePool, launcher: FakeLauncher
+) -> None:
+    pool3.assign(_add(1))
+    e0 = launcher.engines[0]
+    e0.send(wire.ReadyRecord(1, 1, 1, 0))
+    e0._packer.seq += 3  # three messages "lost"
+    e0.send(wire.EventRecord(2, 2, 1, 0, b"/data/f"))
+    e0._queue.send(b"garbage, not a message")
+    seen = _poll_until(pool3, lambda s: any(isinstance(h, BadMessage) for h in s))
+    assert [h.count for h in seen if isinstance(h, Lost)] == [3]
+    assert "bad magic" in next(h.detail for h in seen if isinstance(h, BadMessage))
+    assert len(_records(seen)) == 2
+
+
+def test_engine_without_inotify_instance_gets_no_watches(
+    launcher: FakeLauncher, clock: Clock
+) -> None:
+    pool = _pool(launcher, 2, clock)
+    pool.start()
+    try:
+        for engine in launcher.engines:
+            engine.send(wire.ErrorRecord(1, wire.ENGINE, "EMFILE", None, b"", "no instance"))
+            _poll_until(pool, lambda s: bool(_records(s)))
+            if engine is launcher.engines[0]:
+                assert pool.usable() == 1
+                assert pool.assign(_add(1)).name == "e1"
+        assert pool.usable() == 0
+        with pytest.raises(NoEngineError, match="no running engine has an inotify instance"):
+            pool.assign(_add(2))
+        clock.now += engines.NO_INSTANCE_PAUSE
+        assert pool.usable() == 2  # tried again after a pause
+    finally:
+        pool.stop(timeout=2)
+
+
+def test_engine_that_cannot_start_is_retried(launcher: FakeLauncher, clock: Clock) -> None:
+    launcher.fail = 1
+    pool = _pool(launcher, 1, clock)
+    try:
+        (failed,) = pool.start()
+        assert isinstance(failed, StartFailed)
+        assert failed.retry_in == engines.BACKOFF_BASE
+        with pytest.raises(NoEngineError, match="no engine is running"):
+            pool.assign(_add(1))
+        clock.now += engines.BACKOFF_BASE
+        seen = _poll_until(pool, lambda s: any(isinstance(h, Started) for h in s))
+        assert [type(h) for h in seen] == [Started]
+        assert pool.assign(_add(1)).name == "e0"
+    finally:
+        pool.stop(timeout=2)
+
+
+def test_stop_closes_stdin_and_removes_the_queues(launcher: FakeLauncher, clock: Clock) -> None:
+    pool = _pool(launcher, 2, clock)
+    pool.start()
+    pool.assign(_add(1))
+    names = [e.queue_name for e in pool.engines]
+    pool.stop(timeout=2)
+    assert [e.status for e in launcher.engines] == [0, 0]  # EOF on stdin: clean exit
+    for name in names:
+        with pytest.raises(posix_ipc.ExistentialError):
+            posix_ipc.MessageQueue(name)
+    assert isinstance(launcher.engines[0], FakeEngine)
