@@ -39,7 +39,7 @@ class FimdProcess:
         self.health_port = free_port()
         self.stdout_path = workdir / "fimd.out"
         self.mqueue_dir = workdir / "mqueue"
-        self.mqueue_dir.mkdir(exist_ok=True)
+        self.mqueue_dir.mkdir(parents=True, exist_ok=True)
         args = [
             sys.executable, "-m", "services.fimd", "--node-name", "node-1",
             "--listen", f"127.0.0.1:{self.port}",
