@@ -6,6 +6,8 @@ in bytes where they size memory (UTF-8 encoded), and cap what one subject can co
 
 - 1..MAX_PATHS paths, no duplicates; each absolute, at most MAX_PATH_BYTES (PATH_MAX), no NUL,
   normalized: no empty, '.' or '..' component and no trailing '/' ('/' itself is allowed).
+  Paths and ignore patterns have a byte form: no surrogate except U+DC80..U+DCFF, which
+  stand for the bytes of non-UTF-8 names (surrogateescape).
 - at least one event name, each a known one (`events.ALL_NAMES`).
 - at most MAX_IGNORE patterns; each a non-empty glob on one path component: no '/', no NUL,
   at most MAX_IGNORE_BYTES (NAME_MAX).
@@ -52,6 +54,17 @@ def _size(field: str, value: str, limit: int) -> None:
         raise SubjectError(field, "must not contain NUL")
 
 
+def _bytes(field: str, value: str) -> None:
+    """Paths and globs reach the filesystem as bytes: UTF-8, with U+DC80..U+DCFF standing for
+    the bytes of a non-UTF-8 name (surrogateescape). Any other surrogate has no byte form."""
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise SubjectError(
+            field, f"has a lone surrogate {value[exc.start]!r} at {exc.start}: not a name"
+        ) from None
+
+
 def _count(field: str, items: Collection[object], low: int, high: int) -> None:
     if len(items) < low:
         raise SubjectError(field, f"must have at least {low} item(s)")
@@ -64,6 +77,7 @@ def check_path(field: str, path: str) -> None:
     if not path:
         raise SubjectError(field, "must not be empty")
     _size(field, path, MAX_PATH_BYTES)
+    _bytes(field, path)
     if not path.startswith("/"):
         raise SubjectError(field, f"must be an absolute path, got {path!r}")
     if path != "/" and any(part in ("", ".", "..") for part in path[1:].split("/")):
@@ -78,6 +92,7 @@ def check_ignore(field: str, pattern: str) -> None:
     if not pattern:
         raise SubjectError(field, "must not be empty")
     _size(field, pattern, MAX_IGNORE_BYTES)
+    _bytes(field, pattern)
     if "/" in pattern:
         raise SubjectError(field, f"must not contain '/' (it matches one component): {pattern!r}")
 

@@ -211,7 +211,8 @@ class Engine:
         while self.inotify is None:
             self.inotify = self._init_inotify()
             if self.inotify is None and self._idle_wait(INSTANCE_RETRY_S):
-                return self._exit(ExitReason.STOPPED, ExitStatus.OK, "stopped")
+                why = "control channel closed" if self._control_eof else "stopped by signal"
+                return self._exit(ExitReason.STOPPED, ExitStatus.OK, why)
         self.kernel = KernelWatches(self.inotify)
         return self._loop()
 
@@ -226,10 +227,16 @@ class Engine:
             return None
 
     def _idle_wait(self, seconds: float) -> bool:
-        """Waits for a signal or the timeout; True if asked to stop."""
-        select.select([self._wake_r], [], [], seconds)
+        """Waits for a signal, the end of stdin or the timeout; True if asked to stop.
+        Control lines stay unread in the pipe: only a hang-up (fimd closed it) ends the wait."""
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        poller.register(self.control_fd, 0)  # POLLHUP/POLLERR are reported regardless
+        ready = dict(poller.poll(int(seconds * 1000)))
         self._drain_wake()
-        return self.stopping
+        if ready.get(self.control_fd, 0) & (select.POLLHUP | select.POLLERR):
+            self._control_eof = True
+        return self.stopping or self._control_eof
 
     def _drain_wake(self) -> None:
         try:

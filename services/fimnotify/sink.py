@@ -18,7 +18,7 @@ from typing import Any
 
 import posix_ipc
 
-from libs.fimnotify_api.wire import DroppedRecord, Kind, Packer, encode_record
+from libs.fimnotify_api.wire import HEADER_SIZE, DroppedRecord, Kind, Packer, encode_record
 
 #: Bytes of ERROR records buffered at most (READY, GONE, EXIT, OVERFLOW are not bounded
 #: here: there are a few per watch, and watches are bounded by fimd).
@@ -47,7 +47,10 @@ def open_queue(name: str) -> Any:
 class Sink:
     def __init__(self, queue: Any, limit: int) -> None:
         self.queue = queue
-        self.packer = Packer(int(queue.max_message_size))
+        try:
+            self.packer = Packer(int(queue.max_message_size))
+        except ValueError as exc:  # messages too small for a PATH_MAX event: unusable
+            raise QueueError(str(exc)) from None
         self.limit = limit
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
@@ -113,7 +116,8 @@ class Sink:
                     self.pending_bytes = self.error_bytes = 0
                     return True
                 self.stalled = self.packer.take(self.pending)
-                self.pending_bytes = max(0, self.pending_bytes - len(self.stalled))
+                # pending_bytes counts records only: the message header is not in it.
+                self.pending_bytes -= len(self.stalled) - HEADER_SIZE
             try:
                 self.queue.send(self.stalled)
             except posix_ipc.BusyError:
