@@ -12,6 +12,7 @@ tmpfs lives only in the container's mount namespace).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,8 +29,9 @@ import posix_ipc
 
 from libs.fimnotify_api import control
 from libs.fimnotify_api.control import AddWatch, Control, EngineConfig, RemoveWatch
+from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.subject import SubjectConfig
-from libs.fimnotify_api.wire import EventRecord, Record, decode_message
+from libs.fimnotify_api.wire import EventRecord, Record, WireError, decode_message
 
 # Runs inside the new mount namespace: private tmpfs root, then a command loop on stdin.
 _AGENT = r"""
@@ -131,6 +133,7 @@ class QueueReader:
         )
         self.records: list[Record] = []
         self.seqs: list[int] = []
+        self.failures: list[WireError] = []
         self.paused = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -146,7 +149,12 @@ class QueueReader:
                 message, _prio = self.queue.receive(0.05)
             except posix_ipc.BusyError:
                 continue
-            decoded = decode_message(message)
+            try:
+                decoded = decode_message(message)
+            except WireError as exc:  # every message must decode: tests assert on this
+                with self._lock:
+                    self.failures.append(exc)
+                continue
             with self._lock:
                 self.seqs.append(decoded.seq)
                 self.records.extend(decoded.records)
@@ -166,6 +174,10 @@ class QueueReader:
             for n in e.names
             if not names or n.value in names
         }
+
+    def of(self, watch: int) -> list[Record]:
+        """Records about one watch (those that carry a watch number)."""
+        return [r for r in self.snapshot() if getattr(r, "watch", None) == watch]
 
     def wait_for(self, predicate: Callable[[list[Record]], bool], timeout: float = 30.0) -> None:
         wait_until(lambda: predicate(self.snapshot()), timeout, "queue records")
@@ -192,10 +204,22 @@ class EngineProcess:
             stderr=subprocess.PIPE,
             env=python_env(),
         )
+        #: The engine's diagnostics, read on a thread so a chatty engine never blocks.
+        self.stderr = bytearray()
+        self._stderr_thread = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stderr_thread.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr += line
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def send(self, message: Control | bytes) -> None:
         assert self.proc.stdin is not None
@@ -222,15 +246,18 @@ class EngineProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(10)
+        self._stderr_thread.join(5)
         for stream in (self.proc.stdin, self.proc.stderr):
             if stream is not None and not stream.closed:
-                try:
+                with contextlib.suppress(BrokenPipeError):
                     stream.close()
-                except BrokenPipeError:
-                    pass
 
     def watched_inodes(self) -> list[tuple[int, int]]:
         """(inode, device) of every inotify watch the process holds, from fdinfo."""
+        return [(ino, dev) for _wd, ino, dev in self.kernel_watches()]
+
+    def kernel_watches(self) -> list[tuple[int, int, int]]:
+        """(descriptor, inode, device) of every inotify watch the process holds."""
         out = []
         fd_dir = f"/proc/{self.pid}/fdinfo"
         for fd in os.listdir(fd_dir):
@@ -243,9 +270,26 @@ class EngineProcess:
                 if line.startswith("inotify wd:"):
                     fields = dict(f.split(":", 1) for f in line.split()[1:])
                     dev = int(fields["sdev"], 16)
-                    out.append((int(fields["ino"], 16), os.makedev(dev >> 20, dev & 0xFFFFF)))
+                    device = os.makedev(dev >> 20, dev & 0xFFFFF)
+                    out.append((int(fields["wd"], 16), int(fields["ino"], 16), device))
         return out
 
 
 def engine_config(queue: QueueReader, **extra: Any) -> EngineConfig:
     return EngineConfig(queue.name, **extra)
+
+
+def subject(*paths: str, events: tuple[str, ...] = ("all",), **kw: Any) -> SubjectConfig:
+    return SubjectConfig(paths=paths, events=tuple(EventName(e) for e in events), **kw)
+
+
+def inotify_instances(pid: int) -> int:
+    """How many inotify instances process `pid` holds (its anon_inode:inotify descriptors)."""
+    count = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify":
+                count += 1
+        except FileNotFoundError:
+            continue
+    return count

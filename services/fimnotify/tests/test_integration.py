@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -20,12 +20,15 @@ import pytest
 from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import (
+    ENGINE,
     DroppedRecord,
     ErrorRecord,
     EventRecord,
     ExitReason,
     ExitRecord,
     ExitStatus,
+    GoneReason,
+    GoneRecord,
     OverflowRecord,
     ReadyRecord,
 )
@@ -35,14 +38,11 @@ from services.fimnotify.tests.harness import (
     QueueReader,
     engine_config,
     python_env,
+    subject,
     wait_until,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for mount namespaces")
-
-
-def subject(*paths: str, events: tuple[str, ...] = ("all",), **kw: Any) -> SubjectConfig:
-    return SubjectConfig(paths=paths, events=tuple(EventName(e) for e in events), **kw)
 
 
 class Setup:
@@ -55,12 +55,26 @@ class Setup:
         self.queue = QueueReader()
         self.fim: EngineProcess | None = None
 
-    def start(self, *subjects: SubjectConfig, **extra: Any) -> ReadyRecord:
-        """Starts an engine (`extra`: EngineConfig fields) holding one watch of `subjects`."""
-        self.fim = EngineProcess(engine_config(self.queue, **extra))
+    def start(
+        self, *subjects: SubjectConfig, prefix: Sequence[str] = (), **extra: Any
+    ) -> ReadyRecord:
+        """Starts an engine (`extra`: EngineConfig fields; `prefix`: e.g. nsenter) holding
+        one watch of `subjects`."""
+        self.fim = EngineProcess(engine_config(self.queue, **extra), prefix=prefix)
         self.fim.add(self.WATCH, self.container.pid, *subjects)
         ready: ReadyRecord = self.queue.wait_kind(ReadyRecord)
         return ready
+
+    def gone(self, watch: int, timeout: float = 30.0) -> GoneRecord:
+        """Waits for the GONE record of `watch`."""
+
+        def found(records: list[Any]) -> bool:
+            return any(isinstance(r, GoneRecord) and r.watch == watch for r in records)
+
+        self.queue.wait_for(found, timeout)
+        return next(
+            r for r in self.queue.snapshot() if isinstance(r, GoneRecord) and r.watch == watch
+        )
 
     def run(self, code: str) -> None:
         self.container.run(code)
@@ -320,24 +334,38 @@ def host_dir() -> Iterator[str]:
 
 
 def test_symlink_escapes_stay_inside_the_container(env: Setup, host_dir: str) -> None:
+    """Configured paths are normalized (no '..'), so escapes come through symlinks: absolute
+    targets, relative targets climbing above the root, '..' inside absolute targets, chains.
+    Each resolves inside the container's root; no host inode is ever watched or reported."""
     os.makedirs(f"{host_dir}/etc")
+    climb = "../" * 8
     env.run(
-        f"os.makedirs('/data'); os.makedirs('/etc')\n"
-        f"os.symlink('/etc', '/data/abs')\n"
-        f"os.symlink('../../../../../../..{host_dir}', '/data/rel')\n"
-        f"os.symlink('/', '/data/parent')\n"
+        "os.makedirs('/data'); os.makedirs('/etc')\n"
+        "os.symlink('/etc', '/data/abs')\n"
+        f"os.symlink('{climb}..{host_dir}', '/data/rel')\n"
+        f"os.symlink('{climb}..', '/data/dotdot')\n"
+        f"os.symlink('/data/../../../..{host_dir}/etc', '/data/mid')\n"
+        "os.symlink('rel', '/data/hop')\n"
     )
-    env.start(
+    ready = env.start(
         subject("/data/abs", tags={"case": "absolute"}),
         subject("/data/rel", tags={"case": "relative"}),
-        subject(f"/data/parent/..{host_dir}/etc", tags={"case": "parent"}),
-        subject(f"/../../..{host_dir}", tags={"case": "dotdot"}),
+        subject(f"/data/dotdot{host_dir}/etc", tags={"case": "dotdot"}),
+        subject("/data/mid", tags={"case": "dotdot inside an absolute target"}),
+        subject("/data/hop/etc", tags={"case": "chain"}),
     )
+    assert ready.pending == 4  # host_dir exists on the host only: all but /data/abs wait
     assert env.fim is not None
     container_dev = os.stat(f"{env.container.host_root}/data").st_dev
-    watched = env.fim.watched_inodes()
-    assert watched
-    assert {dev for _ino, dev in watched} == {container_dev}, "a host inode is watched"
+    assert container_dev != os.stat(host_dir).st_dev
+
+    def only_container_inodes() -> None:
+        assert env.fim is not None
+        watched = env.fim.watched_inodes()
+        assert watched
+        assert {dev for _ino, dev in watched} == {container_dev}, "a host inode is watched"
+
+    only_container_inodes()
     # Host-side activity must never be reported.
     for name in ("a", "etc/b"):
         with open(f"{host_dir}/{name}", "w") as handle:
@@ -345,17 +373,21 @@ def test_symlink_escapes_stay_inside_the_container(env: Setup, host_dir: str) ->
     with open(f"{host_dir}/etc/b") as handle:
         handle.read()
     # Container-side activity at the same (in-root) places is reported.
-    env.run(f"open('/etc/c', 'w').close(); os.makedirs('{host_dir}/etc')")
+    env.run("open('/etc/c', 'w').close()")
     env.saw("/data/abs/c", "create")
-    env.run(f"open('{host_dir}/etc/d', 'w').close()")
-    env.saw(f"/data/parent/..{host_dir}/etc/d", "create")
-    env.saw(f"/../../..{host_dir}/etc", "create")
+    env.run(f"os.makedirs('{host_dir}/etc')")
+    env.saw(f"/data/dotdot{host_dir}/etc", "create")
     env.saw("/data/rel/etc", "create")
-    assert {e.path for e in env.queue.events()}.isdisjoint(
-        {f"{host_dir}/a".encode(), f"{host_dir}/etc/b".encode()}
-    )
-    hostnames = [e for e in env.queue.events() if e.path.endswith((b"/a", b"/b"))]
-    assert hostnames == []
+    env.run(f"open('{host_dir}/etc/d', 'w').close()")
+    env.saw(f"/data/dotdot{host_dir}/etc/d", "create")
+    env.saw("/data/mid/d", "create")
+    env.saw("/data/hop/etc/d", "create")
+    only_container_inodes()
+    paths = {e.path for e in env.queue.events()}
+    assert [p for p in paths if p.endswith((b"/a", b"/b"))] == []
+    prefixes = (b"/data/abs", b"/data/rel", b"/data/dotdot", b"/data/mid", b"/data/hop")
+    assert all(p.startswith(prefixes) for p in paths), paths
+    assert env.fim.alive()
 
 
 # --- nothing lost silently -------------------------------------------------------------
@@ -384,13 +416,14 @@ def test_overflow_is_reported_then_rescanned(env: Setup) -> None:
 
 def test_full_queue_drops_are_counted_exactly(env: Setup) -> None:
     env.run("os.makedirs('/data')")
-    env.start(subject("/data", events=("create",)), buffer_records=200)
+    env.start(subject("/data", events=("create",)), buffer_bytes=65536)
     env.queue.paused.set()
-    total = 3000
+    # ~34-byte records: 10 queue messages (~2400) plus 64 KiB of buffer (~1900) hold far
+    # fewer than `total`; the rest is dropped and counted.
+    total = 8000
     try:
         env.run(f"for i in range({total}): open('/data/f%d' % i, 'w').close()")
-        barrier_wait = 2000  # the writer is done; let fimnotify read everything
-        wait_until(lambda: _fim_idle(env), timeout=barrier_wait / 100, what="fimnotify read")
+        wait_until(lambda: _fim_idle(env), timeout=20, what="fimnotify read")
     finally:
         env.queue.paused.clear()
     env.queue.wait_kind(DroppedRecord, timeout=10)
@@ -401,9 +434,14 @@ def test_full_queue_drops_are_counted_exactly(env: Setup) -> None:
         return seen + dropped == total
 
     env.queue.wait_for(accounted, timeout=20)
-    dropped = sum(r.count for r in env.queue.snapshot() if isinstance(r, DroppedRecord))
+    drops = [r for r in env.queue.snapshot() if isinstance(r, DroppedRecord)]
+    assert {r.watch for r in drops} == {Setup.WATCH}
+    dropped = sum(r.count for r in drops)
     assert dropped > 0
+    seen = {e.path for e in env.queue.events()}
+    assert len(seen) == total - dropped  # each record once: none duplicated, none lost
     assert env.queue.seqs == list(range(len(env.queue.seqs)))
+    assert env.queue.failures == []
 
 
 def _fim_idle(env: Setup) -> bool:
@@ -434,34 +472,118 @@ def test_container_exit_is_reported_with_distinct_status(env: Setup) -> None:
     assert env.fim is not None
     env.container.proc.kill()
     env.container.proc.wait(10)
-    assert env.fim.proc.wait(10) == ExitStatus.TARGET_GONE
-    record = env.queue.wait_kind(ExitRecord)
-    assert record.reason is ExitReason.TARGET_GONE
+    gone = env.gone(Setup.WATCH, timeout=10)
+    assert gone.reason is GoneReason.TARGET_GONE
+    assert str(env.container.pid) in gone.message
+    assert env.fim.alive()  # the engine keeps serving fimd's other watches
+    assert env.fim.watched_inodes() == []  # the container's kernel watches are released
+    assert not [r for r in env.queue.snapshot() if isinstance(r, ExitRecord)]
 
 
 def test_missing_target_pid(env: Setup) -> None:
     dead = Container()
     pid = dead.pid
     dead.close()
-    fim = Fimnotify(make_config(env.queue, pid, subject("/data")))
-    try:
-        assert fim.proc.wait(10) == ExitStatus.TARGET_GONE
-    finally:
-        fim.close()
-    assert env.queue.wait_kind(ExitRecord).reason is ExitReason.TARGET_GONE
+    env.run("os.makedirs('/data')")
+    env.fim = EngineProcess(engine_config(env.queue))
+    env.fim.add(5, pid, subject("/data"))
+    gone = env.gone(5, timeout=10)
+    assert gone.reason is GoneReason.TARGET_GONE
+    assert str(pid) in gone.message
+    assert not [r for r in env.queue.snapshot() if isinstance(r, ReadyRecord)]
+    assert env.fim.alive()
+    env.fim.add(Setup.WATCH, env.container.pid, subject("/data", events=("create",)))
+    env.queue.wait_kind(ReadyRecord)
+    env.run("open('/data/f', 'w').close()")
+    env.saw("/data/f", "create")
 
 
-def test_bad_config_exits_with_usage_status(env: Setup) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--queue", "no-slash"],
+        ["--queue", "/q", "--max-dirs", "0"],
+        ["--queue", "/q", "--buffer-bytes", "65535"],
+        ["--queue", "/q", "--buffer-bytes", "lots"],
+        ["--queue", "/q", "--proc-root", "proc"],
+        ["--queue", "/q", "--bogus"],
+    ],
+)
+def test_bad_config_exits_with_usage_status(argv: list[str]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "services.fimnotify"],
-        input=b'{"watch_id": "x"}',
+        [sys.executable, "-m", "services.fimnotify", *argv],
+        input=b"",
         capture_output=True,
         env=python_env(),
         timeout=30,
         check=False,
     )
     assert proc.returncode == ExitStatus.USAGE
-    assert b"missing required key" in proc.stderr
+    assert proc.stderr.startswith((b"usage: fimnotify", b"fimnotify: "))
+    assert b"Traceback" not in proc.stderr
+
+
+# Control lines an engine must refuse (EBADCTL) and survive. The last two used to kill it:
+# json raised RecursionError, and a lone surrogate passed validation but has no bytes.
+BAD_CONTROL = [
+    b"not json",
+    b"[]",
+    b'{"op":"add","watch":1}',
+    b'{"op":"remove","watch":-1}',
+    b'{"op":"stop","watch":1}',
+    b'{"op":"add","watch":1,"pid":1,"subjects":[{"paths":["/a/../b"],"events":["all"]}]}',
+    b'{"op":"add","watch":1,"pid":1,"subjects":[{"paths":["/a"],"events":["nope"]}]}',
+    b"\xff\xfe",
+    b"[" * 100_000,
+    b'{"op":"add","watch":1,"pid":1,"subjects":[{"paths":["/\\ud800"],"events":["all"]}]}',
+    b'{"op":"add","watch":1,"pid":1,"subjects":[{"paths":["/a"],"ignore":["\\udbff"],'
+    b'"events":["all"]}]}',
+]
+
+
+def test_bad_control_lines_are_reported_and_skipped(env: Setup) -> None:
+    env.run("os.makedirs('/data')")
+    env.fim = EngineProcess(engine_config(env.queue))
+    for line in BAD_CONTROL:
+        env.fim.send(line + b"\n")
+
+    def all_refused(records: list[Any]) -> bool:
+        return sum(isinstance(r, ErrorRecord) for r in records) >= len(BAD_CONTROL)
+
+    env.queue.wait_for(all_refused, timeout=20)
+    errors = [r for r in env.queue.snapshot() if isinstance(r, ErrorRecord)]
+    assert [(e.watch, e.code, e.subject, e.path) for e in errors] == [
+        (ENGINE, "EBADCTL", None, b"")
+    ] * len(BAD_CONTROL)
+    assert "op: unknown operation 'stop'" in errors[4].message
+    assert "paths[0]" in errors[9].message
+    assert env.fim.alive(), env.fim.stderr.decode(errors="replace")
+    # ... and keeps serving.
+    env.fim.add(Setup.WATCH, env.container.pid, subject("/data", events=("create",)))
+    env.queue.wait_kind(ReadyRecord)
+    env.run("open('/data/f', 'w').close()")
+    env.saw("/data/f", "create")
+    assert not [r for r in env.queue.snapshot() if isinstance(r, GoneRecord)]
+
+
+def test_unusable_queue_exits_with_queue_status() -> None:
+    small = QueueReader(max_message_size=1024)  # below MIN_MESSAGE_SIZE: unusable
+    try:
+        for name in ("/fimk8s.test.missing", small.name):
+            proc = subprocess.run(
+                [sys.executable, "-m", "services.fimnotify", "--queue", name],
+                input=b"",
+                capture_output=True,
+                env=python_env(),
+                timeout=30,
+                check=False,
+            )
+            assert proc.returncode == ExitStatus.QUEUE, proc.stderr
+            assert b"Traceback" not in proc.stderr
+        assert small.snapshot() == []
+    finally:
+        small.close()
 
 
 # --- kernel limits, inside a user namespace of the test's own ---------------------------
@@ -523,19 +645,16 @@ def test_watch_limit_is_reported_and_the_rest_keeps_working(
     userns, env = userns_env
     env.run("os.makedirs('/small'); [os.makedirs('/big/d%d/e' % i) for i in range(20)]")
     userns.set_limit("max_inotify_watches", 6)
-    config = make_config(
-        env.queue,
-        env.container.pid,
+    ready = env.start(
         subject("/small", events=("create",)),
         subject("/big", events=("create",), recursive=True),
+        prefix=userns.prefix,
     )
-    env.fim = Fimnotify(config, prefix=userns.prefix)
-    ready: ReadyRecord = env.queue.wait_kind(ReadyRecord)
     error: ErrorRecord = env.queue.wait_kind(ErrorRecord)
-    assert error.code == "ENOSPC"
-    assert error.subject == 1
+    assert (error.code, error.watch, error.subject) == ("ENOSPC", Setup.WATCH, 1)
     assert error.path.startswith(b"/big")
     assert "max_user_watches" in error.message
+    assert [r for r in env.queue.snapshot() if isinstance(r, ErrorRecord)] == [error]
     assert ready.watches == 6
     env.run("open('/small/f', 'w').close()")
     env.saw("/small/f", "create")
@@ -545,13 +664,30 @@ def test_instance_limit_is_reported_and_retried(userns_env: tuple[UserNs, Setup]
     userns, env = userns_env
     env.run("os.makedirs('/data')")
     userns.set_limit("max_inotify_instances", 0)
-    config = make_config(env.queue, env.container.pid, subject("/data", events=("create",)))
-    env.fim = Fimnotify(config, prefix=userns.prefix)
+    env.fim = EngineProcess(engine_config(env.queue), prefix=userns.prefix)
+    env.fim.add(Setup.WATCH, env.container.pid, subject("/data", events=("create",)))
     error: ErrorRecord = env.queue.wait_kind(ErrorRecord)
-    assert error.code == "EMFILE"
+    assert (error.code, error.watch, error.subject) == ("EMFILE", ENGINE, None)
     assert "max_user_instances" in error.message
-    assert env.fim.proc.poll() is None  # keeps serving: retries
+    assert env.fim.alive()  # keeps serving: retries
     userns.set_limit("max_inotify_instances", 8)
-    env.queue.wait_kind(ReadyRecord, timeout=15)
+    ready = env.queue.wait_kind(ReadyRecord, timeout=15)
+    assert ready.watch == Setup.WATCH  # the ADD sent meanwhile was applied
     env.run("open('/data/f', 'w').close()")
     env.saw("/data/f", "create")
+
+
+def test_end_of_stdin_while_waiting_for_an_instance_stops_the_engine(
+    userns_env: tuple[UserNs, Setup],
+) -> None:
+    """fimd gone while the instance limit is reached: the engine must not linger, retrying."""
+    userns, env = userns_env
+    userns.set_limit("max_inotify_instances", 0)
+    env.fim = EngineProcess(engine_config(env.queue), prefix=userns.prefix)
+    env.fim.add(Setup.WATCH, env.container.pid, subject("/", events=("create",)))
+    assert env.queue.wait_kind(ErrorRecord).code == "EMFILE"
+    env.fim.close_stdin()
+    assert env.fim.proc.wait(10) == ExitStatus.OK
+    record = env.queue.wait_kind(ExitRecord, timeout=10)
+    assert (record.reason, record.status) == (ExitReason.STOPPED, ExitStatus.OK)
+    assert "control channel closed" in record.message

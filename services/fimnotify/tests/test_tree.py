@@ -6,7 +6,6 @@ import errno
 
 import pytest
 
-from libs.fimnotify_api.config import SubjectConfig
 from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.masks import (
     IN_CLOSE_NOWRITE,
@@ -19,6 +18,7 @@ from libs.fimnotify_api.masks import (
     IN_MOVED_TO,
     IN_OPEN,
 )
+from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import ErrorRecord, EventRecord, decode
 from services.fimnotify.tree import (
     Core,
@@ -85,7 +85,7 @@ def core_for(fs: FakeFs, *subjects: SubjectConfig) -> Core:
 def records(core: Core) -> list[object]:
     out: list[object] = []
     for blob in core.out + core.control:
-        out.extend(decode(b"FN\x01\x00\x00\x00\x00\x00\x01\x00" + blob))
+        out.extend(decode(b"FN\x02\x00\x00\x00\x00\x00\x01\x00" + blob))
     core.out.clear()
     core.control.clear()
     return out
@@ -267,3 +267,102 @@ def test_watch_limit_is_reported_once_per_walk() -> None:
     assert [(e.code, e.subject) for e in errors] == [("ENOSPC", 0)]
     assert "max_user_watches" in errors[0].message
     assert core.watch_count == 3
+
+
+# --- watch numbers and the directory cap ---------------------------------------------------
+
+
+def capped_core(fs: FakeFs, max_dirs: int, *subjects: SubjectConfig, watch: int = 7) -> Core:
+    core = Core(tuple(subjects), fs, lambda: 1, watch=watch, max_dirs=max_dirs)
+    core.start()
+    return core
+
+
+def test_every_record_carries_the_watch_number() -> None:
+    fs = FakeFs({"/d": "dir", "/e": "file"})
+    core = capped_core(
+        fs, 10, subject("/d", events=("create",)), subject("/e", only_dir=True), watch=42
+    )
+    core.handle(fs.wds[b"/d"], IN_CREATE, 0, b"f", 2)
+    out = records(core)
+    assert {type(r) for r in out} == {EventRecord, ErrorRecord}
+    assert {r.watch for r in out if isinstance(r, EventRecord | ErrorRecord)} == {42}
+
+
+def test_directory_cap_watches_exactly_max_dirs_and_names_the_first_left_out() -> None:
+    fs = FakeFs(
+        {
+            "/d": "dir",
+            **{f"/d/{n}": "dir" for n in "abc"},
+            **{f"/d/{n}/x": "dir" for n in "abc"},
+            "/d/f": "file",
+        }
+    )
+    core = capped_core(fs, 2, subject("/d", recursive=True))
+    # Depth first, last entry first: /d, /d/c are watched; /d/c/x is the first left out.
+    assert set(fs.wds) == {b"/d", b"/d/c"}
+    assert (core.watch_count, core.dir_count) == (2, 2)
+    errors = [r for r in records(core) if isinstance(r, ErrorRecord)]
+    assert [(e.code, e.watch, e.subject, e.path) for e in errors] == [("EDIRCAP", 7, 0, b"/d/c/x")]
+    assert "directory cap of 2" in errors[0].message
+    assert core.limited == 3  # /d/c/x, /d/b, /d/a; what is below them is never visited
+
+
+def test_directory_cap_is_per_watch_across_its_subjects() -> None:
+    fs = FakeFs({"/a": "dir", "/a/s": "dir", "/b": "dir", "/etc": "dir", "/etc/app.conf": "file"})
+    core = capped_core(
+        fs,
+        2,
+        subject("/a", recursive=True),
+        subject("/etc/app.conf"),  # a file's parent is not a tree directory: not counted
+        subject("/b"),
+    )
+    assert set(fs.wds) == {b"/a", b"/a/s", b"/etc"}
+    errors = [r for r in records(core) if isinstance(r, ErrorRecord)]
+    assert [(e.code, e.subject, e.path) for e in errors] == [("EDIRCAP", 2, b"/b")]
+    assert core.limited == 1
+    other = capped_core(FakeFs({"/b": "dir"}), 2, subject("/b"), watch=8)
+    assert (other.watch_count, other.limited) == (1, 0)  # another watch has its own cap
+
+
+def test_directories_created_beyond_the_cap_are_counted_not_watched() -> None:
+    fs = FakeFs({"/d": "dir", "/d/a": "dir", "/d/b": "dir"})
+    core = capped_core(fs, 2, subject("/d", events=("create",), recursive=True))
+    assert [r.code for r in records(core) if isinstance(r, ErrorRecord)] == ["EDIRCAP"]
+    assert core.limited == 1
+    fs.nodes[b"/d/n"] = "dir"
+    core.handle(fs.wds[b"/d"], IN_CREATE | IN_ISDIR, 0, b"n", 2)
+    assert records(core) == [EventRecord(2, IN_CREATE | IN_ISDIR, 7, 0, b"/d/n")]  # one error
+    assert b"/d/n" not in fs.wds
+    assert core.limited == 2
+    # Room again once a watched directory is gone.
+    watched = next(p for p in (b"/d/a", b"/d/b") if p in fs.wds)
+    wd = fs.wds.pop(watched)
+    del fs.nodes[watched]
+    core.handle(wd, IN_DELETE_SELF, 0, b"", 3)
+    core.handle(wd, IN_IGNORED, 0, b"", 3)
+    fs.nodes[b"/d/m"] = "dir"
+    core.handle(fs.wds[b"/d"], IN_CREATE | IN_ISDIR, 0, b"m", 4)
+    assert b"/d/m" in fs.wds
+    assert core.dir_count == 2
+
+
+def test_rescan_reports_the_cap_again_once() -> None:
+    fs = FakeFs({"/d": "dir", **{f"/d/s{i}": "dir" for i in range(5)}})
+    core = capped_core(fs, 3, subject("/d", recursive=True))
+    assert core.limited == 3
+    records(core)
+    core.rescan()
+    errors = [r for r in records(core) if isinstance(r, ErrorRecord)]
+    assert [e.code for e in errors] == ["EDIRCAP"]
+    assert (core.limited, core.dir_count, len(fs.wds)) == (3, 3, 3)
+    assert fs.unwatched == []  # unchanged directories keep their watches
+
+
+def test_cap_of_one_leaves_every_subdirectory_out() -> None:
+    fs = FakeFs({"/d": "dir", "/d/s": "dir", "/d/s/t": "dir"})
+    core = capped_core(fs, 1, subject("/d", events=("create",), recursive=True))
+    assert set(fs.wds) == {b"/d"}
+    assert core.limited == 1
+    core.handle(fs.wds[b"/d"], IN_CREATE, 0, b"f", 2)
+    assert events(core) == [(b"/d/f", IN_CREATE, False)]
