@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--memory-budget",
         type=_byte_count,
         help="bytes (e.g. 900Mi) fimd and its engines may use; new watches are refused "
-        f"beyond {budget.DEFAULT_MEMORY_FRACTION:.0%} of it (default: the cgroup's memory limit)",
+        f"beyond {round(budget.DEFAULT_MEMORY_FRACTION * 100)}%% of it (default: the cgroup's "
+        "memory limit)",
     )
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
