@@ -271,16 +271,15 @@ class Daemon:
                 phases[watch.phase.value] += 1
             limits = inotify_limits(self._proc_root)
             reading = self._memory()
-            live = self.pool.live()
             return Snapshot(
                 watches_by_phase=phases,
                 inotify_watches_in_use=self.pool.inotify_watches(),
                 max_user_watches=limits.max_user_watches,
-                # One inotify instance per running engine.
-                inotify_instances_in_use=live,
+                # One inotify instance per running engine (but those that got EMFILE).
+                inotify_instances_in_use=self.pool.usable(),
                 max_user_instances=limits.max_user_instances,
                 engines=len(self.pool.engines),
-                engines_live=live,
+                engines_live=self.pool.live(),
                 inotify_watch_budget=self.budgets.inotify_watches,
                 memory_budget=self.budgets.memory_bytes or 0,
                 memory_working_set=reading.working_set if reading is not None else 0,

@@ -293,6 +293,7 @@ def test_no_engine_with_an_inotify_instance_refuses_watches(resolver: FakeResolv
         (engine,) = launcher.engines
         engine.send(wire.ErrorRecord(1, wire.ENGINE, "EMFILE", None, b"", "no instance"))
         wait_for(lambda: daemon.pool.usable() == 0, what="engine unusable")
+        assert daemon.state().limits.inotify_instances_in_use == 0
         with pytest.raises(CapacityError, match=r"^NodeCapacity: inotify instances: none of"):
             _create(daemon, spec())
 
