@@ -19,7 +19,9 @@ resource can cost a node). A subject is checked by the one subject validation of
   and no NUL.
 - MAX_DEPTH = 128 for maxDepth (0 = unlimited); a non-zero maxDepth requires recursive.
 - MAX_TAGS = 32 tags per subject; keys are label keys, values are label values (63 chars).
-- MAX_LOG_FORMAT_LENGTH = 1024 characters; no NUL, CR or LF (one line per event).
+- MAX_LOG_FORMAT_LENGTH = 1024 characters, a template of the one `logFormat` grammar
+  (`libs.k8s.logformat`): known `{name}` placeholders, `{{`/`}}` for literal braces, no
+  control character but tab and no line separator (one line per event).
 - Counters and generations are non-negative; pod counters fit an int32 (MAX_POD_COUNT).
 - Conditions follow metav1.Condition: type a qualified name of at most 316 characters,
   reason matching `[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?` of at most 1024, message of at most
@@ -39,6 +41,7 @@ import attrs
 from libs.fimnotify_api import subject as subject_contract
 from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.subject import SubjectError, check_subject
+from libs.k8s import logformat
 from libs.k8s.errors import ModelError, within
 from libs.k8s.frozen import frozen_map
 from libs.k8s.names import check_dns1123_label, check_dns1123_subdomain
@@ -113,8 +116,10 @@ def _check_aware(value: datetime) -> None:
 
 def _check_log_format(log_format: str) -> None:
     _check_length(log_format, MAX_LOG_FORMAT_LENGTH)
-    if any(char in log_format for char in "\0\r\n"):
-        raise ModelError("must not contain NUL, CR or LF: every event is one line")
+    try:
+        logformat.parse(log_format)
+    except logformat.TemplateError as err:
+        raise ModelError(str(err)) from None
 
 
 @attrs.frozen(kw_only=True)

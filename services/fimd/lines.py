@@ -15,22 +15,36 @@ Operational line (start, watch added/failed/restarted, overflow, drops, errors):
      ...fields of that message (watcher, namespace, pod, container, reason, count, ...)}
 
 So `kind` tells them apart; a log pipeline routes on `kind == "op"`. Times are RFC 3339 UTC
-with microseconds; `time` of an event is when fimnotify read it from inotify. Paths are the
-paths inside the container; bytes that are not UTF-8 are written as `\\xNN` escapes.
+with microseconds; `time` of an event is when fimnotify read it from inotify.
+
+Every line is exactly one line of valid JSON (or of the template), whatever bytes a file name
+holds, which the watched pod chooses:
+
+- Paths are the paths inside the container. `path` is text: the path decoded as UTF-8, each
+  invalid byte sequence replaced by U+FFFD. When the raw path is not valid UTF-8 the line
+  also has `pathBytes`, the base64 (RFC 4648, padded) of the raw bytes; it is absent
+  otherwise. So the raw path is `base64decode(pathBytes)` if present, else `path` encoded as
+  UTF-8: a file named `\\xff` (four characters) and one named by the byte 0xFF differ.
+- Strings are JSON strings with `"`, `\\` and the C0 controls escaped as JSON requires, and
+  also DEL, the C1 controls U+0080..U+009F (NEL U+0085 among them), U+2028, U+2029 and the
+  bidirectional formatting characters as `\\uXXXX` (see `services.fimd.logformat`): a line
+  holds no character that any line splitter (`str.splitlines()`, JavaScript, terminals)
+  takes for a line break. Other non-ASCII text is written as UTF-8.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from libs.fimnotify_api.events import EventName
-from services.fimd.logformat import Template
 from libs.fimnotify_api.masks import IN_ISDIR, names_for
+from services.fimd.logformat import JSON_EXTRA_ESCAPES, Template, escape_value
 
 _SECONDS_CACHE: dict[int, str] = {}
 
@@ -47,21 +61,46 @@ def format_time(time_ns: int) -> str:
     return f"{prefix}.{rest // 1000:06d}Z"
 
 
+_JSON_EXTRA = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(JSON_EXTRA_ESCAPES)) + "]")
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, UTF-8 text raw except for the characters of JSON_EXTRA_ESCAPES."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if _JSON_EXTRA.search(text) is None:
+        return text
+    return text.translate(JSON_EXTRA_ESCAPES)
+
+
+def split_path(raw: bytes) -> tuple[str, str]:
+    """(`path`, `pathBytes`) of a raw path: its UTF-8 text (U+FFFD for each invalid byte
+    sequence), and "" when `raw` is valid UTF-8, else the base64 of `raw`."""
+    try:
+        return raw.decode("utf-8"), ""
+    except UnicodeDecodeError:
+        return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
+
+
+def raw_path(path: str, path_bytes: str = "") -> bytes:
+    """The raw path back from the `path` and `pathBytes` of a line (the inverse of split_path)."""
+    return base64.b64decode(path_bytes, validate=True) if path_bytes else path.encode("utf-8")
 
 
 def decode_path(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+    """The `path` text of a raw path (lossy when not UTF-8: see path_fields)."""
+    return raw.decode("utf-8", "replace")
 
 
-# A file name may contain a newline: in a template line it would forge a second line.
-_CONTROL_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+def path_fields(raw: bytes, key: str = "path") -> dict[str, str]:
+    """`{key: text}` plus `{key + "Bytes": base64}` when `raw` is not UTF-8, for op lines."""
+    text, b64 = split_path(raw)
+    return {key: text, key + "Bytes": b64} if b64 else {key: text}
 
 
 def escape_control(text: str) -> str:
-    """Control characters as \\xNN, so one event is always exactly one line."""
-    return text.translate(_CONTROL_ESCAPES)
+    """`text` escaped like a template value (`services.fimd.logformat.escape_value`), so it
+    is always exactly one line and cannot close a quoted field."""
+    return escape_value(text)
 
 
 @attrs.frozen
@@ -85,10 +124,10 @@ class Identity:
 
 
 def _split(path: str) -> tuple[str, str, str]:
-    """(dir, sep, file) so that dir + sep + file == path."""
-    head, _, tail = path.rpartition("/")
+    """(dir, sep, file) so that dir + sep + file == path; dir is "/" for "/name"."""
+    head, slash, tail = path.rpartition("/")
     if not head:
-        return "/", "", tail
+        return slash, "", tail
     return head, "/", tail
 
 
@@ -105,31 +144,35 @@ class EventRenderer:
         self._tags_json = [_compact(dict(sorted(tags.items()))) for tags in subject_tags]
         # Everything between "time" and "event" is constant for the watch.
         self._middle = _compact(identity.fields())[1:-1]
-        self._identity_values = {k: escape_control(v) for k, v in identity.fields().items()}
+        self._identity_values = identity.fields()
 
     def render(self, time_ns: int, mask: int, subject: int, path: bytes) -> list[str]:
         """The lines (each ending in a newline) for one inotify event; raises IndexError
         for a subject index the watch does not have."""
         tags = self._tags_json[subject]
         names = names_for(mask)
-        text = decode_path(path)
+        text, path_bytes = split_path(path)
         is_dir = "true" if mask & IN_ISDIR else "false"
         stamp = format_time(time_ns)
         if self._template is not None:
-            return [self._render_template(stamp, n, text, is_dir, tags) for n in names]
+            template = self._template
+            values = self._template_values(stamp, text, path_bytes, is_dir, tags)
+            return [template.render({**values, "event": n.upper()}) + "\n" for n in names]
         head = f'{{"kind":"event","time":"{stamp}",{self._middle},"event":"'
-        tail = f'","path":{_compact(text)},"isDir":{is_dir},"tags":{tags}}}\n'
+        extra = f',"pathBytes":"{path_bytes}"' if path_bytes else ""
+        tail = f'","path":{_compact(text)}{extra},"isDir":{is_dir},"tags":{tags}}}\n'
         return [head + name.upper() + tail for name in names]
 
-    def _render_template(
-        self, stamp: str, name: EventName, path: str, is_dir: str, tags: str
-    ) -> str:
-        assert self._template is not None
+    def _template_values(
+        self, stamp: str, path: str, path_bytes: str, is_dir: str, tags: str
+    ) -> dict[str, str]:
+        """The raw placeholder values but {event} (the template escapes them)."""
         directory, sep, file = _split(path)
-        values = {
+        return {
+            **self._identity_values,
             "time": stamp,
-            "event": name.upper(),
             "path": path,
+            "pathBytes": path_bytes,
             "isDir": is_dir,
             "tags": tags,
             "ftype": "directory" if is_dir == "true" else "file",
@@ -137,8 +180,6 @@ class EventRenderer:
             "file": file,
             "sep": sep,
         }
-        escaped = {k: escape_control(v) for k, v in values.items()}
-        return self._template.render({**self._identity_values, **escaped}) + "\n"
 
 
 def op_line(node: str, msg: str, level: str = "info", /, **fields: Any) -> str:

@@ -1,138 +1,261 @@
-"""The stdout writer: a bounded line buffer drained by one thread in large writes.
+"""The stdout writer: bounded line buffers drained by one thread in large writes.
 
-Producers (queue reader, supervisor) never write to the fd themselves, so a slow consumer
-of stdout (a log shipper that stalls) only fills the buffer. When it is full, event lines
-wait up to `block_timeout` (back-pressure: the reader stops draining message queues and
-fimnotify buffers, then counts its own drops); after that they are dropped and counted.
-Operational lines have their own, separate bound so drop reports are never crowded out by
-events. Every drop is reported as an `output_dropped` operational line once there is room,
-and counted in metrics: nothing is lost silently.
+Producers (the I/O thread that serves every watch, the supervisor, gRPC handlers) never
+write to the fd themselves and never wait: a slow or stalled consumer of stdout (a log shipper
+that stops reading) only fills the buffers, and a line that does not fit is dropped at once
+and counted. Waiting would stall every other watch behind the one that is busy.
+
+- Event lines and operational lines have separate buffers, bounded in bytes (UTF-8 data plus
+  CHUNK_OVERHEAD per queued batch): `max_event_bytes` (default 32 MiB) and `max_op_bytes`
+  (default 1 MiB), so drop reports and errors are never crowded out by events. A batch of
+  event lines is kept or dropped whole (`put_events` returns which).
+- Writes are retried until every byte is out (partial writes continue where they stopped;
+  EINTR and EAGAIN are retried). A write that fails (EPIPE, EIO, ENOSPC, ...) loses the lines
+  of its batch that were not completely written: they are counted like dropped lines. If a
+  failed write ended inside a line, the next write starts with a newline, so the fragment
+  stays a line of its own and never corrupts the next one.
+- Every lost line is counted: `on_drop(kind, stage, count)` is called at once (kind "event"
+  or "op"; stage "buffer" = dropped because its buffer was full or the writer closed,
+  "write" = lost in a failed write), from the thread that saw it; and the writer reports
+  the counts in one `output_dropped` operational line as soon as it writes again:
+
+      {"kind":"op",...,"level":"error","msg":"output_dropped","count":N,"events":E,"ops":O,
+       "writeFailed":W,"error":"EPIPE"}
+
+  `count` = `events` + `ops` lines lost since the previous report; `writeFailed` of them in
+  failed writes (then `error` names the last errno). The counts are taken back only once the
+  report itself was written; after a failed write the report is retried with the next lines,
+  or alone after `retry_interval`. This line is written ahead of the buffers, so it always
+  has room.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import select
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
 from services.fimd import lines
 
-#: Called with the number of event lines dropped (for metrics).
-DropHook = Callable[[int], None]
+#: Called with (kind, stage, count) for every line lost; see the module docstring.
+DropHook = Callable[[str, str, int], None]
+#: os.write's signature (a parameter so tests can make writes fail or stop half-way).
+WriteFn = Callable[[int, memoryview], int]
+
+EVENT = "event"
+OP = "op"
+BUFFER = "buffer"
+WRITE = "write"
+_KEYS = ((EVENT, BUFFER), (EVENT, WRITE), (OP, BUFFER), (OP, WRITE))
 
 
 class LineWriter:
-    """Buffers lines and writes them to `fd` from a background thread."""
+    """Buffers lines (each ending in one newline) and writes them to `fd` from a thread."""
+
+    #: Bytes charged per queued batch on top of its data (deque slot and bytes object).
+    CHUNK_OVERHEAD = 128
 
     def __init__(
         self,
         fd: int,
         node: str,
         *,
-        max_lines: int = 100_000,
-        max_op_lines: int = 10_000,
-        block_timeout: float = 1.0,
-        batch_bytes: int = 256 * 1024,
+        max_event_bytes: int = 32 << 20,
+        max_op_bytes: int = 1 << 20,
+        batch_bytes: int = 256 << 10,
+        retry_interval: float = 1.0,
         on_drop: DropHook | None = None,
+        write: WriteFn = os.write,
     ) -> None:
         self._fd = fd
         self._node = node
-        self._max_lines = max_lines
-        self._max_op_lines = max_op_lines
-        self._block_timeout = block_timeout
+        self._max_event_bytes = max_event_bytes
+        self._max_op_bytes = max_op_bytes
         self._batch_bytes = batch_bytes
+        self._retry_interval = retry_interval
         self._on_drop = on_drop
-        self._events: deque[str] = deque()
-        self._ops: deque[str] = deque()
-        self._dropped = 0  # not yet reported
-        self._dropped_ops = 0
+        self._write = write
+        self._events: deque[tuple[bytes, int]] = deque()  # (data, lines)
+        self._ops: deque[bytes] = deque()
+        self._event_bytes = 0  # charged, see CHUNK_OVERHEAD
+        self._op_bytes = 0
+        self._lost = dict.fromkeys(_KEYS, 0)  # lines lost and not yet reported
+        self._error = ""  # errno name of the last failed write
+        self._failing = False  # the last write failed
+        self._retry_at = 0.0
+        self._partial = False  # the last failed write ended inside a line
         self._closed = False
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # lines to write / closing
-        self._space = threading.Condition(self._lock)  # room in the event buffer
         self._thread = threading.Thread(target=self._run, name="fimd-writer", daemon=True)
         self._thread.start()
 
     def put_events(self, batch: list[str]) -> bool:
-        """Queues event lines; False (and counted) if they were dropped."""
+        """Queues event lines, all or none; False (counted, reported) if they were dropped.
+        Never waits."""
+        if not batch:
+            return True
+        data = "".join(batch).encode("utf-8", "replace")
+        cost = len(data) + self.CHUNK_OVERHEAD
         with self._lock:
-            if len(self._events) + len(batch) > self._max_lines and not self._closed:
-                self._space.wait_for(
-                    lambda: self._closed or len(self._events) + len(batch) <= self._max_lines,
-                    timeout=self._block_timeout,
-                )
-            if self._closed or len(self._events) + len(batch) > self._max_lines:
-                self._dropped += len(batch)
-                drop = True
+            accepted = not self._closed and self._event_bytes + cost <= self._max_event_bytes
+            if accepted:
+                self._events.append((data, len(batch)))
+                self._event_bytes += cost
             else:
-                self._events.extend(batch)
-                drop = False
+                self._lost[EVENT, BUFFER] += len(batch)
             self._ready.notify()
-        if drop and self._on_drop is not None:
-            self._on_drop(len(batch))
-        return not drop
+        if not accepted:
+            self._dropped(EVENT, BUFFER, len(batch))
+        return accepted
 
-    def put_op(self, line: str) -> None:
-        """Queues one operational line (never blocks)."""
+    def put_op(self, line: str) -> bool:
+        """Queues one operational line; False (counted, reported) if it was dropped. Never
+        waits."""
+        data = line.encode("utf-8", "replace")
+        cost = len(data) + self.CHUNK_OVERHEAD
         with self._lock:
-            if len(self._ops) >= self._max_op_lines:
-                self._dropped_ops += 1
+            accepted = not self._closed and self._op_bytes + cost <= self._max_op_bytes
+            if accepted:
+                self._ops.append(data)
+                self._op_bytes += cost
             else:
-                self._ops.append(line)
+                self._lost[OP, BUFFER] += 1
             self._ready.notify()
+        if not accepted:
+            self._dropped(OP, BUFFER, 1)
+        return accepted
 
     def op(self, msg: str, level: str = "info", /, **fields: object) -> None:
         self.put_op(lines.op_line(self._node, msg, level, **fields))
 
+    def buffered(self) -> tuple[int, int]:
+        """Bytes charged in the (event, operational) buffers now."""
+        with self._lock:
+            return self._event_bytes, self._op_bytes
+
     def close(self, timeout: float = 5.0) -> None:
-        """Writes what is buffered (up to `timeout`) and stops the thread."""
+        """Writes what is buffered (up to `timeout`) and stops the thread; lines put after
+        this are dropped (and counted)."""
         with self._lock:
             self._closed = True
             self._ready.notify()
-            self._space.notify_all()
         self._thread.join(timeout)
 
-    def _take(self) -> list[str] | None:
-        """The next batch: operational lines first, then events up to `batch_bytes`."""
-        with self._lock:
-            self._ready.wait_for(lambda: self._closed or self._ops or self._events)
-            if not (self._ops or self._events or self._dropped or self._dropped_ops):
-                return None  # closed and drained
-            batch = list(self._ops)
-            self._ops.clear()
-            self._report_drops(batch)
-            size = 0
-            while self._events and size < self._batch_bytes:
-                line = self._events.popleft()
-                size += len(line)
-                batch.append(line)
-            self._space.notify_all()
-            return batch
+    def _dropped(self, kind: str, stage: str, count: int) -> None:
+        if self._on_drop is not None and count:
+            self._on_drop(kind, stage, count)
 
-    def _report_drops(self, batch: list[str]) -> None:
-        if self._dropped:
-            batch.append(lines.op_line(self._node, "output_dropped", "error", count=self._dropped))
-            self._dropped = 0
-        if self._dropped_ops:
-            batch.append(
-                lines.op_line(self._node, "op_lines_dropped", "error", count=self._dropped_ops)
-            )
-            self._dropped_ops = 0
+    def _retry_due(self) -> bool:
+        return self._failing and time.monotonic() >= self._retry_at
+
+    def _has_work(self) -> bool:
+        report = any(self._lost.values()) and (not self._failing or self._retry_due())
+        return self._closed or bool(self._events) or bool(self._ops) or report
+
+    def _wait(self) -> None:
+        """Waits (holding the lock) until there is something to do."""
+        while not self._has_work():
+            timeout = None
+            if self._failing and any(self._lost.values()):
+                timeout = max(0.0, self._retry_at - time.monotonic())
+            self._ready.wait(timeout)
+
+    def _take(self) -> tuple[list[bytes], list[tuple[bytes, int]]]:
+        """All operational lines, then event batches up to `batch_bytes` (lock held)."""
+        ops = list(self._ops)
+        self._ops.clear()
+        self._op_bytes = 0
+        events: list[tuple[bytes, int]] = []
+        size = 0
+        while self._events and size < self._batch_bytes:
+            data, count = self._events.popleft()
+            self._event_bytes -= len(data) + self.CHUNK_OVERHEAD
+            events.append((data, count))
+            size += len(data)
+        return ops, events
+
+    def _report(self, lost: dict[tuple[str, str], int], error: str) -> bytes:
+        if not any(lost.values()):
+            return b""
+        events = lost[EVENT, BUFFER] + lost[EVENT, WRITE]
+        ops = lost[OP, BUFFER] + lost[OP, WRITE]
+        failed = lost[EVENT, WRITE] + lost[OP, WRITE]
+        fields: dict[str, object] = {
+            "count": events + ops,
+            "events": events,
+            "ops": ops,
+            "writeFailed": failed,
+        }
+        if failed:
+            fields["error"] = error
+        return lines.op_line(self._node, "output_dropped", "error", **fields).encode()
 
     def _run(self) -> None:
-        while (batch := self._take()) is not None:
-            self._write_all("".join(batch).encode())
+        final_report_tried = False
+        while True:
+            with self._lock:
+                self._wait()
+                if not self._events and not self._ops:
+                    # Closed and drained, or only a report to write (alone; when closing,
+                    # one last try even if stdout failed).
+                    if not any(self._lost.values()) or final_report_tried:
+                        return
+                    final_report_tried = self._closed
+                ops, events = self._take()
+                lost = dict(self._lost)
+                error = self._error
+            self._write_batch(self._report(lost, error), ops, events, lost)
 
-    def _write_all(self, data: bytes) -> None:
+    def _write_batch(
+        self,
+        report: bytes,
+        ops: list[bytes],
+        events: list[tuple[bytes, int]],
+        reported: dict[tuple[str, str], int],
+    ) -> None:
+        lead = b"\n" if self._partial else b""
+        op_data = b"".join(ops)
+        data = lead + report + op_data + b"".join(chunk for chunk, _ in events)
+        written, error = self._write_all(data)
+        ops_end = len(lead) + len(report) + len(op_data)
+        # Lines not completely written: the newlines (one per line) not written.
+        ops_lost = op_data.count(b"\n", max(0, written - len(lead) - len(report)))
+        events_lost = data.count(b"\n", max(written, ops_end))
+        with self._lock:
+            if error is None:
+                self._partial = self._failing = False
+                for key, count in reported.items():
+                    self._lost[key] -= count
+            else:
+                self._failing = True
+                self._retry_at = time.monotonic() + self._retry_interval
+                if written:
+                    self._partial = data[written - 1 : written] != b"\n"
+                self._error = error
+                self._lost[OP, WRITE] += ops_lost
+                self._lost[EVENT, WRITE] += events_lost
+        if error is not None:
+            self._dropped(OP, WRITE, ops_lost)
+            self._dropped(EVENT, WRITE, events_lost)
+
+    def _write_all(self, data: bytes) -> tuple[int, str | None]:
+        """Writes `data`, continuing partial writes; (bytes written, errno name or None)."""
         view = memoryview(data)
-        while view:
+        written = 0
+        while written < len(data):
             try:
-                written = os.write(self._fd, view)
+                written += self._write(self._fd, view[written:])
             except InterruptedError:
                 continue
-            except OSError:
-                # stdout is gone (closed pipe): nothing can be reported any more; keep
-                # draining so producers are never blocked by a dead consumer.
-                return
-            view = view[written:]
+            except BlockingIOError:  # a non-blocking stdout (set by whoever shares it)
+                poller = select.poll()
+                poller.register(self._fd, select.POLLOUT)
+                poller.poll(self._retry_interval * 1000)
+            except OSError as err:
+                return written, errno.errorcode.get(err.errno or 0, str(err))
+        return written, None

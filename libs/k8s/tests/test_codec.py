@@ -414,7 +414,11 @@ MALFORMED: list[tuple[Any, str]] = [
         _set("spec.subjects.0.tags.team", "a b"),
         "spec.subjects[0].tags[team]: 'a b' is not a valid label value",
     ),
-    (_set("spec.logFormat", "a\nb"), "spec.logFormat: must not contain NUL, CR or LF"),
+    (
+        _set("spec.logFormat", "a\nb"),
+        "spec.logFormat: control character or line separator '\\n' at offset 1",
+    ),
+    (_set("spec.logFormat", "{pth}"), "spec.logFormat: unknown placeholder {pth} at offset 0"),
     (
         _set("spec.selector.matchExpressions.0.operator", "in"),
         "spec.selector.matchExpressions[0].operator: must be one of: In, NotIn, Exists",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from libs.fimnotify_api.events import EventName
-from libs.k8s import model
+from libs.k8s import logformat, model
 from libs.k8s.errors import ModelError
 from libs.k8s.model import (
     Condition,
@@ -135,9 +135,18 @@ def spec(**changes: Any) -> FimWatcherSpec:
         ({"subjects": ()}, "subjects: must have at least 1 item(s)"),
         ({"subjects": (subject(),) * 33}, "subjects: must have at most 32 items, got 33"),
         ({"log_format": "x" * 1025}, "logFormat: must be at most 1024 characters"),
-        ({"log_format": "{path}\n{event}"}, "logFormat: must not contain NUL, CR or LF"),
-        ({"log_format": "{path}\r"}, "logFormat: must not contain NUL, CR or LF"),
-        ({"log_format": "\0"}, "logFormat: must not contain NUL, CR or LF"),
+        (
+            {"log_format": "{path}\n{event}"},
+            "logFormat: control character or line separator '\\n' at offset 6: one event is",
+        ),
+        ({"log_format": "{path}\r"}, "logFormat: control character or line separator '\\r'"),
+        ({"log_format": "\0"}, "logFormat: control character or line separator '\\x00'"),
+        ({"log_format": "a\x85"}, "logFormat: control character or line separator '\\x85'"),
+        ({"log_format": "a\u2028"}, "logFormat: control character or line separator"),
+        ({"log_format": "{nope}"}, "logFormat: unknown placeholder {nope} at offset 0; known:"),
+        ({"log_format": "{path!r}"}, "logFormat: unknown placeholder {path!r}"),
+        ({"log_format": "a {path"}, "logFormat: unclosed '{' at offset 2"),
+        ({"log_format": "a } b"}, "logFormat: single '}' at offset 2"),
     ],
 )
 def test_spec_rejects(changes: dict[str, Any], message: str) -> None:
@@ -148,6 +157,11 @@ def test_spec_accepts_bounds() -> None:
     built = spec(subjects=(subject(),) * 32, log_format="{time} {event} " + "x" * 1009)
     assert len(built.subjects) == 32
     assert len(built.log_format) == 1024
+
+
+def test_spec_accepts_every_placeholder_literal_braces_and_tab() -> None:
+    text = "{{x}}\t" + " ".join(f"{{{name}}}" for name in logformat.PLACEHOLDERS)
+    assert spec(log_format=text).log_format == text
 
 
 def meta(**changes: Any) -> ObjectMeta:
