@@ -47,6 +47,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--call-timeout", type=float, default=5.0, help="deadline of each fimd call (s)")
     p.add_argument("--resync-period", type=float, default=60.0, help="GetWatchState sweep (s)")
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument(
+        "--max-sync-seconds",
+        type=float,
+        default=300.0,
+        help="a sync running longer is a stuck worker: /healthz fails (s)",
+    )
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--lease-name", default="fim-controller")
     p.add_argument("--lease-duration", type=float, default=8.0)
@@ -128,12 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         fimd_use_host_ip=args.fimd_address == "host",
         resync_seconds=args.resync_period,
         workers=args.workers,
+        max_sync_seconds=args.max_sync_seconds,
     )
     pool = FimdPool(_tls_loader(args), deadline=args.call_timeout)
     events = EventRecorder(kube, metrics, instance=args.identity)
     controller = Controller(kube, pool, settings, metrics, events)
     server = serve(
-        metrics, _address(args.http_address), healthy=controller.healthy, ready=controller.synced
+        metrics,
+        _address(args.http_address),
+        healthy=controller.health,
+        ready=lambda: [] if controller.synced() else ["caches not synced yet"],
     )
     log.info("starting", extra={"identity": args.identity, "http": server.server_address})
     controller.start_informers(stop)

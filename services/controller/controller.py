@@ -11,6 +11,11 @@ and a change costs calls proportional to what it changed. GetWatchState is calle
 node's state is unknown (start, fimd replaced or unreachable) and on the periodic sweep,
 which re-reads every fimd, recreates FAILED watches and so repairs any drift (a fimd or a
 controller that died uncleanly, a watch lost behind our back).
+
+No key's sync can stop the others: whatever it raises is logged (bounded), counted and the
+key retried with the queue's per-key backoff. A worker that dies anyway (an exception
+escaping its loop) or a sync that runs longer than `max_sync_seconds` makes `health` report
+it, so /healthz fails and the kubelet restarts the pod.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import attrs
 from fim.v1 import fim_pb2
 from libs.k8s.codec import status_to_dict
 from libs.k8s.model import API_VERSION, PLURAL, FimWatcherStatus
+from services.controller.bounds import MAX_STORED, clip, describe, error_type, frames
 from services.controller.events import NORMAL, WARNING, EventRecorder
 from services.controller.fimd import Endpoint, FimdClient, FimdError, FimdPool, endpoints
 from services.controller.informer import Informer
@@ -75,6 +81,8 @@ class Settings:
     resync_seconds: float = 60.0
     pending_recheck_seconds: float = 1.0
     workers: int = 4
+    #: A sync running longer than this is a stuck worker: /healthz fails.
+    max_sync_seconds: float = 300.0
 
 
 def _now() -> datetime:
@@ -130,7 +138,16 @@ class Controller:
         self._stale: set[str] = set()
         self._sweeping: set[str] = set()
         self._rechecks: dict[str, int] = {}
-        self._threads: list[threading.Thread] = []
+        #: node -> exception type of its last sync, while its syncs fail unexpectedly.
+        self._sync_failures: dict[str, str] = {}
+        self._threads: list[threading.Thread] = []  # informers and the sweeper
+        self._workers: list[threading.Thread] = []
+        #: worker name -> (key, monotonic start) of the sync it is running.
+        self._running: dict[str, tuple[str, float]] = {}
+        self._stopping = False
+        metrics.workers_alive.set_function(
+            lambda: sum(worker.is_alive() for worker in list(self._workers))
+        )
 
     # Event handlers: enqueue what a change may affect; never block, never call out.
     def _pod_changed(self, old: Pod | None, new: Pod | None) -> None:
@@ -171,30 +188,59 @@ class Controller:
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in (self.fimds, self.watchers, self.pods))
 
+    def health(self) -> list[str]:
+        """What is wrong with this replica's threads (none: healthy), for /healthz.
+
+        Every informer and the sweeper must run; once workers were started (this replica
+        leads), all of them must be alive and none may be stuck in one sync for longer than
+        `max_sync_seconds`. A standby runs no workers and is healthy without them.
+        """
+        problems = [f"thread {t.name} exited" for t in self._threads if not t.is_alive()]
+        with self._lock:
+            if self._stopping or not self._workers:
+                return problems
+            alive = sum(worker.is_alive() for worker in self._workers)
+            running = dict(self._running)
+        if alive < self._settings.workers:
+            problems.append(f"{alive} of {self._settings.workers} workers alive")
+        now = time.monotonic()
+        for name, (key, started) in sorted(running.items()):
+            if now - started > self._settings.max_sync_seconds:
+                problems.append(
+                    f"{name} stuck: sync of {clip(key, 512)} running for {now - started:.0f} s"
+                    f" (limit {self._settings.max_sync_seconds:g} s)"
+                )
+        return problems
+
     def healthy(self) -> bool:
-        return all(thread.is_alive() for thread in self._threads)
+        return not self.health()
 
     def start_workers(self, stop: threading.Event) -> None:
         """Waits for the caches, then reconciles everything and keeps doing so until `stop`."""
         while not self.synced():
             if stop.wait(0.1):
                 return
-        self.sweep()
-        for index in range(self._settings.workers):
-            worker = threading.Thread(target=self._work, name=f"worker-{index}", daemon=True)
-            worker.start()
-            self._threads.append(worker)
-        sweeper = threading.Thread(target=self._sweep_loop, args=(stop,), daemon=True)
+        self._safe_sweep()
+        with self._lock:
+            for index in range(self._settings.workers):
+                worker = threading.Thread(target=self._work, name=f"worker-{index}", daemon=True)
+                self._workers.append(worker)
+                worker.start()
+        sweeper = threading.Thread(
+            target=self._sweep_loop, args=(stop,), name="sweeper", daemon=True
+        )
         sweeper.start()
         self._threads.append(sweeper)
 
     def shut_down(self, timeout: float = 10.0) -> None:
         """Stops taking work and waits (bounded) for the running syncs."""
+        with self._lock:
+            self._stopping = True
+            workers = list(self._workers)
         self.queue.shut_down()
         deadline = time.monotonic() + timeout
-        for thread in self._threads:
-            if thread.name.startswith("worker-"):
-                thread.join(max(0.0, deadline - time.monotonic()))
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
         self._pool.close()
 
     def sweep(self) -> None:
@@ -212,21 +258,57 @@ class Controller:
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self._settings.resync_seconds):
+            self._safe_sweep()
+
+    def _safe_sweep(self) -> None:
+        """A sweep that fails (e.g. TLS files unreadable mid-rotation) is tried next period."""
+        try:
             self.sweep()
+        except Exception as err:
+            self._unexpected("sweep", "sweep", err, retry_in=self._settings.resync_seconds)
 
     def _work(self) -> None:
-        while True:
-            try:
-                key = self.queue.get()
-            except ShutDown:
-                return
-            try:
-                self.sync(key)
-            finally:
-                self.queue.done(key)
+        """Syncs keys until the queue shuts down; any exception of a sync is handled there.
+
+        Whatever escapes anyway (a BaseException such as SystemExit from a sync) ends this
+        worker: it is logged here and `health` reports the missing worker.
+        """
+        name = threading.current_thread().name
+        try:
+            while True:
+                try:
+                    key = self.queue.get()
+                except ShutDown:
+                    return
+                with self._lock:
+                    self._running[name] = (key, time.monotonic())
+                try:
+                    self.sync(key)
+                except Exception as err:  # sync's own failure handling failed: last resort
+                    self._unexpected("worker", key, err, retry_in=self.queue.retry(key))
+                finally:
+                    with self._lock:
+                        self._running.pop(name, None)
+                    self.queue.done(key)
+        except BaseException as err:  # the thread ends: say why (health() reports it)
+            log.critical(
+                "worker died",
+                extra={
+                    "worker": name,
+                    "error_type": error_type(err),
+                    "error": describe(err),
+                    "traceback": frames(err),
+                },
+            )
 
     def sync(self, key: str) -> None:
-        """One level-triggered sync of a key; failures are retried with backoff."""
+        """One level-triggered sync of a key; any failure is retried with backoff.
+
+        ApiError and FimdError are expected (an API server or fimd failing); any other
+        exception is a controller bug or input it cannot handle: logged with its type and
+        where it was raised, counted in fim_controller_sync_errors_total, and retried like
+        the others, so it costs only this key.
+        """
         kind, _, name = key.partition(":")
         started = time.monotonic()
         try:
@@ -238,12 +320,35 @@ class Controller:
             self._metrics.reconciles.labels(kind, "error").inc()
             self._metrics.errors.labels(kind).inc()
             delay = self.queue.retry(key)
-            log.warning("sync failed", extra={"key": key, "error": str(err), "retry_in": delay})
+            log.warning(
+                "sync failed", extra={"key": key, "error": describe(err), "retry_in": delay}
+            )
+        except Exception as err:
+            self._metrics.reconciles.labels(kind, "error").inc()
+            self._metrics.errors.labels(kind).inc()
+            self._unexpected(kind, key, err, retry_in=self.queue.retry(key))
+            if kind == "node":
+                self._node_sync_failed(name, err)
         else:
             self._metrics.reconciles.labels(kind, "ok").inc()
             self.queue.forget(key)
         finally:
             self._metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
+
+    def _unexpected(self, kind: str, key: str, err: Exception, *, retry_in: float) -> None:
+        """Logs and counts an exception nothing expected; bounded, whatever it says."""
+        self._metrics.sync_errors.labels(kind, error_type(err)).inc()
+        log.error(
+            "sync failed unexpectedly",
+            extra={
+                "kind": kind,
+                "key": clip(key, 512),
+                "error_type": error_type(err),
+                "error": describe(err),
+                "traceback": frames(err),
+                "retry_in": retry_in,
+            },
+        )
 
     # Node sync.
     def _endpoints(self) -> dict[str, Endpoint]:
@@ -278,6 +383,7 @@ class Controller:
             raise
         with self._lock:
             self._sweeping.discard(node)
+            self._sync_failures.pop(node, None)
         self._metrics.fimd_reachable.labels(node).set(1)
         self._after_node_sync(node, before, desired.keys())
 
@@ -285,14 +391,17 @@ class Controller:
         state = client.get_state()
         self._metrics.actions.labels("get_state", "ok").inc()
         if state.node != node:
-            raise FimdError("WRONG_NODE", f"fimd for node {node} says it runs on {state.node!r}")
+            says = clip(state.node, 256)
+            raise FimdError("WRONG_NODE", f"fimd for node {node} says it runs on {says!r}")
         with self._lock:
             previous = self._states.get(node)
             self._states[node] = state
             self._stale.discard(node)
             self._errors.pop(node, None)
         if previous is not None and previous.instance_id != state.instance_id:
-            log.info("fimd restarted", extra={"node": node, "instance": state.instance_id})
+            log.info(
+                "fimd restarted", extra={"node": node, "instance": clip(state.instance_id, 256)}
+            )
         return state
 
     def _save(self, node: str, state: NodeState) -> None:
@@ -343,8 +452,8 @@ class Controller:
         self.queue.add_after(NODE + node, backoff.total_seconds())
         return Rejection(
             config_hash=want.config_hash,
-            code=err.code,
-            message=err.message,
+            code=clip(err.code, 64),
+            message=clip(err.message, MAX_STORED),
             retry_at=self._clock() + backoff,
             attempts=attempts,
         )
@@ -362,17 +471,30 @@ class Controller:
         with self._lock:
             previous = self._states.pop(node, None)
             first = node not in self._errors
-            self._errors[node] = str(err)
+            self._errors[node] = clip(str(err), MAX_STORED)
+            self._sync_failures.pop(node, None)  # the latest failure is what a view shows
         self._metrics.fimd_reachable.labels(node).set(0)
         if first:
-            log.warning("fimd unreachable", extra={"node": node, "error": str(err)})
+            log.warning("fimd unreachable", extra={"node": node, "error": describe(err)})
             self._enqueue_watchers_of(node, previous, ())
+
+    def _node_sync_failed(self, node: str, err: Exception) -> None:
+        """A node's sync raised unexpectedly: its watchers report it (if its state is unknown)
+        instead of waiting for a first contact that never comes."""
+        with self._lock:
+            first = node not in self._sync_failures
+            self._sync_failures[node] = error_type(err)
+            self._errors.pop(node, None)  # the latest failure is what a view shows
+            state = self._states.get(node)
+        if first:
+            self._enqueue_watchers_of(node, state, ())
 
     def _forget_node(self, node: str) -> None:
         """No fimd on the node (any more): it holds no watches we could reach."""
         with self._lock:
             previous = self._states.pop(node, None)
             self._errors.pop(node, None)
+            self._sync_failures.pop(node, None)
             self._stale.discard(node)
             self._sweeping.discard(node)
         if previous is not None:
@@ -417,10 +539,15 @@ class Controller:
         """Every node with a fimd: its known state, or why it is unknown."""
         live = self._endpoints()
         with self._lock:
-            return {
-                node: NodeView(self._states.get(node), self._errors.get(node, "not contacted yet"))
-                for node in live
-            }
+            return {node: self._view_locked(node) for node in live}
+
+    def _view_locked(self, node: str) -> NodeView:
+        state = self._states.get(node)
+        if node in self._errors:
+            return NodeView(state, self._errors[node])
+        if node in self._sync_failures:
+            return NodeView(state, self._sync_failures[node], sync_failed=True)
+        return NodeView(state, "not contacted yet")
 
     def _sync_watcher(self, key: str) -> None:
         watcher = self.watchers.get(key)
@@ -445,10 +572,14 @@ class Controller:
             self._patch_status(watcher, status)
 
     def _waiting_for_first_contact(self, nodes: dict[str, NodeView]) -> bool:
-        """A node not yet read is not a problem to report: its sync enqueues us again."""
+        """A node not yet read is not a problem to report: its sync enqueues us again.
+
+        A node whose sync failed (unreachable fimd, or an unexpected error) is reported as
+        such instead: it must not hold back the status of every watcher.
+        """
         with self._lock:
-            errors = dict(self._errors)
-        return any(view.state is None and node not in errors for node, view in nodes.items())
+            known = set(self._errors) | set(self._sync_failures)
+        return any(view.state is None and node not in known for node, view in nodes.items())
 
     def _patch_finalizers(self, watcher: Watcher, action: FinalizerAction) -> None:
         finalizers = [f for f in watcher.meta.finalizers if f != FINALIZER]

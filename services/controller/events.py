@@ -2,7 +2,8 @@
 
 Events are best effort: a failure to record one is logged and counted, never retried, and a
 token bucket bounds how many the controller writes, so a mass change (a thousand pods
-rescheduled) cannot flood the API server with Events.
+rescheduled) cannot flood the API server with Events. A message is clipped to
+MAX_EVENT_BYTES with a marker giving its original length.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from datetime import UTC, datetime
 
 from libs.k8s.model import API_VERSION, KIND, ObjectMeta
+from services.controller.bounds import MAX_EVENT_BYTES, clip_bytes, describe
 from services.controller.kube import ApiError, Kube
 from services.controller.metrics import Metrics
 
@@ -64,7 +66,7 @@ class EventRecorder:
             },
             "type": type_,
             "reason": reason,
-            "message": message[:1024],
+            "message": clip_bytes(message, MAX_EVENT_BYTES),
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": self._instance,
@@ -76,6 +78,6 @@ class EventRecorder:
             self._kube.request("POST", f"/api/v1/namespaces/{meta.namespace}/events", body=body)
         except ApiError as err:
             self._metrics.actions.labels("event", "error").inc()
-            log.warning("event not recorded", extra={"reason": reason, "error": str(err)})
+            log.warning("event not recorded", extra={"reason": reason, "error": describe(err)})
             return
         self._metrics.actions.labels("event", "ok").inc()

@@ -8,6 +8,11 @@ changed or vanished meanwhile as changes, so nothing is missed across API server
 
 Objects are stored as parsed by `parse` (the slim views of `objects`); indexes answer
 "pods on node N" without scanning.
+
+No single object or event stops an informer: an object that cannot be parsed is logged and
+left out, a change handler that raises is logged (the controller's periodic sweep enqueues
+everything again), and any other failure of a list or watch is retried like an API error,
+with a relist.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from libs.k8s.errors import ModelError
+from services.controller.bounds import describe, error_type, frames
 from services.controller.kube import ApiError, JsonObject, Kube
 
 T = TypeVar("T")
@@ -100,16 +106,38 @@ class Informer(Generic[T]):
     def _apply(self, key: str, new: T | None) -> None:
         old = self._store(key, new)
         if old != new:
-            self._on_change(old, new)
+            try:
+                self._on_change(old, new)
+            except Exception as err:  # a handler bug must not stop the cache
+                log.error(
+                    "change handler failed",
+                    extra={
+                        "path": self.path,
+                        "key": key,
+                        "error_type": error_type(err),
+                        "error": describe(err),
+                        "traceback": frames(err),
+                    },
+                )
 
     def _parsed(self, obj: JsonObject) -> T | None:
         try:
             return self._parse(obj)
         except ModelError as err:
             log.warning(
-                "ignoring malformed object", extra={"key": object_key(obj), "error": str(err)}
+                "ignoring malformed object", extra={"key": object_key(obj), "error": describe(err)}
             )
-            return None
+        except Exception as err:  # a parser bug: leave the object out, keep the cache going
+            log.error(
+                "ignoring object that cannot be parsed",
+                extra={
+                    "key": object_key(obj),
+                    "error_type": error_type(err),
+                    "error": describe(err),
+                    "traceback": frames(err),
+                },
+            )
+        return None
 
     # List + watch.
     def _pages(self) -> Iterator[JsonObject]:
@@ -185,7 +213,22 @@ class Informer(Generic[T]):
                 delay = min(0.2 * 2**failures, MAX_BACKOFF)
                 log.warning(
                     "list/watch failed",
-                    extra={"path": self.path, "error": str(err), "retry_in": delay},
+                    extra={"path": self.path, "error": describe(err), "retry_in": delay},
+                )
+                stop.wait(delay)
+            except Exception as err:  # e.g. a garbled stream: start over from a fresh list
+                needs_list = True
+                failures += 1
+                delay = min(0.2 * 2**failures, MAX_BACKOFF)
+                log.error(
+                    "list/watch failed unexpectedly",
+                    extra={
+                        "path": self.path,
+                        "error_type": error_type(err),
+                        "error": describe(err),
+                        "traceback": frames(err),
+                        "retry_in": delay,
+                    },
                 )
                 stop.wait(delay)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from services.controller.bounds import describe
 from services.controller.kube import NOT_FOUND, ApiError, JsonObject, Kube
 
 CONFLICT = 409
@@ -109,7 +110,7 @@ class LeaderElector:
             return self.try_acquire_or_renew()
         except ApiError as err:
             if err.status != CONFLICT:
-                log.warning("lease request failed", extra={"error": str(err)})
+                log.warning("lease request failed", extra={"error": describe(err)})
             return False
 
     def acquire(self, stop: threading.Event) -> bool:
@@ -145,4 +146,4 @@ class LeaderElector:
             spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=_micro_time())
             self._kube.request("PUT", self._path, body=lease)
         except ApiError as err:
-            log.warning("lease not released", extra={"error": str(err)})
+            log.warning("lease not released", extra={"error": describe(err)})

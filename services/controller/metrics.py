@@ -1,7 +1,8 @@
 """Prometheus metrics and the /metrics, /healthz and /readyz endpoints.
 
 Each controller gets its own registry, so several controllers can run in one process
-(tests) without their series mixing.
+(tests) without their series mixing. A probe answers 200 `ok`, or 503 `not ok` followed by
+one line per problem it found (bounded: the problems are the controller's own words).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+from services.controller.bounds import clip
 
 
 class Metrics:
@@ -36,7 +39,22 @@ class Metrics:
             registry=reg,
         )
         self.errors = Counter(
-            "fim_controller_errors", "Errors by where they happened.", ["kind"], registry=reg
+            "fim_controller_errors",
+            "Failed syncs by kind (node, watcher), expected (API server, fimd) or not.",
+            ["kind"],
+            registry=reg,
+        )
+        self.sync_errors = Counter(
+            "fim_controller_sync_errors",
+            "Unexpected exceptions (a bug, or input the controller cannot handle) by where"
+            " (node, watcher, sweep, worker) and exception type; each key is retried.",
+            ["kind", "error"],
+            registry=reg,
+        )
+        self.workers_alive = Gauge(
+            "fim_controller_workers_alive",
+            "Worker threads alive (0 on a standby); /healthz fails below --workers.",
+            registry=reg,
         )
         self.queue_depth = Gauge(
             "fim_controller_queue_depth", "Work-queue keys waiting to be synced.", registry=reg
@@ -52,7 +70,19 @@ class Metrics:
         )
 
 
-Check = Callable[[], bool]
+#: A probe: the problems it finds, none when all is well.
+Check = Callable[[], list[str]]
+#: At most this many problem lines in a probe's answer.
+MAX_PROBLEM_LINES = 20
+
+
+def probe_body(problems: list[str]) -> bytes:
+    if not problems:
+        return b"ok\n"
+    lines = ["not ok", *(clip(p, 512) for p in problems[:MAX_PROBLEM_LINES])]
+    if len(problems) > MAX_PROBLEM_LINES:
+        lines.append(f"and {len(problems) - MAX_PROBLEM_LINES} more")
+    return ("\n".join(lines) + "\n").encode()
 
 
 def serve(
@@ -65,8 +95,8 @@ def serve(
             if self.path == "/metrics":
                 self._send(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
             elif self.path in {"/healthz", "/readyz"}:
-                ok = healthy() if self.path == "/healthz" else ready()
-                self._send(200 if ok else 503, b"ok\n" if ok else b"not ok\n", "text/plain")
+                problems = healthy() if self.path == "/healthz" else ready()
+                self._send(503 if problems else 200, probe_body(problems), "text/plain")
             else:
                 self._send(404, b"not found\n", "text/plain")
 

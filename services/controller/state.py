@@ -13,6 +13,7 @@ from types import MappingProxyType
 import attrs
 
 from fim.v1 import fim_pb2
+from services.controller.bounds import MAX_STORED, clip
 from services.controller.specs import Desired, Key
 
 #: The gRPC code of fimd's admission control: the create would exceed one of the node's
@@ -32,12 +33,13 @@ class Observed:
 
     @classmethod
     def from_proto(cls, status: fim_pb2.WatchStatus) -> Observed:
+        """fimd's report, its reason and message bounded (they may name a pod's files)."""
         return cls(
             key=Key.from_proto(status.key),
             config_hash=status.config_hash,
             phase=status.phase,
-            reason=status.reason,
-            message=status.message,
+            reason=clip(status.reason, MAX_STORED),
+            message=clip(status.message, MAX_STORED),
         )
 
 
@@ -101,7 +103,13 @@ class NodeState:
 
 @attrs.frozen
 class NodeView:
-    """A node with a fimd as the status sees it: its state, or None and why it is unknown."""
+    """A node with a fimd as the status sees it: its state, or None and why it is unknown.
+
+    `sync_failed`: the state is unknown because the node's sync raised an unexpected
+    exception (a controller bug or input it cannot handle), not because fimd is unreachable;
+    `error` then names only the exception type (its message may quote other tenants' data).
+    """
 
     state: NodeState | None
     error: str = ""
+    sync_failed: bool = False

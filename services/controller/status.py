@@ -6,9 +6,11 @@ made. Conditions (metav1.Condition):
 
 - Ready: True when every observable pod is watched.
 - Degraded: True when something needs a human: an invalid spec, a node without a reachable
-  fimd, a node whose fimd has no capacity left for a watch, a watch fimd rejected or reports
-  FAILED, or an ACTIVE watch with a warning. Its message lists the first problems and is
-  bounded whatever fimd says (MAX_CONDITION_MESSAGE_LENGTH).
+  fimd, a node the controller fails to sync (an unexpected error, retried with backoff), a
+  node whose fimd has no capacity left for a watch, a watch fimd rejected or reports FAILED,
+  or an ACTIVE watch with a warning. Its message lists the first problems and is bounded
+  whatever fimd says (MAX_CONDITION_MESSAGE_LENGTH); a clipped problem ends with a marker
+  giving its original length.
 
 A condition keeps its lastTransitionTime while its status is unchanged, so an unchanged
 world computes an identical status and costs no write.
@@ -28,6 +30,7 @@ from libs.k8s.model import (
     ConditionStatus,
     FimWatcherStatus,
 )
+from services.controller.bounds import clip
 from services.controller.objects import Container, Pod, Watcher
 from services.controller.specs import Key, desired_watch, selected_pods
 from services.controller.state import NodeView, Rejection
@@ -36,6 +39,9 @@ READY = "Ready"
 DEGRADED = "Degraded"
 #: fimd's admission control refused a watch: a node budget is used up (also an Event reason).
 NODE_CAPACITY = "NodeCapacity"
+#: The controller's sync of a node raised an unexpected exception: that node's watches are
+#: not reconciled until a retry succeeds.
+NODE_SYNC_FAILED = "NodeSyncFailed"
 MAX_LISTED_PROBLEMS = 5
 #: One listed problem's share of the message: the listed ones, their separators and the
 #: "; and N more" tail always fit, however long fimd's messages are (they are not ours).
@@ -46,6 +52,7 @@ MAX_PROBLEM_LENGTH = MAX_CONDITION_MESSAGE_LENGTH // (MAX_LISTED_PROBLEMS + 1)
 _SEVERITY = (
     "InvalidSpec",
     "FimdUnreachable",
+    NODE_SYNC_FAILED,
     "NoFimd",
     NODE_CAPACITY,
     "WatchRejected",
@@ -66,6 +73,12 @@ def _container_problem(
     """(watched?, problem) for one container of a pod on a node with a fimd."""
     where = f"pod {pod.name} container {container.name}"
     if view.state is None:
+        if view.sync_failed:
+            message = (
+                f"watches on node {pod.node_name} not reconciled: the controller's sync of the"
+                f" node fails ({view.error}); retrying with backoff, details in its log"
+            )
+            return False, Problem(NODE_SYNC_FAILED, message)
         message = f"fimd on node {pod.node_name} unreachable: {view.error}"
         return False, Problem("FimdUnreachable", message)
     rejection = view.state.rejected.get(key)
@@ -107,15 +120,11 @@ def _pod_problems(
     return watched, problems
 
 
-def _clipped(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _summary(problems: list[Problem]) -> Problem:
     """The most severe reason and a bounded message listing the first problems."""
     ordered = sorted(problems, key=lambda p: (_SEVERITY.index(p.reason), p.message))
     unique = list(dict.fromkeys(p.message for p in ordered))
-    message = "; ".join(_clipped(m, MAX_PROBLEM_LENGTH) for m in unique[:MAX_LISTED_PROBLEMS])
+    message = "; ".join(clip(m, MAX_PROBLEM_LENGTH) for m in unique[:MAX_LISTED_PROBLEMS])
     if len(unique) > MAX_LISTED_PROBLEMS:
         message += f"; and {len(unique) - MAX_LISTED_PROBLEMS} more"
     return Problem(ordered[0].reason, message)
@@ -150,7 +159,7 @@ def _ready(watcher: Watcher, observable: int, watched: int, now: datetime) -> Co
 
 def _degraded(watcher: Watcher, problems: list[Problem], now: datetime) -> Condition:
     if watcher.spec is None:
-        message = _clipped(watcher.error, MAX_CONDITION_MESSAGE_LENGTH)
+        message = clip(watcher.error, MAX_CONDITION_MESSAGE_LENGTH)
         return _condition(watcher, DEGRADED, True, reason="InvalidSpec", message=message, now=now)
     if not problems:
         return _condition(watcher, DEGRADED, False, reason="AsExpected", message="", now=now)

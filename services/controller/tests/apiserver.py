@@ -226,12 +226,14 @@ def service_account_kubeconfig(kube: Kube, server: str, ca: Path, directory: Pat
 
 
 class ControllerProcess:
-    """`python -m services.controller` as a child process, logging to a file."""
+    """`python -m services.controller` (or `module`) as a child process, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+    def __init__(
+        self, kubeconfig: Path, log: Path, *args: str, module: str = "services.controller"
+    ) -> None:
         self.log = log
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        argv = [sys.executable, "-m", "services.controller", f"--kubeconfig={kubeconfig}"]
+        argv = [sys.executable, "-m", module, f"--kubeconfig={kubeconfig}"]
         with log.open("ab") as out:
             self.process = subprocess.Popen([*argv, *args], env=env, stdout=out, stderr=out)
 
@@ -246,6 +248,17 @@ class ControllerProcess:
             self.process.send_signal(signal.SIGTERM)
             return self.process.wait(20)
         return self.process.returncode
+
+    def url(self, path: str) -> str:
+        """`path` on the controller's HTTP endpoint (its port is in the "starting" line)."""
+
+        def port() -> int | None:
+            for line in self.log_lines():
+                if line.get("msg") == "starting":
+                    return int(line["http"][1])
+            return None
+
+        return f"http://127.0.0.1:{eventually(port, what='controller serving HTTP')}{path}"
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []

@@ -1,10 +1,10 @@
 """A fake fimd: an in-process gRPC server that implements fim.v1 FimDaemon over real gRPC.
 
 It holds watches like fimd's bookkeeping (by WatchKey, with the fim.v1 config hash), counts
-every call by method, and can be told to restart with empty state, to report a phase, to
-reject specs, or to hold at most `capacity` watches (refusing more with RESOURCE_EXHAUSTED,
-like fimd's admission control), so controller tests see the controller's real calls and can
-break a node.
+every call by method, and can be told to restart with empty state, to report a phase (and a
+reason and message, which in fimd name files a pod controls), to reject specs, or to hold at
+most `capacity` watches (refusing more with RESOURCE_EXHAUSTED, like fimd's admission
+control), so controller tests see the controller's real calls and can break a node.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
     def __init__(self, node: str, phase: fim_pb2.WatchPhase.ValueType = fim_pb2.WATCH_PHASE_ACTIVE):
         self.node = node
         self.phase = phase
+        self.reason = ""  # reported with every watch, like fimd's warnings
+        self.message = ""
         self.reject: Reject | None = None
         self.capacity: int | None = None  # None: no budget
         self.instance_id = uuid.uuid4().hex
@@ -60,6 +62,8 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
             key=spec.key,
             config_hash=config_hash(spec),
             phase=self.phase,
+            reason=self.reason,
+            message=self.message,
             container_id=spec.container_id,
             pid=4242,
         )

@@ -63,7 +63,9 @@ class World:
             ports={apiserver.FIMD_PORT_NAME: port},
         )
 
-    def start_controller(self, *extra: str, name: str = "") -> apiserver.ControllerProcess:
+    def start_controller(
+        self, *extra: str, name: str = "", module: str = "services.controller"
+    ) -> apiserver.ControllerProcess:
         log = self.env.tmp / f"controller-{self.tag}-{len(self.controllers)}{name}.log"
         secure = any(arg.startswith("--fimd-ca") for arg in extra)
         args = [
@@ -78,7 +80,7 @@ class World:
         ]
         if "--leader-elect" not in extra:
             args.append("--no-leader-elect")
-        controller = apiserver.ControllerProcess(self.env.kubeconfig, log, *args)
+        controller = apiserver.ControllerProcess(self.env.kubeconfig, log, *args, module=module)
         self.controllers.append(controller)
         return controller
 

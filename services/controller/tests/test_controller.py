@@ -8,6 +8,8 @@ suffices for it.
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +17,9 @@ import grpc
 import pytest
 
 from fim.v1 import fim_pb2
+from services.controller.bounds import MAX_LOGGED
 from services.controller.kube import ApiError, Kube
-from services.controller.tests import apiserver
+from services.controller.tests import apiserver, faulty
 from services.controller.tests.apiserver import container_id, create_pod, eventually
 from services.controller.tests.certs import issue, make_ca
 from services.controller.tests.fake_fimd import FakeFimdServer, KeyTuple, capacity_text
@@ -311,6 +314,127 @@ def test_node_at_capacity_is_reported_and_clears_once_capacity_frees(world: Worl
     )
     assert condition(world, "web", "Ready")[:2] == ("True", "AllPodsWatched")
     assert len(keys(world)[full]) == 3
+
+
+FAULTY = "services.controller.tests.faulty"
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - our own server
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def metric(controller: apiserver.ControllerProcess, series: str) -> float:
+    """The value of one series (`name{labels}` as exposed) on the controller's /metrics."""
+    for line in http_get(controller.url("/metrics"))[1].splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return 0.0
+
+
+def test_a_sync_that_raises_costs_only_its_node_and_is_retried_until_the_fault_goes(
+    world: World,
+) -> None:
+    poisoned, fine = f"{world.tag}-n1", f"{world.tag}-n2"
+    bad = world.add_node(poisoned)
+    world.add_node(fine)
+    # fimd reports a watch whose message (a file name a pod chose) the controller cannot
+    # handle: reading it raises an exception that is neither ApiError nor FimdError.
+    long_name = "/var/log/" + "x" * 50_000
+    bad.fimd.message = faulty.RAISE + long_name
+    leftover = fim_pb2.WatchSpec(
+        key=fim_pb2.WatchKey(watcher_uid="gone", pod_uid="gone", container_name="app")
+    )
+    bad.fimd.watches[("gone", "gone", "app")] = leftover
+    pod(world, "web-0", poisoned, {"app": 1})
+    web1 = pod(world, "web-1", fine, {"app": 2})
+    db0 = pod(world, "db-0", fine, {"app": 3}, app="db")
+    controller = world.start_controller(module=FAULTY)
+    web = add_watcher(world, "web", ["/var/log"])
+    db = add_watcher(world, "db", ["/var/lib/db"], {"app": "db"})
+
+    # Every other key is reconciled: the healthy node's watches, and every status (the
+    # poisoned node, never read, does not hold back the statuses of all watchers).
+    eventually(
+        lambda: keys(world)[fine] == {(web, web1, "app"), (db, db0, "app")}, what="n2 watched"
+    )
+    eventually(lambda: counts(world, "db") == (1, 1), what="db status written")
+    assert condition(world, "db", "Degraded")[:2] == ("False", "AsExpected")
+    eventually(
+        lambda: condition(world, "web", "Degraded")[:2] == ("True", "NodeSyncFailed"),
+        what="web reports the node that cannot be synced",
+    )
+    message = condition(world, "web", "Degraded")[2]
+    assert f"watches on node {poisoned} not reconciled" in message
+    assert "(InjectedError)" in message
+    assert "x" * 100 not in message  # the exception's message (fimd data) stays in the log
+    assert counts(world, "web") == (2, 1)
+
+    # Counted, and retried with backoff: the queue's per-key delays, 0.05 s doubling, capped
+    # at the resync period (3 s here), never a hot loop.
+    errors = 'fim_controller_sync_errors_total{error="InjectedError",kind="node"}'
+    eventually(lambda: metric(controller, errors) >= 5, what="errors counted")
+    assert http_get(controller.url("/healthz")) == (200, "ok\n")
+    failed = [
+        line
+        for line in controller.log_lines()
+        if line.get("msg") == "sync failed unexpectedly" and line.get("key") == f"node:{poisoned}"
+    ]
+    delays = [line["retry_in"] for line in failed]
+    assert delays == [min(0.05 * 2**i, 3.0) for i in range(len(delays))]
+    assert failed[0]["error_type"] == "InjectedError"
+    assert failed[0]["level"] == "error"
+    assert "fragile" in failed[0]["traceback"]
+    error = failed[0]["error"]
+    assert error.startswith("InjectedError: cannot handle watch message 'fault:raise /var/log/x")
+    assert len(error) == MAX_LOGGED
+    full = f"InjectedError: cannot handle watch message {faulty.RAISE + long_name!r}"
+    assert error.endswith(f"x... [truncated, {len(full)} characters]")
+    assert max(len(raw) for raw in controller.log.read_text().splitlines()) < 8 * MAX_LOGGED
+
+    # While the fault lasts, new work elsewhere is still done.
+    web2 = pod(world, "web-2", fine, {"app": 4})
+    eventually(lambda: (web, web2, "app") in keys(world)[fine], what="new pod on n2 watched")
+    eventually(lambda: counts(world, "web") == (3, 2), what="web status follows")
+
+    # The fault goes: a retry reads the node, removes the leftover and creates the watch.
+    bad.fimd.message = ""
+    eventually(lambda: counts(world, "web") == (3, 3), what="converged after the fault")
+    assert condition(world, "web", "Degraded")[:2] == ("False", "AsExpected")
+    assert set(keys(world)[poisoned]) == {
+        (web, apiserver.pod_uid(world.kube, world.ns, "web-0"), "app")
+    }
+    assert http_get(controller.url("/healthz")) == (200, "ok\n")
+
+
+def test_healthz_fails_when_a_worker_thread_dies(world: World) -> None:
+    node = f"{world.tag}-n1"
+    server = world.add_node(node)
+    pod(world, "web-0", node, {"app": 1})
+    controller = world.start_controller(module=FAULTY)
+    add_watcher(world, "web", ["/var/log"])
+    eventually(lambda: counts(world, "web") == (1, 1), what="converged")
+    assert http_get(controller.url("/healthz")) == (200, "ok\n")
+    assert metric(controller, "fim_controller_workers_alive") == 4
+
+    # fimd now reports data whose handling raises a BaseException no sync catches: the
+    # next GetWatchState (the 3 s sweep) kills the worker that reads it.
+    server.fimd.message = faulty.KILL + "/var/log/x"
+    eventually(lambda: http_get(controller.url("/healthz"))[0] == 503, what="/healthz fails")
+    code, body = http_get(controller.url("/healthz"))
+    assert code == 503
+    assert body.startswith("not ok\n")
+    assert "of 4 workers alive" in body
+    assert metric(controller, "fim_controller_workers_alive") < 4
+    died = [line for line in controller.log_lines() if line.get("msg") == "worker died"]
+    assert died
+    assert (died[0]["level"], died[0]["error_type"]) == ("critical", "WorkerKiller")
+    # The readiness probe is about caches, not workers: the pod is restarted, not unrouted.
+    assert http_get(controller.url("/readyz")) == (200, "ok\n")
 
 
 @pytest.mark.parametrize(

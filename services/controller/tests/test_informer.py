@@ -35,6 +35,8 @@ class FlakyKube(Kube):
             self.broken.wait(10)  # let the test change the world while the stream is down
             if failure == "drop":
                 raise ApiError(0, "watch stream broken: connection reset")
+            if failure == "garbled":  # what json.loads raises for a corrupt line
+                raise ValueError("Expecting value: line 1 column 1 (char 0)")
             yield {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
             return
         yield from super().watch(path, query, timeout=timeout)
@@ -109,5 +111,48 @@ def test_informer_survives_an_api_server_restart(env: Env, control_plane: Contro
         apiserver.eventually(
             lambda: "after-restart" in pod_names(informer), timeout=30, what="resumed after restart"
         )
+    finally:
+        stop.set()
+
+
+def test_no_object_handler_or_garbled_stream_stops_the_informer(env: Env) -> None:
+    ns = "informer-hostile"
+    apiserver.namespace(env.admin, ns)
+    kube = FlakyKube(env.admin)
+    handled: list[str] = []
+
+    def parse(obj: JsonObject) -> Pod:
+        if obj["metadata"]["name"] == "unparsable":
+            raise TypeError("a parser bug")  # not the ModelError of a malformed object
+        return pod_from_dict(obj)
+
+    def on_change(old: Pod | None, new: Pod | None) -> None:
+        current = new or old
+        assert current is not None
+        if current.name == "handler-fails":
+            raise KeyError(current.name)
+        handled.append(current.name)
+
+    informer: Informer[Pod] = Informer(
+        kube, f"/api/v1/namespaces/{ns}/pods", parse=parse, on_change=on_change, watch_seconds=5
+    )
+    for name in ("unparsable", "handler-fails", "fine"):
+        apiserver.create_pod(env.admin, ns, name, node="n1", labels={}, containers={"c": 1})
+    stop = threading.Event()
+    thread = informer.start(stop)
+    try:
+        apiserver.eventually(informer.synced.is_set, what="synced")
+        # The object the parser fails on is left out; the one whose handler fails is cached.
+        assert pod_names(informer) == {"handler-fails", "fine"}
+        assert "fine" in handled
+
+        # A garbled stream: the informer relists and misses nothing.
+        kube.script = ["garbled"]
+        apiserver.create_pod(
+            env.admin, ns, "during-garble", node="n1", labels={}, containers={"c": 2}
+        )
+        kube.broken.set()
+        apiserver.eventually(lambda: "during-garble" in pod_names(informer), what="relisted")
+        assert thread.is_alive()
     finally:
         stop.set()

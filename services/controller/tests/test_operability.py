@@ -20,6 +20,7 @@ def test_mtls_is_required_unless_insecure(capsys: pytest.CaptureFixture[str]) ->
     assert "fimd needs mTLS" in capsys.readouterr().err
     args = parse_args(["--insecure"])
     assert (args.resync_period, args.call_timeout, args.leader_elect) == (60.0, 5.0, True)
+    assert (args.workers, args.max_sync_seconds) == (4, 300.0)
 
 
 def get(url: str) -> tuple[int, str]:
@@ -33,7 +34,12 @@ def get(url: str) -> tuple[int, str]:
 def test_metrics_and_probes() -> None:
     metrics = Metrics()
     ready = [False]
-    server = serve(metrics, ("127.0.0.1", 0), healthy=lambda: True, ready=lambda: ready[0])
+    server = serve(
+        metrics,
+        ("127.0.0.1", 0),
+        healthy=lambda: [],
+        ready=lambda: [] if ready[0] else ["caches not synced yet"],
+    )
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         metrics.actions.labels("create", "ok").inc(3)
@@ -42,10 +48,10 @@ def test_metrics_and_probes() -> None:
         assert code == 200
         assert 'fim_controller_actions_total{action="create",result="ok"} 3.0' in text
         assert 'fim_controller_fimd_reachable{node="n1"} 0.0' in text
-        assert get(base + "/healthz")[0] == 200
-        assert get(base + "/readyz")[0] == 503
+        assert get(base + "/healthz") == (200, "ok\n")
+        assert get(base + "/readyz") == (503, "not ok\ncaches not synced yet\n")
         ready[0] = True
-        assert get(base + "/readyz")[0] == 200
+        assert get(base + "/readyz") == (200, "ok\n")
     finally:
         server.shutdown()
 

@@ -9,11 +9,12 @@ import pytest
 
 from fim.v1 import fim_pb2
 from libs.k8s.model import MAX_CONDITION_MESSAGE_LENGTH, ConditionStatus, FimWatcherStatus
+from services.controller.bounds import MAX_STORED
 from services.controller.objects import Watcher
 from services.controller.reconcile import reconcile
 from services.controller.specs import Key
 from services.controller.state import NodeState, NodeView, Observed, Rejection
-from services.controller.status import watcher_status
+from services.controller.status import MAX_PROBLEM_LENGTH, watcher_status
 from services.controller.tests.builders import NOW, holding, pod, watcher
 
 W1 = watcher(uid="w1")
@@ -199,14 +200,25 @@ def test_message_is_bounded_however_long_fimd_messages_are() -> None:
     assert reason == "NodeCapacity"
     assert len(message) <= MAX_CONDITION_MESSAGE_LENGTH
     assert message.count("no capacity on node n1: NodeCapacity: web-") == 5
-    assert message.endswith("...; and 35 more")
+    # Each listed problem (web-0, web-1, web-10, web-11, web-12: sorted) is clipped to its
+    # share of the message with a marker giving its original length.
+    problems = message.removesuffix("; and 35 more").split("; ")
+    assert len(problems) == 5
+    for listed, name in zip(
+        problems, ["web-0", "web-1", "web-10", "web-11", "web-12"], strict=True
+    ):
+        full = f"pod {name} container app: no capacity on node n1: NodeCapacity: {name} "
+        full += "x" * MAX_CONDITION_MESSAGE_LENGTH
+        assert len(listed) == MAX_PROBLEM_LENGTH
+        assert listed.startswith(full[:1000])
+        assert listed.endswith(f"x... [truncated, {len(full)} characters]")
 
 
 def test_invalid_spec_message_is_bounded() -> None:
     invalid = attrs.evolve(W1, spec=None, error="e" * (MAX_CONDITION_MESSAGE_LENGTH + 10))
     message = conditions(status(both_active(), invalid))["Degraded"][2]
     assert len(message) == MAX_CONDITION_MESSAGE_LENGTH
-    assert message.endswith("e...")
+    assert message.endswith(f"e... [truncated, {MAX_CONDITION_MESSAGE_LENGTH + 10} characters]")
 
 
 def test_most_severe_reason_wins_and_message_is_bounded() -> None:
@@ -217,6 +229,23 @@ def test_most_severe_reason_wins_and_message_is_bounded() -> None:
     assert reason == "FimdUnreachable"
     assert message.startswith("fimd on node n1 unreachable: refused; no fimd on node gone0")
     assert message.endswith("; and 4 more")
+
+
+def test_a_node_whose_sync_fails_is_reported_without_the_exception_message() -> None:
+    # Its state is unknown because the controller's own sync of the node raises: say so,
+    # naming the exception type only (its message may quote other tenants' file names).
+    nodes = {**both_active(), "n2": NodeView(None, "LookupError", sync_failed=True)}
+    s = status(nodes)
+    assert (s.observable_pods, s.watched_pods) == (2, 1)
+    assert conditions(s)["Degraded"] == (
+        ConditionStatus.TRUE,
+        "NodeSyncFailed",
+        "watches on node n2 not reconciled: the controller's sync of the node fails"
+        " (LookupError); retrying with backoff, details in its log",
+    )
+    # An unreachable fimd is the more severe problem (it explains more).
+    both = {"n1": NodeView(None, "refused"), "n2": nodes["n2"]}
+    assert conditions(status(both))["Degraded"][1] == "FimdUnreachable"
 
 
 def test_invalid_spec_is_degraded_with_the_error() -> None:
@@ -280,3 +309,18 @@ def test_observed_from_proto() -> None:
         reason="R",
         message="m",
     )
+
+
+def test_observed_from_proto_bounds_fimd_text() -> None:
+    # fimd's message names files a pod controls: kept bounded, with the original length.
+    long_name = "/data/" + "\u00e9" * 1_000_000
+    proto = fim_pb2.WatchStatus(
+        key=fim_pb2.WatchKey(watcher_uid="w", pod_uid="p", container_name="c"),
+        reason="R" * 10_000,
+        message=f"inotify watch limit hit at {long_name}",
+    )
+    observed = Observed.from_proto(proto)
+    assert len(observed.reason) == len(observed.message) == MAX_STORED
+    assert observed.message.startswith("inotify watch limit hit at /data/\u00e9")
+    assert observed.message.endswith(f"[truncated, {len(proto.message)} characters]")
+    assert observed.reason.endswith("[truncated, 10000 characters]")
