@@ -30,7 +30,7 @@ from libs.fimnotify_api.subject import SubjectConfig
 from libs.k8s.container_id import ContainerId, ContainerIdError, parse_container_id
 from services.fimd import budget, engines, queues
 from services.fimd.capacity import MemoryReading, inotify_limits
-from services.fimd.lines import EventRenderer, Identity, decode_path, format_time
+from services.fimd.lines import EventRenderer, Identity, decode_path, format_time, path_fields
 from services.fimd.logformat import Template
 from services.fimd.metrics import Metrics, Snapshot
 from services.fimd.output import LineWriter
@@ -494,7 +494,7 @@ class Daemon:
         if isinstance(record, wire.ErrorRecord) and record.watch == wire.ENGINE:
             self._writer.op(
                 "engine_error", "error", engine=engine, code=record.code,
-                path=decode_path(record.path), detail=record.message,
+                **path_fields(record.path), detail=record.message,
             )  # fmt: skip
             return
         handle = self._handles.get(record.watch)
@@ -526,8 +526,11 @@ class Daemon:
                 self._execute(self._exited(handle, kind, detail, record.time_ns))
 
     def _error_record(self, handle: Handle, record: wire.ErrorRecord) -> None:
+        # The path is a container's choice and may be cut by the engine (path_size is its
+        # full length): text for reading, plus pathBytes (base64) when it is not UTF-8.
         path = decode_path(record.path)
-        fields: dict[str, object] = {"code": record.code, "path": path, "detail": record.message}
+        fields: dict[str, object] = {"code": record.code, **path_fields(record.path)}
+        fields["detail"] = record.message
         if record.subject is not None:
             fields["subject"] = record.subject
         if record.truncated:

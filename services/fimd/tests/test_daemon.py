@@ -4,6 +4,7 @@ admission refuses what does not fit."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 import posix_ipc
@@ -195,7 +196,7 @@ def test_status_records_become_op_lines_and_state(resolver: FakeResolver) -> Non
         _active(daemon, "a")
         _active(daemon, "b")
         (engine,) = launcher.engines
-        long_path = b"/data/" + b"\xc3\xa9" * 600  # cut by the engine at 1024 bytes
+        long_path = b"/data/x" + b"\xc3\xa9" * 600  # the engine cuts it inside an "é"
         engine.send(
             wire.OverflowRecord(1),
             wire.DroppedRecord(2, 1, 17),
@@ -209,8 +210,11 @@ def test_status_records_become_op_lines_and_state(resolver: FakeResolver) -> Non
         assert {line["pod"] for line in capture.ops("inotify_overflow")} == {"web-0"}
         assert len(capture.ops("inotify_overflow")) == 2
         assert capture.ops("watch_error")[0]["code"] == "ENOSPC"
-        assert limited["path"] == long_path[:1024].decode("utf-8", "backslashreplace")
-        assert (limited["pathTruncated"], limited["pathSize"]) == (True, 1206)
+        cut = long_path[: wire.MAX_ERROR_PATH]
+        assert limited["path"] == cut.decode("utf-8", "replace")
+        assert limited["path"].endswith("é\ufffd")
+        assert base64.b64decode(limited["pathBytes"]) == cut
+        assert (limited["pathTruncated"], limited["pathSize"]) == (True, 1207)
         status = _status(daemon, "a")
         assert (status.phase, status.reason) == (fim_pb2.WATCH_PHASE_ACTIVE, "WatchLimit")
         status = wait_for(lambda: (s := _status(daemon, "b")).inotify_watches == 10000 and s)
