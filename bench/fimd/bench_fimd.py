@@ -294,7 +294,7 @@ def capacity(containers: int, watches: int) -> dict[str, object]:
         probe = str(last.root / "data" / "probe")
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            seen = [e for e in fimd.events(probe) if e["event"] == "CLOSE_WRITE"]
+            seen = [e for e in fimd.events(probe) if e["event"] == "CLOSEWRITE"]
             if len(seen) >= per:
                 break
             time.sleep(0.1)

@@ -20,6 +20,12 @@ time, which fimd sends with the AddWatch, so an engine never watches a reused PI
 both before and after it opens the process's root).
 `resolve_many` resolves several containers with one scan of /proc (after an engine died, all
 of its watches are resolved again at once).
+
+A scan reads every process's cgroup file (milliseconds with a few hundred processes), and
+several FimWatchers selecting the same pods resolve the same containers again and again, so
+the last result per container is kept (at most `CACHE_SIZE`) and reused only while that
+process is alive, has the same start time and is still in the container's cgroup: checking
+that reads two files instead of all of /proc.
 """
 
 from __future__ import annotations
@@ -70,11 +76,34 @@ def _stat(proc_root: str, pid: int) -> tuple[int, int] | None:
         return None
 
 
+#: Containers whose last resolution is kept (a node runs at most a few hundred).
+CACHE_SIZE = 4096
+
+
 class ProcResolver:
     """Resolves by scanning a procfs mounted at `proc_root` (the host's, for fimd)."""
 
     def __init__(self, proc_root: str = "/proc") -> None:
         self.proc_root = proc_root
+        self._known: dict[ContainerId, Target] = {}
+
+    def _remember(self, container_id: ContainerId, target: Target) -> None:
+        self._known.pop(container_id, None)
+        if len(self._known) >= CACHE_SIZE:
+            del self._known[next(iter(self._known))]  # the oldest
+        self._known[container_id] = target
+
+    def _still(self, container_id: ContainerId, target: Target) -> bool:
+        """The remembered init is alive, the same process, and in the container's cgroup."""
+        stat = _stat(self.proc_root, target.pid)
+        if stat is None or stat[1] != target.start_time:
+            return False
+        try:
+            with open(f"{self.proc_root}/{target.pid}/cgroup", "rb") as f:
+                raw = f.read()
+        except OSError:
+            return False
+        return in_cgroup(raw.decode(errors="replace"), frozenset(container_id.cgroup_leaf_names()))
 
     def members(self, container_id: ContainerId) -> list[int]:
         """PIDs (thread group leaders) in the container's cgroup, sorted."""
@@ -110,11 +139,16 @@ class ProcResolver:
         return Target(pid, stats[pid][1])
 
     def resolve(self, container_id: ContainerId) -> Target:
+        known = self._known.get(container_id)
+        if known is not None and self._still(container_id, known):
+            return known
         target = self._init(self.members(container_id))
         if target is None:
+            self._known.pop(container_id, None)
             raise ContainerNotFoundError(
                 f"no process of container {container_id} found under {self.proc_root}"
             )
+        self._remember(container_id, target)
         return target
 
     def resolve_many(self, container_ids: Iterable[ContainerId]) -> dict[ContainerId, Target]:
@@ -123,4 +157,7 @@ class ProcResolver:
             target = self._init(pids)
             if target is not None:
                 resolved[cid] = target
+                self._remember(cid, target)
+            else:
+                self._known.pop(cid, None)
         return resolved

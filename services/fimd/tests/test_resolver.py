@@ -114,3 +114,28 @@ def test_process_gone_between_scan_and_stat(tmp_path: Path) -> None:
 def test_in_cgroup_matches_whole_components_only() -> None:
     assert in_cgroup(f"0::/a/{ID}/sub\n", {ID})
     assert not in_cgroup(f"0::/a/x{ID}\n", {ID})
+
+
+def test_a_resolution_is_reused_only_while_it_is_the_same_process(tmp_path: Path) -> None:
+    path = V1_HEAD.format(path=f"/kubepods/besteffort/pod{UID}/{ID}")
+    resolver = _proc(tmp_path, {300: (1, path), 301: (300, path), 400: (1, V2.format(path="/"))})
+    cid = parse_container_id(f"containerd://{ID}")
+    assert resolver.resolve(cid) == Target(300, 4242)
+    # A new member appears with a lower PID: the remembered init is still alive and valid,
+    # so it is reused without scanning (a scan would now pick 200).
+    (tmp_path / "200").mkdir()
+    (tmp_path / "200" / "cgroup").write_text(path)
+    rest = " ".join(["S", "1"] + ["0"] * 17 + ["4242"] + ["0"] * 10)
+    (tmp_path / "200" / "stat").write_text(f"200 (init) {rest}\n")
+    assert resolver.resolve(cid) == Target(300, 4242)
+    # The remembered PID now is another process (start time changed): scan again.
+    stat = (tmp_path / "300" / "stat").read_text().replace(" 4242 ", " 9999 ")
+    (tmp_path / "300" / "stat").write_text(stat)
+    assert resolver.resolve(cid) == Target(200, 4242)
+    # It left the container's cgroup: scan again; it is gone altogether: not found.
+    (tmp_path / "200" / "cgroup").write_text(V2.format(path="/elsewhere"))
+    assert resolver.resolve(cid).pid == 300
+    for pid in ("300", "301"):
+        (tmp_path / pid / "cgroup").write_text(V2.format(path="/elsewhere"))
+    with pytest.raises(ContainerNotFoundError):
+        resolver.resolve(cid)
