@@ -25,13 +25,18 @@ A scan reads every process's cgroup file (milliseconds with a few hundred proces
 several FimWatchers selecting the same pods resolve the same containers again and again, so
 the last result per container is kept (at most `CACHE_SIZE`) and reused only while that
 process is alive, has the same start time and is still in the container's cgroup: checking
-that reads two files instead of all of /proc.
+that reads two files instead of all of /proc. A scan indexes every container of the node at
+once, and answers other containers' first resolutions for `INDEX_TTL` seconds (a container
+that started since is not in it and triggers a new scan).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import attrs
@@ -78,14 +83,27 @@ def _stat(proc_root: str, pid: int) -> tuple[int, int] | None:
 
 #: Containers whose last resolution is kept (a node runs at most a few hundred).
 CACHE_SIZE = 4096
+#: A scan answers other containers' resolutions for this long (seconds): the pods of a new
+#: FimWatcher arrive together, and one scan already found all of them.
+INDEX_TTL = 2.0
+#: A container ID in a cgroup path (every runtime's leaf name holds the 64-hex ID).
+_CONTAINER_ID = re.compile(rb"(?<![0-9a-f])[0-9a-f]{64}(?![0-9a-f])")
+#: Container ID -> (pid, /proc/<pid>/cgroup text) of the processes that mention it.
+Index = dict[str, list[tuple[int, str]]]
 
 
 class ProcResolver:
     """Resolves by scanning a procfs mounted at `proc_root` (the host's, for fimd)."""
 
-    def __init__(self, proc_root: str = "/proc") -> None:
+    def __init__(
+        self, proc_root: str = "/proc", clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.proc_root = proc_root
+        self._clock = clock
         self._known: dict[ContainerId, Target] = {}
+        self._scan_lock = threading.Lock()
+        self._index: Index = {}
+        self._indexed_at = -INDEX_TTL
 
     def _remember(self, container_id: ContainerId, target: Target) -> None:
         self._known.pop(container_id, None)
@@ -106,15 +124,19 @@ class ProcResolver:
         return in_cgroup(raw.decode(errors="replace"), frozenset(container_id.cgroup_leaf_names()))
 
     def members(self, container_id: ContainerId) -> list[int]:
-        """PIDs (thread group leaders) in the container's cgroup, sorted."""
-        return self._scan([container_id])[container_id]
+        """PIDs (thread group leaders) in the container's cgroup, sorted (a fresh scan)."""
+        return self._members(container_id, self._scan())
 
-    def _scan(self, container_ids: Iterable[ContainerId]) -> dict[ContainerId, list[int]]:
-        """Members of each container, from one pass over the procfs."""
-        wanted = {
-            cid: (cid.id.encode(), frozenset(cid.cgroup_leaf_names())) for cid in container_ids
-        }
-        found: dict[ContainerId, list[int]] = {cid: [] for cid in wanted}
+    @staticmethod
+    def _members(container_id: ContainerId, index: Index) -> list[int]:
+        leaves = frozenset(container_id.cgroup_leaf_names())
+        candidates = index.get(container_id.id, ())
+        return sorted(pid for pid, text in candidates if in_cgroup(text, leaves))
+
+    def _scan(self) -> Index:
+        """One pass over the procfs: every process whose cgroup path holds a container ID,
+        by that ID (so one scan serves every container on the node)."""
+        index: dict[str, list[tuple[int, str]]] = {}
         with os.scandir(self.proc_root) as entries:
             for entry in entries:
                 if not entry.name.isdigit():
@@ -124,11 +146,26 @@ class ProcResolver:
                         raw = f.read()
                 except OSError:
                     continue  # exited while scanning
-                for cid, (needle, leaves) in wanted.items():
-                    # Cheap substring test first: almost no process belongs to the container.
-                    if needle in raw and in_cgroup(raw.decode(errors="replace"), leaves):
-                        found[cid].append(int(entry.name))
-        return {cid: sorted(pids) for cid, pids in found.items()}
+                ids = set(_CONTAINER_ID.findall(raw))
+                if ids:
+                    text = raw.decode(errors="replace")
+                    for found in ids:
+                        index.setdefault(found.decode(), []).append((int(entry.name), text))
+        self._index, self._indexed_at = index, self._clock()
+        return index
+
+    def _recent_index(self, container_id: ContainerId, *, fresh_only: bool) -> Index:
+        """A scan made since this call began, or (unless `fresh_only`) a recent one that
+        knows the container, else a new scan; one scan at a time (the CreateWatch calls for
+        a new FimWatcher's pods arrive together)."""
+        started = self._clock()
+        with self._scan_lock:
+            if self._indexed_at >= started:
+                return self._index
+            recent = self._clock() - self._indexed_at < INDEX_TTL
+            if not fresh_only and recent and container_id.id in self._index:
+                return self._index
+            return self._scan()
 
     def _init(self, pids: list[int]) -> Target | None:
         stats = {pid: stat for pid in pids if (stat := _stat(self.proc_root, pid)) is not None}
@@ -142,7 +179,9 @@ class ProcResolver:
         known = self._known.get(container_id)
         if known is not None and self._still(container_id, known):
             return known
-        target = self._init(self.members(container_id))
+        # A container seen before whose process changed needs a scan of now, not a recent one.
+        index = self._recent_index(container_id, fresh_only=known is not None)
+        target = self._init(self._members(container_id, index))
         if target is None:
             self._known.pop(container_id, None)
             raise ContainerNotFoundError(
@@ -153,8 +192,10 @@ class ProcResolver:
 
     def resolve_many(self, container_ids: Iterable[ContainerId]) -> dict[ContainerId, Target]:
         resolved = {}
-        for cid, pids in self._scan(container_ids).items():
-            target = self._init(pids)
+        with self._scan_lock:
+            index = self._scan()
+        for cid in container_ids:
+            target = self._init(self._members(cid, index))
             if target is not None:
                 resolved[cid] = target
                 self._remember(cid, target)

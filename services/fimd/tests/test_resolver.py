@@ -139,3 +139,29 @@ def test_a_resolution_is_reused_only_while_it_is_the_same_process(tmp_path: Path
         (tmp_path / pid / "cgroup").write_text(V2.format(path="/elsewhere"))
     with pytest.raises(ContainerNotFoundError):
         resolver.resolve(cid)
+
+
+def test_one_scan_resolves_every_container_of_the_node(tmp_path: Path) -> None:
+    a, b, c = ("a1" * 32, "b2" * 32, "c3" * 32)
+    cg = {x: V1_HEAD.format(path=f"/kubepods/besteffort/pod{UID}/{x}") for x in (a, b, c)}
+    resolver = _proc(tmp_path, {500: (1, cg[a]), 600: (1, cg[b])})
+    now = [100.0]
+    resolver._clock = lambda: now[0]
+    scans = []
+    real_scan = resolver._scan
+
+    def counting_scan() -> dict[str, list[tuple[int, str]]]:
+        scans.append(now[0])
+        return real_scan()
+
+    resolver._scan = counting_scan  # type: ignore[method-assign]
+    assert resolver.resolve(parse_container_id(f"containerd://{a}")).pid == 500
+    assert resolver.resolve(parse_container_id(f"containerd://{b}")).pid == 600
+    assert len(scans) == 1
+    # A container that started after the scan is not in it: scanned for, within the TTL too.
+    (tmp_path / "700").mkdir()
+    (tmp_path / "700" / "cgroup").write_text(cg[c])
+    (tmp_path / "700" / "stat").write_text((tmp_path / "600" / "stat").read_text())
+    now[0] += 0.5
+    assert resolver.resolve(parse_container_id(f"containerd://{c}")).pid == 700
+    assert len(scans) == 2
