@@ -171,7 +171,7 @@ def _host_port(value: str) -> tuple[str, int]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     metrics = Metrics()
-    writer = LineWriter(sys.stdout.fileno(), args.node_name)
+    writer = LineWriter(sys.stdout.fileno(), args.node_name, on_drop=metrics.output_drop)
     geometry = queues.Geometry(args.queue_messages, args.queue_message_size)
     limit = queues.raise_limit(max(args.msgqueue_limit, args.engines * geometry.kernel_bytes()))
     cgroup = CgroupMemory.find()

@@ -128,12 +128,23 @@ class Metrics:
             ["budget"],
             registry=self.registry,
         )
+        self.output_dropped = Counter(
+            "fimd_output_lines_dropped",
+            "Lines fimd could not write to stdout: kind=event|op, stage=buffer (full) or "
+            "write (stdout failed)",
+            ["kind", "stage"],
+            registry=self.registry,
+        )
         self.grpc_requests = Counter(
             "fimd_grpc_requests",
             "gRPC requests by method and status code",
             ["method", "code"],
             registry=self.registry,
         )
+
+    def output_drop(self, kind: str, stage: str, count: int) -> None:
+        """The stdout writer's drop hook."""
+        self.output_dropped.labels(kind, stage).inc(count)
 
     def watch_state(self, snapshot: Callable[[], Snapshot]) -> None:
         """Registers the gauges computed from `snapshot` at scrape time."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 
 OVERHEAD = LineWriter.CHUNK_OVERHEAD
@@ -308,3 +309,16 @@ def test_a_non_blocking_stdout_is_waited_for_by_the_writer_thread_only() -> None
         os.close(write_fd)
     assert text == [line[:-1]] * 1024
     assert drops.total() == 0
+
+
+def test_drops_reach_fimd_metrics() -> None:
+    metrics = Metrics()
+    capture = Capture()
+    writer = LineWriter(capture.write_fd, "n1", on_drop=metrics.output_drop)
+    writer.close()
+    writer.put_events(["a\n", "b\n", "c\n"])
+    writer.put_op("d\n")
+    sample = metrics.registry.get_sample_value
+    assert sample("fimd_output_lines_dropped_total", {"kind": "event", "stage": "buffer"}) == 3
+    assert sample("fimd_output_lines_dropped_total", {"kind": "op", "stage": "buffer"}) == 1
+    capture.close()
