@@ -33,6 +33,11 @@ from tests.cluster.supervisor import Supervisor, log_tail
 NODE_NAME = LOOPBACK
 BRIDGE = "fimk8s0"
 POD_CIDR = "10.244.77.0/24"
+# The kubelet's default maxPods is 110, exactly the capacity contract's workload (issue 10:
+# 110 pods x 5 FimWatchers on one node). fim-k8s's own pods (fimd, the controller, the PKI
+# Job's pod while it runs) and a test's other pods come on top, so the node admits 130. Pod
+# IPs are not the limit: POD_CIDR's /24 holds 254, and host-network pods take none.
+MAX_PODS = 130
 KUBELET_PORT = 10250
 RUN_DIR = Path("/run/fim-k8s")  # containerd's state and sockets (short socket paths)
 NODE_COMPONENTS = ("kube-scheduler", "kube-controller-manager", "kubelet", "containerd")
@@ -311,6 +316,7 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
             "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False,
             "shutdownGracePeriod": "0s",
+            "maxPods": MAX_PODS,
         }  # fmt: skip
         path = self.dir / "kubelet.json"
         path.write_text(json.dumps(config, indent=2) + "\n")

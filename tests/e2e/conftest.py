@@ -20,12 +20,38 @@ import pytest
 from tests.cluster.cluster import Cluster
 from tests.cluster.config import Binaries
 from tests.cluster.fixtures import local_cluster  # noqa: F401 (a fixture)
+from tests.e2e import nodestats
 from tests.e2e.kube import Kube
 from tests.e2e.system import SERVICE_IMAGES, FimSystem, artifact, ignore_missing, overlay_dir
 
+# Lines scenarios report (timings, sizes), printed in pytest's terminal summary: output of a
+# fixture's teardown would be captured, and shown only for a failure.
+FIGURES = pytest.StashKey[list[str]]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    lines = terminalreporter.config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 
 @pytest.fixture(scope="session")
-def kube(request: pytest.FixtureRequest) -> Kube:
+def figures(request: pytest.FixtureRequest) -> list[str]:
+    """Append lines here to have them printed at the end of the session."""
+    return request.config.stash.setdefault(FIGURES, [])
+
+
+@pytest.fixture(scope="session")
+def host_sysctls() -> dict[str, str]:
+    """This machine's fs.inotify.* and fs.mqueue.* before the cluster or fim-k8s started:
+    a test compares them afterwards (fim-k8s must never change a node's sysctls)."""
+    return nodestats.host_sysctls()
+
+
+@pytest.fixture(scope="session")
+def kube(request: pytest.FixtureRequest, host_sysctls: dict[str, str]) -> Kube:
     kubectl = Binaries.from_env().kube("kubectl")
     if os.environ.get("KUBECONFIG"):
         return Kube(kubectl, Path(os.environ["KUBECONFIG"]))

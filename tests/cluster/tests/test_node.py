@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.cluster.cluster import Cluster
 from tests.cluster.controlplane import STANDARD_APISERVER_PORT
 from tests.cluster.hoststate import fingerprint
+from tests.cluster.node import MAX_PODS, NODE_NAME
 
 POD = {
     "apiVersion": "v1",
@@ -52,6 +53,8 @@ def test_pods_run_and_teardown_restores_the_host(tmp_path: Path) -> None:
     cluster.up()
     try:
         print(f"node Ready {cluster.startup_seconds:.1f} s after start")
+        node = json.loads(cluster.node.kubectl("get", "node", NODE_NAME, "-o", "json").stdout)
+        assert node["status"]["capacity"]["pods"] == str(MAX_PODS)  # above the default 110
         manifest = tmp_path / "pod.json"
         manifest.write_text(json.dumps(POD))
         cluster.node.kubectl("apply", "-f", str(manifest))
