@@ -206,8 +206,10 @@ def decode(line: bytes) -> Control:
         raise ControlError(f"control line of {len(line)} bytes exceeds {MAX_CONTROL_BYTES}")
     try:
         doc = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        # RecursionError: nesting deeper than the interpreter's limit ("[[[[...").
+    except (ValueError, RecursionError) as exc:
+        # ValueError: JSONDecodeError, UnicodeDecodeError, and an integer of more digits than
+        # Python converts (sys.get_int_max_str_digits(), 4300); RecursionError: nesting
+        # deeper than the interpreter's limit ("[[[[...").
         raise ControlError(f"not a JSON object: {exc}") from None
     if not isinstance(doc, dict):
         raise ControlError("not a JSON object")

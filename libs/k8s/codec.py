@@ -97,11 +97,15 @@ def _structure_datetime(value: object, _: object) -> datetime:
         raise ModelError(f"must be an RFC 3339 timestamp, got {text!r}") from None
     if parsed.utcoffset() is None:
         raise ModelError(f"must be an RFC 3339 timestamp with a time zone, got {text!r}")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise ModelError(f"must be a timestamp in years 1..9999 in UTC, got {text!r}") from None
 
 
 def _unstructure_datetime(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: "%Y" does not pad years before 1000 to four digits on glibc.
+    return value.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def _enum_hook(cls: type[enum.StrEnum]) -> _Hook:
@@ -221,8 +225,11 @@ _register()
 def _check_type_meta(obj: Mapping[str, object]) -> None:
     """apiVersion and kind may be absent (the caller knows what it listed), never different."""
     for key, expected in (("apiVersion", API_VERSION), ("kind", KIND)):
-        if obj.get(key, expected) != expected:
-            raise ModelError(f"must be {expected!r}, got {obj[key]!r}", key)
+        value = obj.get(key, expected)
+        if value != expected:
+            # Only a string is shown: the repr of a deeply nested value raises RecursionError.
+            shown = repr(value) if isinstance(value, str) else _json_type(value)
+            raise ModelError(f"must be {expected!r}, got {shown}", key)
 
 
 def fimwatcher_from_dict(obj: object) -> FimWatcher:

@@ -22,13 +22,23 @@ MAX_LOG_FORMAT_CHARS = model.MAX_LOG_FORMAT_LENGTH
 # Generous bounds on free-form strings (fimd's own; also in the proto header).
 MAX_ID_BYTES = 253  # UIDs, Kubernetes names (DNS-1123 subdomain length)
 MAX_CONTAINER_ID_BYTES = 256
+#: The message becomes a gRPC status message: it travels percent-encoded (non-ASCII bytes
+#: take 3) in the HTTP/2 trailers, and a client that receives more than its metadata limit
+#: (8 KiB by default) reports RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT. Reasons echo
+#: values of the request (an unknown event name, a config hash), so messages are cut here.
+MAX_MESSAGE_BYTES = 2048
 
 
 class ValidationError(ValueError):
-    """The request is invalid; the message starts with the offending field."""
+    """The request is invalid; the message starts with the offending field (whole: the
+    longest field name is about 1.3 KB) and is at most MAX_MESSAGE_BYTES of UTF-8."""
 
     def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
+        message = f"{field}: {reason}"
+        raw = message.encode("utf-8", "backslashreplace")
+        if len(raw) > MAX_MESSAGE_BYTES:
+            message = raw[: MAX_MESSAGE_BYTES - 3].decode("utf-8", "ignore") + "..."
+        super().__init__(message)
         self.field = field
 
 
