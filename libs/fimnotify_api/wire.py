@@ -338,6 +338,10 @@ class Packer:
                 break
             budget -= size
             parts.append(pending.popleft())
+        return self.message(parts)
+
+    def message(self, parts: list[bytes]) -> bytes:
+        """The next numbered message of these records (the caller keeps within max_size)."""
         header = _HEADER.pack(MAGIC, VERSION, 0, self.seq, len(parts))
         self.seq = (self.seq + 1) & 0xFFFFFFFF
         return header + b"".join(parts)

@@ -13,6 +13,8 @@ from libs.fimnotify_api.wire import (
     DroppedRecord,
     ErrorRecord,
     EventRecord,
+    ExitReason,
+    ExitRecord,
     GoneReason,
     GoneRecord,
     ReadyRecord,
@@ -123,10 +125,12 @@ def test_control_records_are_never_dropped() -> None:
     queue.room = 10**9
     assert sink.flush()
     records = queue.records()
-    assert [r for r in records if isinstance(r, ReadyRecord | GoneRecord)] == controls
-    # A DROPPED record precedes the first control record queued after the drops.
-    first_drop = next(i for i, r in enumerate(records) if isinstance(r, DroppedRecord))
-    assert first_drop < records.index(controls[0])
+    kept = [r for r in records if isinstance(r, ReadyRecord | GoneRecord)]
+    assert sorted(kept, key=lambda r: r.time_ns) == controls
+    # Within the watch, the DROPPED record precedes the control record queued after the drops.
+    own = [r for r in records if getattr(r, "watch", None) == 1]
+    first_drop = next(i for i, r in enumerate(own) if isinstance(r, DroppedRecord))
+    assert first_drop < own.index(controls[0])
 
 
 def test_error_records_beyond_their_bound_are_counted_as_drops_of_their_watch() -> None:
@@ -167,3 +171,34 @@ def test_drain_gives_up_at_its_deadline() -> None:
 def test_a_queue_with_too_small_messages_is_a_queue_error() -> None:
     with pytest.raises(QueueError, match="msgsize_max"):
         Sink(FakeQueue(max_message_size=1024), 65536)
+
+
+def test_a_quiet_watch_never_waits_behind_a_noisy_backlog() -> None:
+    """Messages are filled round-robin per watch: the quiet watch's record leaves in the
+    first message although 5,000 records of the noisy watch were queued before it."""
+    queue = FakeQueue(room=0)
+    sink = Sink(queue, 1 << 20)
+    sink.put_events([event(1, i) for i in range(5000)])
+    sink.put_events([event(2, 0)])
+    queue.room = 1
+    sink.flush()
+    first = queue.records()
+    assert [r.watch for r in first if isinstance(r, EventRecord)].count(2) == 1
+    queue.room = 10**9
+    assert sink.flush()
+    events = [r for r in queue.records() if isinstance(r, EventRecord)]
+    noisy = [r.path for r in events if r.watch == 1]
+    assert len(noisy) == 5000
+    assert noisy == sorted(noisy)  # in order within the watch
+
+
+def test_exit_is_sent_after_everything_else() -> None:
+    queue = FakeQueue(room=10**9)
+    sink = Sink(queue, 1 << 20)
+    sink.put_events([event(1, i) for i in range(3000)])
+    sink.put_control(encode_record(ExitRecord(9, ExitReason.STOPPED, 0, "bye")))
+    sink.put_events([event(2, 0)])
+    assert sink.flush()
+    records = queue.records()
+    assert isinstance(records[-1], ExitRecord)
+    assert sum(isinstance(r, EventRecord) for r in records) == 3001
