@@ -35,10 +35,14 @@ from services.fimd.tests.container import Container
 from services.fimd.tests.fimd_process import FimdProcess
 from services.fimd.tests.specs import spec
 
+#: Extra fimd flags for every benchmark (--fimd-arg), e.g. to compare queue geometries.
+FIMD_ARGS: list[str] = []
+
 
 @contextmanager
 def _fimd(workdir: Path, *extra: str) -> Iterator[FimdProcess]:
-    fimd = FimdProcess(workdir, make_pki(workdir), f"/fimk8s-bench.{os.getpid()}.", *extra)
+    prefix = f"/fimk8s-bench.{os.getpid()}."
+    fimd = FimdProcess(workdir, make_pki(workdir), prefix, *extra, *FIMD_ARGS)
     try:
         yield fimd
     finally:
@@ -437,6 +441,9 @@ def noisy(rate: int, seconds: float, quiet: int, per_container: int) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--fimd-arg", action="append", default=[], help="extra fimd flag (repeatable)"
+    )
     sub = parser.add_subparsers(dest="bench", required=True)
     tput = sub.add_parser("throughput")
     tput.add_argument("--watches", type=int, nargs="+", default=[1, 10, 100])
@@ -454,6 +461,7 @@ def main() -> None:
     loud.add_argument("--quiet", type=int, default=500)
     loud.add_argument("--per-container", type=int, default=10)
     args = parser.parse_args()
+    FIMD_ARGS.extend(args.fimd_arg)
     if args.bench == "throughput":
         for watches in args.watches:
             print(json.dumps(throughput(watches, args.rate, args.seconds)), flush=True)

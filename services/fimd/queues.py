@@ -22,14 +22,16 @@ DEFAULT_PREFIX = "/fimk8s."
 
 @attrs.frozen
 class Geometry:
-    """Size of each queue: by default the fs.mqueue defaults (msg_max 10, msgsize_max 8192),
-    the largest a process without CAP_SYS_RESOURCE may create and what the wire format is
-    designed for (many records per message). All queues of a user share RLIMIT_MSGQUEUE
-    (default 819,200 bytes): about 9 queues of this size fit, so a handful of engines do
-    (`--engines`); smaller queues (`--queue-messages`, `--queue-message-size`, at least
-    `wire.MIN_MESSAGE_SIZE`) fit more at the price of more round trips."""
+    """Size of each queue: by default one message of the fs.mqueue default size (msgsize_max
+    8192, about 200 event records). One message, not msg_max's 10: the kernel queue is a
+    FIFO that an engine's fair, per-watch buffer cannot reorder, so every message in it is
+    backlog a quiet watch waits behind when a noisy one keeps fimd busy (measured: p99
+    write-to-line of quiet watches 45 ms with 1 message, 57 ms with 2, 146 ms with 10, with
+    no loss in any; docs/performance.md). All queues of a user share RLIMIT_MSGQUEUE
+    (default 819,200 bytes); deeper or smaller queues: `--queue-messages`,
+    `--queue-message-size` (at least `wire.MIN_MESSAGE_SIZE`)."""
 
-    max_messages: int = 10
+    max_messages: int = 1
     message_size: int = 8192
 
     def kernel_bytes(self) -> int:

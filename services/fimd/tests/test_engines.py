@@ -13,7 +13,7 @@ import pytest
 
 from libs.fimnotify_api import control, wire
 from libs.fimnotify_api.subject import SubjectConfig
-from services.fimd import engines
+from services.fimd import engines, queues
 from services.fimd.engines import (
     BadMessage,
     EnginePool,
@@ -44,9 +44,11 @@ def clock() -> Clock:
 
 
 def _pool(launcher: engines.Launcher, count: int, clock: Callable[[], float]) -> EnginePool:
+    # Deeper queues than fimd's default of one message: the fake engines send several
+    # messages before the test drains them.
     return EnginePool(
         launcher, count, instance=f"{os.getpid():08x}", clock=clock,
-        queue_prefix=f"/fimk8s-pool.{os.getpid()}.",
+        queue_prefix=f"/fimk8s-pool.{os.getpid()}.", geometry=queues.Geometry(10, 8192),
     )  # fmt: skip
 
 
