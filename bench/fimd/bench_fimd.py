@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import calendar
+import collections
 import datetime
 import json
 import os
@@ -63,7 +64,7 @@ def _watch(fimd: FimdProcess, ctr: Container, index: int) -> None:
 def _containers(stack: ExitStack, workdir: Path, count: int) -> list[Container]:
     out = []
     for i in range(count):
-        ctr = Container(workdir / f"ctr{i}").start()
+        ctr = Container(workdir / f"ctr{i}", cpu=True).start()
         stack.callback(ctr.close)
         out.append(ctr)
     return out
@@ -81,6 +82,7 @@ class _Counter:
         self._partial = b""
         self.events = 0
         self.loss_reports = 0
+        self.losses: collections.Counter[str] = collections.Counter()
 
     def update(self) -> int:
         data = self._partial + self._file.read()
@@ -90,6 +92,7 @@ class _Counter:
                 self.events += 1
             elif any(m in line for m in _LOSS_MESSAGES):
                 self.loss_reports += 1
+                self.losses[json.loads(line)["msg"]] += 1
         return self.events
 
     def close(self) -> None:
@@ -130,6 +133,7 @@ def throughput(watches: int, rate: int, seconds: float) -> dict[str, object]:
             "lines": got,
             "lost": expected - got,
             "loss_reports": lost_lines,
+            "losses": dict(counter.losses),
             "write_rate": round(expected / write_seconds),
             "end_to_end_rate": round(got / elapsed),
             "fimd_rss_mib": round(_rss_mib(fimd.proc.pid), 1),

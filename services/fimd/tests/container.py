@@ -22,8 +22,9 @@ from services.fimd.tests.cgroups import cgroup
 _SCRIPT = r"""
 import os, subprocess, sys, time
 procs, mountpoint = sys.argv[1], sys.argv[2]
-with open(procs, "w") as f:
-    f.write(str(os.getpid()))
+for path in procs.split(","):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
 subprocess.run(["mount", "-t", "tmpfs", "fimd-test", mountpoint], check=True)
 os.mkdir(os.path.join(mountpoint, "data"))
 print("ready", flush=True)
@@ -58,7 +59,9 @@ for line in sys.stdin:
 class Container:
     """Start with `start()`, stop with `close()` (also removes its cgroup)."""
 
-    def __init__(self, workdir: Path, qos: str = "besteffort") -> None:
+    def __init__(self, workdir: Path, qos: str = "besteffort", *, cpu: bool = False) -> None:
+        """`cpu`: also join the QoS class's cpu cgroup with the cpu.shares a kubelet gives it
+        (BestEffort: 2), so a benchmark's writers compete with fimd for CPU as pods do."""
         self.id = secrets.token_hex(32)
         self.container_id = f"containerd://{self.id}"
         self.root = workdir / "root"
@@ -67,11 +70,17 @@ class Container:
         self._stack = ExitStack()
         self.proc: subprocess.Popen[str] | None = None
         self._cgroup = Path()
+        self._cpu_cgroup: Path | None = None
+        self._cpu = cpu
 
     def start(self) -> Container:
-        self._cgroup = self._stack.enter_context(
-            cgroup("pids", f"{self._qos_path}/pod{uuid.uuid4()}/{self.id}")
-        )
+        leaf = f"{self._qos_path}/pod{uuid.uuid4()}/{self.id}"
+        self._cgroup = self._stack.enter_context(cgroup("pids", leaf))
+        if self._cpu:
+            self._cpu_cgroup = self._stack.enter_context(cgroup("cpu", leaf))
+            shares = {"kubepods/besteffort": 2}.get(self._qos_path)
+            if shares is not None:
+                (self._cpu_cgroup.parent.parent / "cpu.shares").write_text(str(shares))
         self._spawn()
         return self
 
@@ -88,10 +97,12 @@ class Container:
             stream.close()
 
     def _spawn(self) -> None:
-        directory = self._cgroup
+        procs = [self._cgroup / "cgroup.procs"]
+        if self._cpu_cgroup is not None:
+            procs.append(self._cpu_cgroup / "cgroup.procs")
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "--", sys.executable, "-c",
-             _SCRIPT, str(directory / "cgroup.procs"), str(self.root)],
+             _SCRIPT, ",".join(map(str, procs)), str(self.root)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
