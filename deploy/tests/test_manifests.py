@@ -156,3 +156,34 @@ def test_production_overlay_uses_registry_images() -> None:
         assert image.startswith("registry.example.com/fim-k8s/")
         assert policy == "IfNotPresent"
     assert find(render("production"), "Deployment", "fim-controller")["spec"]["replicas"] == 2
+
+
+def _ports(rule: Obj) -> set[int]:
+    return {p["port"] for p in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_admit_only_the_controller_scrapers_and_probes(overlay: str) -> None:
+    """fimd's gRPC port takes the controller only, metrics only labelled scraper
+    namespaces; every port the containers declare is covered by exactly one rule."""
+    objects = render(overlay)
+    fimd = find(objects, "NetworkPolicy", "fimd")["spec"]
+    assert fimd["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "fimd"}
+    rules = {frozenset(_ports(r)): r.get("from") for r in fimd["ingress"]}
+    controller_only = [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "fim-controller"}}}
+    ]
+    scrapers = [{"namespaceSelector": {"matchLabels": {"fim-k8s.io/metrics-scraper": "true"}}}]
+    assert rules == {
+        frozenset({7443}): controller_only,
+        frozenset({9464}): scrapers,
+        frozenset({7444}): None,  # health only: the kubelet's gRPC probes
+    }
+    declared = {
+        p["containerPort"]
+        for c in pod_spec(find(objects, "DaemonSet", "fimd"))["containers"]
+        for p in c.get("ports", [])
+    }
+    assert declared == {7443, 7444, 9464}
+    controller = find(objects, "NetworkPolicy", "fim-controller")["spec"]
+    assert [(_ports(r), r["from"]) for r in controller["ingress"]] == [({8080}, scrapers)]
