@@ -12,8 +12,11 @@ import signal
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 
+from libs.fimnotify_api.control import AddWatch
+from libs.fimnotify_api.identity import ProcessIdentity, start_time
 from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import (
     MAX_ERROR_MESSAGE,
@@ -449,3 +452,54 @@ def test_end_of_stdin_stops_the_engine_cleanly(rig: Rig) -> None:
     assert (exit_record.reason, exit_record.status) == (ExitReason.STOPPED, ExitStatus.OK)
     assert "control channel closed" in exit_record.message
     assert rig.queue.snapshot()[-1] == exit_record
+
+
+def _start_time(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        return start_time(handle.read())
+
+
+def _cgroup_leaves(pid: int) -> tuple[str, ...]:
+    """The last component of each of the process's cgroup paths (stands in for a container's
+    cgroup leaf names)."""
+    with open(f"/proc/{pid}/cgroup") as handle:
+        return tuple({line.rsplit("/", 1)[-1] for line in handle.read().splitlines()} - {""})
+
+
+def test_a_reused_pid_is_never_watched(rig: Rig) -> None:
+    """fimd sends the resolved process's start time and cgroup leaves with the PID; a process
+    that is not that one (a reused PID, or one that left the container's cgroup) is refused
+    with GONE TARGET_MISMATCH, the right one is watched."""
+    ct = rig.container("os.makedirs('/data')")
+    rig.start()
+    real = ProcessIdentity(_start_time(ct.pid), _cgroup_leaves(ct.pid))
+    rig.fim.send(
+        AddWatch(
+            1,
+            ct.pid,
+            "stale",
+            (subject("/data"),),
+            attrs.evolve(real, start_time=real.start_time + 1),
+        )
+    )
+    gone = rig.gone(1)
+    assert gone.reason is GoneReason.TARGET_MISMATCH
+    assert "start time" in gone.message
+    rig.fim.send(
+        AddWatch(
+            2,
+            ct.pid,
+            "moved",
+            (subject("/data"),),
+            attrs.evolve(real, cgroup_leaves=("no-such-container",)),
+        )
+    )
+    gone = rig.gone(2)
+    assert gone.reason is GoneReason.TARGET_MISMATCH
+    assert "cgroup" in gone.message
+    assert rig.fim.watched_inodes() == []
+    rig.fim.send(AddWatch(3, ct.pid, "right", (subject("/data", events=("create",)),), real))
+    wait_until(lambda: bool(rig.readies(3)), 30, "READY of the right process")
+    ct.run("open('/data/f', 'w').close()")
+    rig.saw(3, "/data/f")
+    assert rig.fim.alive()
