@@ -58,10 +58,11 @@ MIB = 1 << 20
 # 18 MiB on this machine: 84 MiB for fimd and 2 engines. What hostile input can add is
 # bounded by design: fimd's stdout buffers (32 MiB of event lines, 1 MiB of operational
 # lines), each engine's record buffer (8 MiB) and error-record bound (1 MiB), the per-watch
-# directory cap, the 10 x 8 KiB message queue per engine: 84 + 33 + 2 x 9 = 135 MiB at the
-# very worst, plus allocator slack. 250 MiB (a quarter of the DaemonSet's 1 GiB limit) fails
-# on any growth with the input (per event, per name, per directory) long before the kubelet
-# would OOM-kill fimd. (Measured: below 95 MiB at the peak of the flood.)
+# directory cap, the one-message queue per engine: 84 + 33 + 2 x 9 = 135 MiB at the very
+# worst, plus allocator slack. 250 MiB of summed RSS (which counts shared pages once per
+# process, so more than the cgroup's working set the DaemonSet's 256 MiB limit applies to)
+# fails on any growth with the input (per event, per name, per directory).
+# (Measured: below 95 MiB at the peak of the flood.)
 RSS_LIMIT = 250 * MIB
 # How long a bystander's event may take while a hostile container is busy (the design's
 # promise is 2 s; this machine has 2 cores shared with other work).
