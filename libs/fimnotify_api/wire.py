@@ -51,6 +51,7 @@ import enum
 import struct
 from collections import deque
 from collections.abc import Iterable
+from typing import TypeVar
 
 import attrs
 
@@ -399,6 +400,16 @@ def _text(raw: bytes, what: str, encoding: str) -> str:
         raise WireError(f"{what} is not {encoding}: {exc}") from None
 
 
+_Reason = TypeVar("_Reason", GoneReason, ExitReason)
+
+
+def _enum(kind: type[_Reason], value: int, what: str) -> _Reason:
+    try:
+        return kind(value)
+    except ValueError:
+        raise WireError(f"unknown {what} {value}") from None
+
+
 def _decode_one(message: bytes, offset: int) -> tuple[Record, int]:  # noqa: PLR0911 - per kind
     kind = message[offset] if offset < len(message) else None
     if kind == Kind.EVENT:
@@ -422,19 +433,13 @@ def _decode_one(message: bytes, offset: int) -> tuple[Record, int]:  # noqa: PLR
         _, time_ns, watch, reason, mlen = _GONE.unpack_from(message, offset)
         offset += _GONE.size
         text = _text(_take(message, offset, mlen, "gone message"), "gone message", "utf-8")
-        try:
-            why = GoneReason(reason)
-        except ValueError:
-            raise WireError(f"unknown gone reason {reason}") from None
+        why = _enum(GoneReason, reason, "gone reason")
         return GoneRecord(time_ns, watch, why, text), offset + mlen
     if kind == Kind.EXIT:
         _, time_ns, reason, status, mlen = _EXIT.unpack_from(message, offset)
         offset += _EXIT.size
         text = _text(_take(message, offset, mlen, "exit message"), "exit message", "utf-8")
-        try:
-            exit_reason = ExitReason(reason)
-        except ValueError:
-            raise WireError(f"unknown exit reason {reason}") from None
+        exit_reason = _enum(ExitReason, reason, "exit reason")
         return ExitRecord(time_ns, exit_reason, status, text), offset + mlen
     if kind is None:
         raise WireError(f"record kind truncated at byte {offset}")
