@@ -62,7 +62,7 @@ _GONE_KINDS = {
     wire.GoneReason.TARGET_GONE: ExitKind.TARGET_GONE,
     wire.GoneReason.FAILED: ExitKind.FAILED,
     # The PID was reused or the process moved: the container is resolved again.
-    wire.GoneReason.TARGET_MISMATCH: ExitKind.TARGET_GONE,
+    wire.GoneReason.TARGET_MISMATCH: ExitKind.TARGET_MISMATCH,
 }
 
 #: Reads the memory cgroup (None: unknown).

@@ -49,6 +49,7 @@ class ExitKind(enum.Enum):
     STOPPED = "stopped"  # removed on request (GONE REMOVED)
     FAILED = "failed"  # could not be set up or kept (GONE FAILED, no engine): retry with backoff
     TARGET_GONE = "target_gone"  # the container process vanished: resolve again now
+    TARGET_MISMATCH = "target_mismatch"  # the PID is another process (reused): resolve again
     ENGINE_DIED = "engine_died"  # its engine exited: resolve and add again now
     CONFIG_REJECTED = "config_rejected"  # cannot be sent to an engine: retrying cannot help
 
@@ -271,9 +272,8 @@ class Supervisor:
         if watch.phase is Phase.ACTIVE and not watch.retiring:
             watch.interrupted = True
         watch.needs_resolve = True
-        if kind is ExitKind.TARGET_GONE:
-            self._set_phase(watch, phase, now, "TargetGone", detail)
-            return [Resolve(key), Notice(key, "target_gone", "warning", detail)]
+        if kind in (ExitKind.TARGET_GONE, ExitKind.TARGET_MISMATCH):
+            return self._retarget(watch, kind, detail, phase, now)
         watch.failures += 1
         # A healthy watch whose engine died is added again at once; one that keeps failing
         # before it is READY (possibly what kills its engine) waits.
@@ -286,6 +286,21 @@ class Supervisor:
         if first_loss:
             return [notice, Resolve(key)]
         watch.retry_at = now + delay
+        return [notice]
+
+    def _retarget(
+        self, watch: Watch, kind: ExitKind, detail: str, phase: Phase, now: float
+    ) -> list[Action]:
+        """The target process is gone or is another one: resolve the container again, at
+        once the first time, with backoff when it keeps happening before the watch is READY
+        (an engine and the resolver that disagree must not spin)."""
+        watch.failures += 1
+        reason = "TargetGone" if kind is ExitKind.TARGET_GONE else "TargetMismatch"
+        self._set_phase(watch, phase, now, reason, detail)
+        notice = Notice(watch.key, kind.value, "warning", detail)
+        if watch.failures == 1:
+            return [Resolve(watch.key), notice]
+        watch.retry_at = now + backoff(watch.failures)
         return [notice]
 
     def resolved(self, key: Key, target_pid: int, detail: str, now: float) -> list[Action]:

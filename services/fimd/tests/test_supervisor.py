@@ -116,6 +116,26 @@ def test_target_gone_resolves_again() -> None:
     assert (watch.target_pid, watch.phase, watch.restarts) == (222, Phase.PENDING, 1)
 
 
+def test_a_mismatched_target_is_resolved_again_then_with_backoff_if_it_keeps_happening() -> None:
+    """GONE TARGET_MISMATCH (a reused PID): resolve at once and say so; if the next
+    incarnation is refused too before it is READY, wait instead of spinning."""
+    sup = Supervisor()
+    inc = _active(sup)
+    actions = sup.exited(KEY, inc, ExitKind.TARGET_MISMATCH, "start time differs", now=3.0)
+    assert actions == [
+        Resolve(KEY),
+        Notice(KEY, "target_mismatch", "warning", "start time differs"),
+    ]
+    watch = sup.watches[KEY]
+    assert watch.reason == "TargetMismatch"
+    actions = sup.resolved(KEY, 222, "", now=3.1)
+    assert Spawn(KEY, inc + 1) in actions
+    actions = sup.exited(KEY, inc + 1, ExitKind.TARGET_MISMATCH, "again", now=3.2)
+    assert actions == [Notice(KEY, "target_mismatch", "warning", "again")]
+    assert sup.tick(3.3) == []
+    assert sup.tick(3.2 + backoff(2)) == [Resolve(KEY)]
+
+
 def test_losing_the_new_incarnation_during_an_update_keeps_the_old_one() -> None:
     sup = Supervisor()
     old = _active(sup)
