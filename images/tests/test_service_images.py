@@ -13,7 +13,7 @@ IMAGES = {
     # image: (text its --help prints, uid it runs as)
     "controller": ("usage:", 65532),
     "fimd": ("--node-name", 0),
-    "fimnotify": ("--config", 0),
+    "fimnotify": ("--queue", 0),
 }
 MAX_COMPRESSED_MB = 40
 
