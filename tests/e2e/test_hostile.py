@@ -223,7 +223,13 @@ def _wait_lines(run: Run, what: str, done: Any, timeout: float = 30.0) -> Log:
         if done(log):
             return log
         if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not in fimd's log after {timeout} s")
+            # Say which fimd pod was read and what the pods looked like: a flake seen once in
+            # CI read an empty log here (0 lines) after the flood's first lines had been seen.
+            pods = run.kube.run("get", "pods", f"--namespace={SYSTEM_NAMESPACE}", "-o", "wide")
+            raise AssertionError(
+                f"{what}: not in fimd's log after {timeout} s (read {len(log.lines)} lines, "
+                f"{len(log.text)} bytes from {run.system.fimd_pod(run.node)}); pods:\n{pods}"
+            )
         time.sleep(0.5)
 
 
