@@ -1,7 +1,9 @@
 """Real cgroups for tests: create a container-like cgroup, run a process tree in it, clean up.
 
 Needs root and the host's cgroup hierarchies (tests using it are tagged no-sandbox).
-Directories are removed bottom-up in teardown, and only those the fixture created.
+Directories are removed bottom-up in teardown: the container's own, and then each parent
+below the hierarchy's root that is empty by then (the last container of a test removes the
+shared `TEST_PARENT/kubepods/...`).
 
 Test cgroups live below `TEST_PARENT`, never at the top-level `kubepods`: a real kubelet on
 this machine (the cluster tests) owns that one and kills the processes of pod cgroups it
@@ -36,13 +38,22 @@ def cgroup(hierarchy: str, relative: str) -> Iterator[Path]:
     try:
         yield path
     finally:
-        for directory in reversed(created):
+        if path in created:
             for _ in range(50):  # killed processes leave the cgroup asynchronously
                 try:
-                    directory.rmdir()
+                    path.rmdir()
                     break
                 except OSError:
                     time.sleep(0.02)
+        # Parents are shared by other containers of the test: whoever leaves last removes
+        # them (one try each; a parent still in use is not empty).
+        parent = path.parent
+        while parent != base:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
 
 def run_in(cgroup_dirs: list[Path], command: str) -> subprocess.Popen[bytes]:
