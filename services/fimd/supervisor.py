@@ -235,10 +235,13 @@ class Supervisor:
             self._set_phase(watch, Phase.ACTIVE, now)
         watch.failures = 0
         actions: list[Action] = [Stop(key, inc) for inc in watch.retiring]
+        switched = bool(watch.retiring)
         watch.retiring.clear()
         if first:
             msg = "watch_resumed" if watch.interrupted else "watch_active"
             actions.append(Notice(key, msg, detail=f"{watches} inotify watches"))
+        elif switched:  # an updated spec is in effect from now on; the old one is removed
+            actions.append(Notice(key, "update_active", detail=f"{watches} inotify watches"))
         watch.interrupted = False
         return actions
 

@@ -108,7 +108,9 @@ def test_log_format_update_and_destroy(fimd: FimdProcess, container: Container) 
     watch.log_format = "FIM {event} {ftype} '{dir}{sep}{file}' ({pod}:{node})"
     response = fimd.stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=watch), timeout=10)
     assert response.changed
-    fimd.wait_active(watch.key)
+    # The watch stays ACTIVE through the update (the old incarnation watches until the new
+    # one is READY): wait until fimd says the new spec is in effect, then write.
+    wait_for(lambda: fimd.ops("update_active"), what="update_active line")
     container.write(_data(container, "t.txt"))
     expected = f"FIM CREATE file '{_data(container, 't.txt')}' (web-0:node-1)"
     wait_for(lambda: expected in fimd.raw_lines(), what="template line")

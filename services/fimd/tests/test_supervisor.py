@@ -58,7 +58,10 @@ def test_changed_spec_starts_new_before_stopping_old() -> None:
     assert changed
     assert _no_notices(actions) == [Spawn(KEY, old + 1)]  # old keeps running
     assert sup.watches[KEY].phase is Phase.ACTIVE
-    assert sup.ready(KEY, old + 1, watches=4, pending=0, now=6.0) == [Stop(KEY, old)]
+    assert sup.ready(KEY, old + 1, watches=4, pending=0, now=6.0) == [
+        Stop(KEY, old),
+        Notice(KEY, "update_active", detail="4 inotify watches"),
+    ]
     assert sup.exited(KEY, old, ExitKind.STOPPED, "", now=6.5) == []
     assert sup.watches[KEY].config_hash == "h2"
     assert sup.watches[KEY].retiring == {}
@@ -145,7 +148,10 @@ def test_losing_the_new_incarnation_during_an_update_keeps_the_old_one() -> None
     # The old incarnation still watches: ACTIVE, no gap.
     assert (watch.phase, watch.interrupted, list(watch.retiring)) == (Phase.ACTIVE, False, [old])
     assert Spawn(KEY, old + 2) in sup.resolved(KEY, 100, "", now=6.1)
-    assert sup.ready(KEY, old + 2, 2, 0, now=6.5) == [Stop(KEY, old)]
+    assert sup.ready(KEY, old + 2, 2, 0, now=6.5) == [
+        Stop(KEY, old),
+        Notice(KEY, "update_active", detail="2 inotify watches"),
+    ]
 
 
 def test_rejected_config_fails_without_retry_until_repeated() -> None:
