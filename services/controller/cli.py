@@ -15,7 +15,7 @@ from pathlib import Path
 from services.controller import logs
 from services.controller.controller import Controller, Settings
 from services.controller.events import EventRecorder
-from services.controller.fimd import FimdPool, Tls
+from services.controller.fimd_client import FimdPool, Tls
 from services.controller.kube import Kube
 from services.controller.leader import LeaderElector, LeaseConfig
 from services.controller.metrics import Metrics, serve

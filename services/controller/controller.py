@@ -33,8 +33,9 @@ from fim.v1 import fim_pb2
 from libs.k8s.codec import status_to_dict
 from libs.k8s.model import API_VERSION, PLURAL, FimWatcherStatus
 from services.controller.bounds import MAX_STORED, clip, describe, error_type, frames
+from services.controller.desired import Desired, Key
 from services.controller.events import NORMAL, WARNING, EventRecorder
-from services.controller.fimd import Endpoint, FimdClient, FimdError, FimdPool, endpoints
+from services.controller.fimd_client import Endpoint, FimdClient, FimdError, FimdPool, endpoints
 from services.controller.informer import Informer
 from services.controller.kube import MERGE_PATCH, NOT_FOUND, ApiError, Kube
 from services.controller.metrics import Metrics
@@ -52,7 +53,6 @@ from services.controller.reconcile import (
     finalizer_action,
     plan_node,
 )
-from services.controller.specs import Desired, Key
 from services.controller.state import NodeState, NodeView, Rejection
 from services.controller.status import NODE_CAPACITY, watcher_status
 from services.controller.workqueue import ShutDown, WorkQueue

@@ -19,8 +19,8 @@ import attrs
 
 from fim.v1 import fim_pb2
 from libs.k8s.model import FimWatcherStatus
+from services.controller.desired import Desired, Key, desired_watches
 from services.controller.objects import FINALIZER, Pod, Watcher
-from services.controller.specs import Desired, Key, desired_watches
 from services.controller.state import NodeState, NodeView
 from services.controller.status import watcher_status
 

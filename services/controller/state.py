@@ -14,7 +14,7 @@ import attrs
 
 from fim.v1 import fim_pb2
 from services.controller.bounds import MAX_STORED, clip
-from services.controller.specs import Desired, Key
+from services.controller.desired import Desired, Key
 
 #: The gRPC code of fimd's admission control: the create would exceed one of the node's
 #: budgets (inotify watches, memory). It refuses that one create; capacity may free up later.

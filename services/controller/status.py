@@ -31,8 +31,8 @@ from libs.k8s.model import (
     FimWatcherStatus,
 )
 from services.controller.bounds import clip
+from services.controller.desired import Key, desired_watch, selected_pods
 from services.controller.objects import Container, Pod, Watcher
-from services.controller.specs import Key, desired_watch, selected_pods
 from services.controller.state import NodeView, Rejection
 
 READY = "Ready"

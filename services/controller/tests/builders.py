@@ -8,8 +8,8 @@ from fim.v1 import fim_pb2
 from libs.fimnotify_api.events import EventName
 from libs.k8s.model import FimWatcherSpec, ObjectMeta, Subject
 from libs.k8s.selector import LabelSelector
+from services.controller.desired import desired_watches
 from services.controller.objects import FINALIZER, Container, Pod, Watcher
-from services.controller.specs import desired_watches
 from services.controller.state import NodeState, Observed
 
 NOW = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)

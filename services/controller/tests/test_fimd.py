@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from services.controller.fimd import Endpoint, FimdError, FimdPool, Tls, endpoints
+from services.controller.desired import Desired, Key, desired_watch
+from services.controller.fimd_client import Endpoint, FimdError, FimdPool, Tls, endpoints
 from services.controller.objects import Container, Pod
-from services.controller.specs import Desired, Key, desired_watch
 from services.controller.state import Observed, Rejection
 from services.controller.tests.builders import NOW, pod, watcher
 from services.controller.tests.certs import issue, make_ca

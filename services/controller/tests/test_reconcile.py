@@ -8,9 +8,9 @@ import attrs
 import pytest
 
 from fim.v1 import fim_pb2
+from services.controller.desired import Key
 from services.controller.objects import Pod, Watcher
 from services.controller.reconcile import FinalizerAction, reconcile
-from services.controller.specs import Key
 from services.controller.state import NodeState, NodeView, Rejection
 from services.controller.tests.builders import NOW, cid, holding, pod, watcher
 

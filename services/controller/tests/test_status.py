@@ -10,9 +10,9 @@ import pytest
 from fim.v1 import fim_pb2
 from libs.k8s.model import MAX_CONDITION_MESSAGE_LENGTH, ConditionStatus, FimWatcherStatus
 from services.controller.bounds import MAX_STORED
+from services.controller.desired import Key
 from services.controller.objects import Watcher
 from services.controller.reconcile import reconcile
-from services.controller.specs import Key
 from services.controller.state import NodeState, NodeView, Observed, Rejection
 from services.controller.status import MAX_PROBLEM_LENGTH, watcher_status
 from services.controller.tests.builders import NOW, holding, pod, watcher

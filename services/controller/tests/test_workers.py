@@ -20,7 +20,7 @@ import pytest
 from services.controller.bounds import MAX_LOGGED
 from services.controller.controller import Controller, Settings
 from services.controller.events import EventRecorder
-from services.controller.fimd import FimdPool
+from services.controller.fimd_client import FimdPool
 from services.controller.kube import Kube
 from services.controller.logs import JsonFormatter
 from services.controller.metrics import Metrics, serve

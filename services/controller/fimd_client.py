@@ -17,8 +17,8 @@ import attrs
 import grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
+from services.controller.desired import Desired, Key
 from services.controller.objects import Pod
-from services.controller.specs import Desired, Key
 from services.controller.state import OVER_CAPACITY, NodeState, Observed
 
 #: gRPC codes with which fimd refuses one request (a spec it cannot honour, a container it

@@ -1,4 +1,4 @@
-"""From FimWatcher x pod x container to the fim.v1 WatchSpec fimd is asked to hold.
+"""The desired watches: from FimWatcher x pod x container to the fim.v1 WatchSpec fimd holds.
 
 A watch is identified by `Key` (FimWatcher UID, pod UID, container name), exactly the
 proto's WatchKey, as a hashable value. `Desired` pairs a spec with its config hash, the
