@@ -29,6 +29,8 @@ import enum
 
 import attrs
 
+from libs import backoff as _backoff
+
 #: (watcher_uid, pod_uid, container_name)
 Key = tuple[str, str, str]
 
@@ -117,7 +119,7 @@ class Watch:
 
 
 def backoff(failures: int) -> float:
-    return float(min(BACKOFF_BASE * 2 ** max(failures - 1, 0), BACKOFF_MAX))
+    return _backoff.delay(failures, base=BACKOFF_BASE, cap=BACKOFF_MAX)
 
 
 class Supervisor:
