@@ -1,12 +1,14 @@
-"""Test PKI made with the openssl CLI: a CA, a server and a client certificate, and a
-second, untrusted CA with its own client certificate."""
+"""Test PKI issued with libs/pki: a CA, a server and a client certificate, and a second,
+untrusted CA with its own client certificate."""
 
 from __future__ import annotations
 
-import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import attrs
+
+from libs.pki import certs
 
 
 @attrs.frozen
@@ -20,43 +22,21 @@ class Pki:
     rogue_key: Path
 
 
-def _openssl(*args: str | Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-
-
-def _ca(directory: Path, name: str) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
-    _openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", f"/CN={name}",
-    )  # fmt: skip
-    return cert, key
-
-
-def _leaf(directory: Path, name: str, ca: tuple[Path, Path], ext: str) -> tuple[Path, Path]:
-    cert, key, csr = (directory / f"{name}{s}" for s in (".pem", ".key", ".csr"))
-    extfile = directory / f"{name}.ext"
-    extfile.write_text(ext + "\n")
-    _openssl(
-        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", key, "-out", csr, "-subj", f"/CN={name}",
-    )  # fmt: skip
-    _openssl(
-        "x509", "-req", "-in", csr, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial",
-        "-out", cert, "-days", "1", "-extfile", extfile,
-    )  # fmt: skip
-    return cert, key
-
-
 def make_pki(directory: Path) -> Pki:
-    ca = _ca(directory, "ca")
-    server = _leaf(
-        directory, "fimd", ca,
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-    )  # fmt: skip
-    client = _leaf(directory, "controller", ca, "extendedKeyUsage=clientAuth")
-    rogue = _leaf(directory, "rogue", _ca(directory, "rogue-ca"), "extendedKeyUsage=clientAuth")
-    return Pki(ca[0], *server, *client, *rogue)
+    now, lifetime = datetime.now(UTC), timedelta(days=1)
+    ca, rogue_ca = (certs.new_ca(name, now, lifetime) for name in ("ca", "rogue-ca"))
+    (directory / "ca.pem").write_bytes(ca.cert_pem)
+
+    def leaf(
+        name: str, signer: certs.KeyPair, names: list[str], usage: certs.Usage
+    ) -> tuple[Path, Path]:
+        issued = certs.issue(signer, name, names, usage, now=now, lifetime=lifetime)
+        return issued.write(directory / f"{name}.pem", directory / f"{name}.key")
+
+    server = leaf("fimd", ca, ["localhost", "127.0.0.1"], certs.Usage.SERVER)
+    client = leaf("controller", ca, [], certs.Usage.CLIENT)
+    rogue = leaf("rogue", rogue_ca, [], certs.Usage.CLIENT)
+    return Pki(directory / "ca.pem", *server, *client, *rogue)
 
 
 class SecretMount:
