@@ -8,8 +8,11 @@ so fimd's key (present on every node) cannot be used to call another node's fimd
 from __future__ import annotations
 
 import enum
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -35,6 +38,13 @@ class KeyPair:
     def cert(self) -> x509.Certificate:
         return x509.load_pem_x509_certificate(self.cert_pem)
 
+    def write(self, cert: Path, key: Path) -> tuple[Path, Path]:
+        """Writes the PEM files (the key readable by its owner only); returns their paths."""
+        cert.write_bytes(self.cert_pem)
+        key.touch(mode=0o600)
+        key.write_bytes(self.key_pem)
+        return cert, key
+
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
@@ -48,8 +58,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
+    """CN plus one O= per organization (Kubernetes reads each O= of a client as a group)."""
+    orgs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    return x509.Name([*orgs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
 def _builder(
-    subject: str,
+    subject: x509.Name,
     issuer: x509.Name,
     public_key: ec.EllipticCurvePublicKey,
     now: datetime,
@@ -57,7 +73,7 @@ def _builder(
 ) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .subject_name(subject)
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
@@ -85,9 +101,9 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
 def new_ca(common_name: str, now: datetime, lifetime: timedelta) -> KeyPair:
     """A self-signed CA that may sign leaf certificates only (path length 0)."""
     key = _new_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = _name(common_name)
     cert = (
-        _builder(common_name, name, key.public_key(), now, lifetime)
+        _builder(name, name, key.public_key(), now, lifetime)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(_key_usage(ca=True), critical=True)
         .sign(key, hashes.SHA256())
@@ -95,35 +111,47 @@ def new_ca(common_name: str, now: datetime, lifetime: timedelta) -> KeyPair:
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+def _alt_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
 def issue(
     ca: KeyPair,
     common_name: str,
-    dns_names: list[str],
-    usage: Usage,
+    dns_names: Sequence[str],
+    usage: Usage | Sequence[Usage],
     *,
     now: datetime,
     lifetime: timedelta,
+    organizations: Sequence[str] = (),
 ) -> KeyPair:
-    """A leaf certificate signed by `ca`, valid for `usage` and the given DNS names only."""
+    """A leaf certificate signed by `ca`, valid for `usage` and the given names only.
+
+    A name that is an IP address becomes an IP SAN, any other a DNS SAN; no names, no SAN
+    (a client certificate). `organizations` become O= attributes (Kubernetes groups).
+    """
     key = _new_key()
     ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    ca_cert = ca.cert
-    cert = (
-        _builder(common_name, ca_cert.subject, key.public_key(), now, lifetime)
+    usages = [usage] if isinstance(usage, Usage) else list(usage)
+    subject = _name(common_name, organizations)
+    builder = (
+        _builder(subject, ca.cert.subject, key.public_key(), now, lifetime)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage.value]), critical=False)
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names]),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage([u.value for u in usages]), critical=False)
     )
+    if dns_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([_alt_name(name) for name in dns_names]), critical=False
+        )
+    cert = builder.add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+        critical=False,
+    ).sign(ca_key, hashes.SHA256())
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
@@ -147,6 +175,16 @@ def dns_names(cert: x509.Certificate) -> list[str]:
     except x509.ExtensionNotFound:
         return []
     return list(san.value.get_values_for_type(x509.DNSName))
+
+
+def signing_key() -> KeyPair:
+    """A bare key pair (no certificate): `cert_pem` holds the PEM public key (e.g. the API
+    server's service-account token signing key)."""
+    key = _new_key()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return KeyPair(public, _key_pem(key))
 
 
 def matches_key(pair: KeyPair) -> bool:

@@ -1,18 +1,20 @@
-"""A throwaway certificate authority for one test cluster, made with the openssl CLI.
+"""A throwaway certificate authority for one test cluster, issued with libs/pki.
 
 EC P-256 keys: generating one takes milliseconds, so a fresh PKI per cluster costs well under
 a second. Every certificate is signed by one CA, which the API server, the kubelet and every
-client trust; the service-account signing key is a separate key pair.
+client trust; the service-account signing key is a separate key pair. Files are written once
+and reused while the directory lives.
 """
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-_DAYS = "3650"
-_CURVE = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+from libs.pki import certs
+
+_LIFETIME = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,6 @@ class KeyPair:
     key: Path
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 class Pki:
     """The CA in `directory` (created on first use) and certificates signed by it."""
 
@@ -35,12 +33,8 @@ class Pki:
         directory.mkdir(parents=True, exist_ok=True)
         self.ca = KeyPair(directory / "ca.crt", directory / "ca.key")
         if not self.ca.cert.exists():
-            _openssl(
-                "req", "-x509", *_CURVE, "-keyout", str(self.ca.key), "-out", str(self.ca.cert),
-                "-days", _DAYS, "-subj", "/CN=fim-k8s-test-ca",
-                "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-            )  # fmt: skip
+            ca = certs.new_ca("fim-k8s-test-ca", datetime.now(UTC), _LIFETIME)
+            ca.write(self.ca.cert, self.ca.key)
 
     def issue(
         self,
@@ -56,36 +50,25 @@ class Pki:
         pair = KeyPair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
         if pair.cert.exists():
             return pair
-        # One O= per group: Kubernetes reads every Organization of a client certificate.
-        subject = "".join(f"/O={group}" for group in organizations) + f"/CN={common_name}"
-        usages = (["clientAuth"] if client else []) + (["serverAuth"] if server_names else [])
-        extensions = [
-            "-addext", "basicConstraints=critical,CA:FALSE",
-            "-addext", "keyUsage=critical,digitalSignature,keyEncipherment",
-            "-addext", "extendedKeyUsage=" + ",".join(usages),
-        ]  # fmt: skip
-        if server_names:
-            sans = ",".join(_san(name) for name in server_names)
-            extensions += ["-addext", f"subjectAltName={sans}"]
-        _openssl(
-            "req", "-x509", *_CURVE, "-keyout", str(pair.key), "-out", str(pair.cert),
-            "-days", _DAYS, "-subj", subject,
-            "-CA", str(self.ca.cert), "-CAkey", str(self.ca.key), *extensions,
-        )  # fmt: skip
+        usages = ([certs.Usage.CLIENT] if client else []) + (
+            [certs.Usage.SERVER] if server_names else []
+        )
+        ca = certs.KeyPair(self.ca.cert.read_bytes(), self.ca.key.read_bytes())
+        issued = certs.issue(
+            ca,
+            common_name,
+            server_names,
+            usages,
+            now=datetime.now(UTC),
+            lifetime=_LIFETIME,
+            organizations=organizations,
+        )
+        issued.write(pair.cert, pair.key)
         return pair
 
     def service_account_keys(self) -> KeyPair:
         """The token signing key (`sa.key`) and its public half (`sa.pub`, in `cert`)."""
         pair = KeyPair(self.directory / "sa.pub", self.directory / "sa.key")
         if not pair.key.exists():
-            _openssl(
-                "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-                "-out", str(pair.key),
-            )  # fmt: skip
-            _openssl("pkey", "-in", str(pair.key), "-pubout", "-out", str(pair.cert))
+            certs.signing_key().write(pair.cert, pair.key)
         return pair
-
-
-def _san(name: str) -> str:
-    is_ip = name.replace(".", "").isdigit() or ":" in name
-    return f"IP:{name}" if is_ip else f"DNS:{name}"

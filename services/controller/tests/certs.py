@@ -1,34 +1,41 @@
-"""Test certificates made with the openssl command line: a CA and leaves signed by it."""
+"""Test certificates for fimd and the controller, issued with libs/pki into a directory."""
 
 from __future__ import annotations
 
-import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
+from libs.pki import certs
 
-
-def issue(directory: Path, ca: str, name: str, extension: str) -> tuple[Path, Path]:
-    key, csr, cert = (directory / f"{name}.{ext}" for ext in ("key", "csr", "crt"))
-    openssl(
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
-    )  # fmt: skip
-    ext = directory / f"{name}.ext"
-    ext.write_text(extension)
-    openssl(
-        "x509", "-req", "-in", str(csr), "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-days", "1", "-out", str(cert), "-extfile", str(ext),
-    )  # fmt: skip
-    return cert, key
+_LIFETIME = timedelta(days=1)
 
 
-def make_ca(directory: Path, name: str) -> str:
-    base = str(directory / name)
-    openssl(
-        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", f"{base}.key", "-out", f"{base}.crt", "-days", "1", "-subj", f"/CN={name}",
-    )  # fmt: skip
-    return base
+@attrs.frozen
+class Files:
+    """A certificate and its key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+
+@attrs.frozen
+class Ca:
+    pair: certs.KeyPair
+    cert: Path
+
+    def issue(self, directory: Path, name: str, *, server_names: tuple[str, ...] = ()) -> Files:
+        """A client certificate, or with `server_names` a server certificate for them."""
+        usage = certs.Usage.SERVER if server_names else certs.Usage.CLIENT
+        issued = certs.issue(
+            self.pair, name, server_names, usage, now=datetime.now(UTC), lifetime=_LIFETIME
+        )
+        return Files(*issued.write(directory / f"{name}.crt", directory / f"{name}.key"))
+
+
+def make_ca(directory: Path, name: str) -> Ca:
+    pair = certs.new_ca(name, datetime.now(UTC), _LIFETIME)
+    cert = directory / f"{name}.crt"
+    cert.write_bytes(pair.cert_pem)
+    return Ca(pair, cert)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -21,7 +20,7 @@ from services.controller.bounds import MAX_LOGGED
 from services.controller.kube import ApiError, Kube
 from services.controller.tests import apiserver, faulty
 from services.controller.tests.apiserver import container_id, create_pod, eventually
-from services.controller.tests.certs import issue, make_ca
+from services.controller.tests.certs import make_ca
 from services.controller.tests.fake_fimd import FakeFimdServer, KeyTuple, capacity_text
 
 if TYPE_CHECKING:  # a pytest plugin: importing it first would stop its assert rewriting
@@ -462,22 +461,20 @@ def test_controller_calls_fimd_over_mtls_with_its_client_certificate(world: Worl
     directory.mkdir()
     ca = make_ca(directory, "ca")
     server_name = "fimd.fim-system.svc"
-    fimd_cert, fimd_key = issue(
-        directory, ca, "fimd", f"subjectAltName=DNS:{server_name}\nextendedKeyUsage=serverAuth\n"
-    )
-    client_cert, client_key = issue(directory, ca, "controller", "extendedKeyUsage=clientAuth\n")
+    fimd = ca.issue(directory, "fimd", server_names=(server_name,))
+    client = ca.issue(directory, "controller")
     credentials = grpc.ssl_server_credentials(
-        [(fimd_key.read_bytes(), fimd_cert.read_bytes())],
-        root_certificates=Path(f"{ca}.crt").read_bytes(),
+        [(fimd.key.read_bytes(), fimd.cert.read_bytes())],
+        root_certificates=ca.cert.read_bytes(),
         require_client_auth=True,
     )
     node = f"{world.tag}-n1"
     world.add_node(node, credentials)
     web0 = pod(world, "web-0", node, {"app": 1})
     world.start_controller(
-        f"--fimd-ca={ca}.crt",
-        f"--fimd-cert={client_cert}",
-        f"--fimd-key={client_key}",
+        f"--fimd-ca={ca.cert}",
+        f"--fimd-cert={client.cert}",
+        f"--fimd-key={client.key}",
         f"--fimd-server-name={server_name}",
     )
     uid = add_watcher(world, "logs", ["/var/log"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -14,7 +13,7 @@ from services.controller.fimd_client import Endpoint, FimdError, FimdPool, Tls, 
 from services.controller.objects import Container, Pod
 from services.controller.state import Observed, Rejection
 from services.controller.tests.builders import NOW, pod, watcher
-from services.controller.tests.certs import issue, make_ca
+from services.controller.tests.certs import make_ca
 from services.controller.tests.fake_fimd import FakeFimd, FakeFimdServer, capacity_text
 
 SERVER_NAME = "fimd.fim-system.svc"
@@ -156,19 +155,17 @@ def test_unreachable_fimd_fails_within_the_deadline() -> None:
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     directory = tmp_path_factory.mktemp("pki")
     ca, rogue = make_ca(directory, "ca"), make_ca(directory, "rogue-ca")
-    server_cert, server_key = issue(
-        directory, ca, "fimd", f"subjectAltName=DNS:{SERVER_NAME}\nextendedKeyUsage=serverAuth\n"
-    )
-    client_cert, client_key = issue(directory, ca, "controller", "extendedKeyUsage=clientAuth\n")
-    rogue_cert, rogue_key = issue(directory, rogue, "rogue", "extendedKeyUsage=clientAuth\n")
+    server = ca.issue(directory, "fimd", server_names=(SERVER_NAME,))
+    client = ca.issue(directory, "controller")
+    rogue_client = rogue.issue(directory, "rogue")
     files = {
-        "ca": Path(f"{ca}.crt"),
-        "server_cert": server_cert,
-        "server_key": server_key,
-        "client_cert": client_cert,
-        "client_key": client_key,
-        "rogue_cert": rogue_cert,
-        "rogue_key": rogue_key,
+        "ca": ca.cert,
+        "server_cert": server.cert,
+        "server_key": server.key,
+        "client_cert": client.cert,
+        "client_key": client.key,
+        "rogue_cert": rogue_client.cert,
+        "rogue_key": rogue_client.key,
     }
     return {name: path.read_bytes() for name, path in files.items()}
 
