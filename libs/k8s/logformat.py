@@ -37,6 +37,9 @@ PLACEHOLDERS: tuple[str, ...] = (
     "dir",
     "file",
     "sep",
+    "count",
+    "first",
+    "last",
 )
 _KNOWN = frozenset(PLACEHOLDERS)
 

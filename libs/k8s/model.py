@@ -22,6 +22,11 @@ resource can cost a node). A subject is checked by the one subject validation of
 - MAX_LOG_FORMAT_LENGTH = 1024 characters, a template of the one `logFormat` grammar
   (`libs.k8s.logformat`): known `{name}` placeholders, `{{`/`}}` for literal braces, no
   control character but tab and no line separator (one line per event).
+- `coalesce` (per subject): "" (none) or a duration `<digits>ms|s|m` of 1 ms up to
+  MAX_COALESCE_MS = 60000 (one minute); gRPC carries it as `coalesce_ms`.
+- `lineBudget`: event lines per second per watched container, 0 (fimd's default) up to
+  MAX_LINE_BUDGET = 1000000. `check_coalesce_ms` and `check_line_budget` are the one check of
+  both numbers (fimd's request validation calls them too).
 - Counters and generations are non-negative; pod counters fit an int32 (MAX_POD_COUNT).
 - Conditions follow metav1.Condition: type a qualified name of at most 316 characters,
   reason matching `[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?` of at most 1024, message of at most
@@ -62,6 +67,12 @@ MAX_IGNORE_PATTERN_LENGTH = subject_contract.MAX_IGNORE_BYTES
 MAX_DEPTH = subject_contract.MAX_DEPTH
 MAX_TAGS = subject_contract.MAX_TAGS
 MAX_LOG_FORMAT_LENGTH = 1024
+MAX_COALESCE_MS = 60_000
+MAX_LINE_BUDGET = 1_000_000
+#: A coalescing window as the CRD writes it (the CRD's `pattern`; the range is checked apart).
+COALESCE_PATTERN = "^[0-9]{1,5}(ms|s|m)$"
+_COALESCE_RE = re.compile(COALESCE_PATTERN[1:-1])
+_DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000}
 MAX_POD_COUNT = 2**31 - 1
 MAX_GENERATION = 2**63 - 1
 MAX_CONDITION_TYPE_LENGTH = 316
@@ -122,6 +133,33 @@ def _check_log_format(log_format: str) -> None:
         raise ModelError(str(err)) from None
 
 
+def check_coalesce_ms(window_ms: int) -> None:
+    """A coalescing window in milliseconds: 0 (none) or 1..MAX_COALESCE_MS."""
+    if isinstance(window_ms, bool) or not 0 <= window_ms <= MAX_COALESCE_MS:
+        raise ModelError(f"must be at most {MAX_COALESCE_MS} ms (one minute), got {window_ms} ms")
+
+
+def check_line_budget(budget: int) -> None:
+    """Lines per second of one watch: 0 (fimd's default) or 1..MAX_LINE_BUDGET."""
+    if isinstance(budget, bool) or not 0 <= budget <= MAX_LINE_BUDGET:
+        raise ModelError(f"must be between 0 and {MAX_LINE_BUDGET}, got {budget}")
+
+
+def coalesce_ms(text: str) -> int:
+    """The window of a `coalesce` duration in milliseconds ("" = 0: none); raises
+    ModelError for anything but `<digits>ms|s|m` of 1 ms up to one minute."""
+    if not text:
+        return 0
+    match = _COALESCE_RE.fullmatch(text)
+    if match is None:
+        raise ModelError(f"must be a duration like 500ms, 1s or 1m, got {text!r}")
+    window = int(text[: match.start(1)]) * _DURATION_UNITS_MS[match.group(1)]
+    if window == 0:
+        raise ModelError("must be longer than 0 (omit it for no coalescing)")
+    check_coalesce_ms(window)
+    return window
+
+
 @attrs.frozen(kw_only=True)
 class ObjectMeta:
     """The part of metav1.ObjectMeta the controller uses; other metadata is ignored."""
@@ -161,8 +199,16 @@ class Subject:
     max_depth: int = 0
     follow_move: bool = False
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
+    #: Coalescing window as written ("" = none); see `coalesce_ms`.
+    coalesce: str = ""
+
+    @property
+    def coalesce_ms(self) -> int:
+        return coalesce_ms(self.coalesce)
 
     def __attrs_post_init__(self) -> None:
+        with within("coalesce"):
+            coalesce_ms(self.coalesce)
         try:
             check_subject(
                 paths=self.paths,
@@ -185,12 +231,16 @@ class FimWatcherSpec:
     selector: LabelSelector
     subjects: tuple[Subject, ...]
     log_format: str = ""
+    #: Event lines per second per watched container; 0 = fimd's default (--line-budget).
+    line_budget: int = 0
 
     def __attrs_post_init__(self) -> None:
         with within("subjects"):
             _check_count(self.subjects, minimum=1, maximum=MAX_SUBJECTS)
         with within("logFormat"):
             _check_log_format(self.log_format)
+        with within("lineBudget"):
+            check_line_budget(self.line_budget)
 
 
 class ConditionStatus(enum.StrEnum):

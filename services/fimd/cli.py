@@ -5,7 +5,7 @@
         [--health-listen 0.0.0.0:7444] [--metrics-listen 127.0.0.1:9464] \\
         [--fimnotify-cmd "python -m services.fimnotify"] [--engines N] [--max-dirs 10000] \\
         [--max-watches 4000] [--inotify-watch-budget N] [--memory-budget 900Mi] \\
-        [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.]
+        [--line-budget 0] [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.]
 
 fimd runs `--engines` fimnotify engine processes (default min(CPUs, 4)), each with one
 inotify instance and one message queue, and spreads the watches over them (engines.py).
@@ -13,6 +13,9 @@ It admits a watch only within its budgets (budget.py): `--max-watches`, inotify 
 (`--inotify-watch-budget`, default half of fs.inotify.max_user_watches) and memory
 (`--memory-budget`, default the memory limit of its cgroup); beyond them CreateWatch fails
 with RESOURCE_EXHAUSTED. The `started` operational line reports the engines and budgets.
+`--line-budget` is the event lines per second of a watch whose FimWatcher sets no
+`lineBudget` (0, the default: none); beyond it a second's remaining lines are summarised
+(volume.py, docs/logging.md).
 
 `--insecure` instead of the three TLS flags serves plaintext gRPC for local development,
 with a loud warning on stderr and as an operational line. The TLS files are re-read when they
@@ -33,6 +36,8 @@ import threading
 import types
 
 from libs.fimnotify_api import control, wire
+from libs.k8s.errors import ModelError
+from libs.k8s.model import check_line_budget
 from services.fimd import budget, queues
 from services.fimd.capacity import CgroupMemory, MemoryReading, inotify_limits
 from services.fimd.daemon import Daemon
@@ -99,6 +104,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"beyond {round(budget.DEFAULT_MEMORY_FRACTION * 100)}%% of it (default: the cgroup's "
         "memory limit)",
     )
+    parser.add_argument(
+        "--line-budget",
+        type=_line_budget,
+        default=0,
+        help="event lines per second a watch may write before the rest of that second is "
+        "one summary line, for watches whose FimWatcher sets no lineBudget (0: no budget)",
+    )
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
     parser.add_argument("--queue-prefix", default=queues.DEFAULT_PREFIX, help="queue names")
@@ -163,6 +175,15 @@ def budgets(
     )
 
 
+def _line_budget(value: str) -> int:
+    budget = int(value)
+    try:
+        check_line_budget(budget)
+    except ModelError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return budget
+
+
 def _host_port(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     return host.strip("[]"), int(port)
@@ -189,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_prefix=args.queue_prefix,
         queue_geometry=geometry,
         max_dirs=args.max_dirs,
+        line_budget=args.line_budget,
     )
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)

@@ -9,6 +9,11 @@ Threads: gRPC handlers call `create`/`destroy`/`state` (under `_lock`); one I/O 
 (`run`) polls the pool (queues, control pipes, exited engines), renders event lines, feeds
 records and engine exits to the supervisor and runs its timers. The pool is started with
 `start` before the loop and stopped with `stop_engines` after it.
+
+Event volume: a watch with a coalescing subject or a line budget (its own, else the
+daemon's `line_budget`) has a `volume.Volume`; its events go through it, the loop ticks
+the ones holding something back, and a watch's incarnation that goes away (and every one
+at `stop_engines`) is flushed, so no event held back is lost.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from services.fimd.supervisor import (
     Watch,
 )
 from services.fimd.validation import ValidationError, validate_spec
+from services.fimd.volume import Item, Line, Volume
 
 LOOP_INTERVAL = 0.05
 MAX_LABEL = 1024
@@ -102,6 +108,7 @@ class Handle:
     entry: Entry
     renderer: EventRenderer
     engine: str = ""
+    volume: Volume | None = None
 
 
 def key_of(key: fim_pb2.WatchKey) -> Key:
@@ -158,8 +165,11 @@ class Daemon:
         queue_geometry: queues.Geometry = queues.DEFAULT_GEOMETRY,
         max_dirs: int = control.DEFAULT_MAX_DIRS,
         clock: Callable[[], float] = time.monotonic,
+        line_budget: int = 0,
     ) -> None:
         self.node = node
+        #: Lines per second of a watch whose spec sets no line_budget (0 = none).
+        self.line_budget = line_budget
         self.instance_id = uuid.uuid4().hex
         self.budgets = budgets or budget.Budgets()
         self._resolver = resolver
@@ -177,6 +187,8 @@ class Daemon:
         self._gaps: dict[Key, int] = {}
         #: The last resolution of each watch's container (its PID is the supervisor's).
         self._targets: dict[Key, Target] = {}
+        #: Incarnations whose Volume holds something back (I/O thread only).
+        self._volume_pending: dict[int, Handle] = {}
         self.pool = engines.EnginePool(
             launcher,
             engine_count,
@@ -334,8 +346,11 @@ class Daemon:
             action.incarnation, watch.target_pid, label, entry.subjects, identity
         )
         renderer = EventRenderer(who, [s.tags for s in entry.subjects], entry.template)
+        windows = [s.coalesce_ms / 1000 for s in entry.spec.subjects]
+        line_budget = entry.spec.line_budget or self.line_budget
+        vol = Volume(windows, line_budget) if line_budget or any(windows) else None
         # Routable before the engine can answer.
-        handle = Handle(action.key, action.incarnation, entry, renderer)
+        handle = Handle(action.key, action.incarnation, entry, renderer, volume=vol)
         self._handles[action.incarnation] = handle
         try:
             engine = self.pool.assign(add)
@@ -400,8 +415,72 @@ class Daemon:
         while not self._stopping.is_set():
             for happening in self.pool.poll(LOOP_INTERVAL):
                 self._happened(happening)
+            self._tick_volumes()
             with self._lock:
                 self._execute(self._core.tick(self._clock()))
+
+    # --- event volume (I/O thread) -----------------------------------------------------
+
+    def _tick_volumes(self) -> None:
+        """Writes the lines of coalescing windows and budget intervals that have ended."""
+        if not self._volume_pending:
+            return
+        now = self._clock()
+        out: list[str] = []
+        for number, handle in list(self._volume_pending.items()):
+            assert handle.volume is not None
+            out += self._volume_lines(handle, handle.volume.tick(now))
+            if not handle.volume.pending:
+                del self._volume_pending[number]
+        self._put_events(out)
+
+    def _flush_volume(self, handle: Handle) -> None:
+        """Writes everything the incarnation's Volume holds back (it goes away)."""
+        self._volume_pending.pop(handle.incarnation, None)
+        if handle.volume is not None:
+            self._put_events(self._volume_lines(handle, handle.volume.flush(self._clock())))
+
+    def _flush_all_volumes(self) -> None:
+        for handle in list(self._handles.values()):
+            self._flush_volume(handle)
+
+    def _volume_lines(self, handle: Handle, items: list[Item]) -> list[str]:
+        """Renders `items` of the incarnation's Volume and counts its lines and savings."""
+        out = self._render(handle, items)
+        self._count_volume(handle)
+        return out
+
+    @staticmethod
+    def _render(handle: Handle, items: list[Item]) -> list[str]:
+        render_line = handle.renderer.render_line
+        out: list[str] = []
+        for item in items:
+            if isinstance(item, Line):
+                out.append(render_line(item))
+            else:
+                out.append(handle.renderer.render_summary(item, time.time_ns()))
+        return out
+
+    def _count_volume(self, handle: Handle) -> None:
+        """Moves the Volume's counts into the metrics; remembers it if it holds lines back."""
+        assert handle.volume is not None
+        counts = handle.volume.take_counts()
+        watcher = handle.entry.identity.watcher
+        if counts.lines > counts.summaries:
+            self._metrics.lines.labels(watcher, "event").inc(counts.lines - counts.summaries)
+        if counts.summaries:
+            self._metrics.lines.labels(watcher, "summary").inc(counts.summaries)
+        if counts.saved_coalescing:
+            self._metrics.lines_saved.labels(watcher, "coalescing").inc(counts.saved_coalescing)
+        if counts.saved_budget:
+            self._metrics.lines_saved.labels(watcher, "budget").inc(counts.saved_budget)
+        if handle.volume.pending:
+            self._volume_pending[handle.incarnation] = handle
+
+    def _put_events(self, out: list[str]) -> None:
+        """Queues lines that are not attributed to one watch's drop counter here."""
+        if out and not self._writer.put_events(out):
+            self._metrics.dropped.labels("", "output").inc(len(out))
 
     def _happened(self, happening: engines.Happening) -> None:
         if isinstance(happening, engines.Records):
@@ -443,6 +522,7 @@ class Daemon:
             for number in sorted(exited.watches):
                 handle = self._handles.pop(number, None)
                 if handle is not None:
+                    self._flush_volume(handle)
                     kind = ExitKind.ENGINE_DIED
                     actions += self._exited(handle, kind, detail, exited.alive_ns)
             # All at once: their containers are resolved again with one scan of /proc.
@@ -452,6 +532,10 @@ class Daemon:
         out: list[str] = []
         per_watcher: Counter[str] = Counter()
         unrouted = 0
+        now = self._clock()
+        touched: dict[int, Handle] = {}  # incarnations with a Volume in this batch
+        seen: Counter[tuple[str, str]] = Counter()  # (watcher, event) received
+        plain_lines: Counter[str] = Counter()  # lines of watches without a Volume
         for record in records:
             if not isinstance(record, wire.EventRecord):
                 self._status_record(engine, record)
@@ -460,24 +544,52 @@ class Daemon:
             if handle is None:
                 unrouted += 1
                 continue
+            names = [name.upper() for name in record.names]
             try:
-                rendered = handle.renderer.render(
-                    record.time_ns, record.mask, record.subject, record.path
-                )
+                rendered = self._event_lines(handle, record, names, now)
             except IndexError:
                 self._writer.op("bad_subject", "error", engine=engine, **_who(handle.entry))
                 continue
             watcher = handle.entry.identity.watcher
-            for name in record.names:
-                self._metrics.events.labels(watcher, name.upper()).inc()
+            if handle.volume is None:
+                plain_lines[watcher] += len(rendered)
+            else:
+                touched[handle.incarnation] = handle
+            for name in names:
+                seen[watcher, name] += 1
             per_watcher[watcher] += len(rendered)
             out += rendered
+        self._count_batch(seen, plain_lines, touched)
         if unrouted:
             self._metrics.dropped.labels("", "unrouted").inc(unrouted)
             self._writer.op("unrouted_events", "error", engine=engine, count=unrouted)
         if out and not self._writer.put_events(out):
             for watcher, count in per_watcher.items():
                 self._metrics.dropped.labels(watcher, "output").inc(count)
+
+    def _count_batch(
+        self, seen: Counter[tuple[str, str]], plain_lines: Counter[str], touched: dict[int, Handle]
+    ) -> None:
+        """Metrics once per batch (a batch holds many records of few watchers)."""
+        for (watcher, name), count in seen.items():
+            self._metrics.events.labels(watcher, name).inc(count)
+            self._metrics.events_seen.labels(watcher).inc(count)
+        for watcher, count in plain_lines.items():
+            self._metrics.lines.labels(watcher, "event").inc(count)
+        for handle in touched.values():
+            self._count_volume(handle)
+
+    def _event_lines(
+        self, handle: Handle, record: wire.EventRecord, names: list[str], now: float
+    ) -> list[str]:
+        """The lines of one event record now (through the watch's Volume, if it has one);
+        IndexError for a subject the watch does not have."""
+        if handle.volume is None:
+            return handle.renderer.render(record.time_ns, record.mask, record.subject, record.path)
+        items = handle.volume.add(
+            record.time_ns, record.subject, names, record.path, is_dir=record.is_dir, now=now
+        )
+        return self._render(handle, items) if items else []
 
     def _on_engine(self, engine: str) -> list[Handle]:
         return [h for h in list(self._handles.values()) if h.engine == engine]
@@ -505,6 +617,7 @@ class Daemon:
             self._metrics.dropped.labels(handle.entry.identity.watcher, "fimnotify").inc(
                 record.count
             )
+            self._metrics.events_seen.labels(handle.entry.identity.watcher).inc(record.count)
             self._writer.op("events_dropped", "error", count=record.count, **who)
         elif isinstance(record, wire.ErrorRecord):
             self._error_record(handle, record)
@@ -521,6 +634,7 @@ class Daemon:
             with self._lock:
                 if self._handles.pop(record.watch, None) is None:
                     return
+                self._flush_volume(handle)
                 detail = f"{record.reason.name}" + (f": {record.message}" if record.message else "")
                 kind = _GONE_KINDS[record.reason]
                 self._execute(self._exited(handle, kind, detail, record.time_ns))
@@ -569,3 +683,4 @@ class Daemon:
         for happening in self.pool.stop(timeout):
             if isinstance(happening, engines.Records | engines.Lost | engines.BadMessage):
                 self._happened(happening)
+        self._flush_all_volumes()

@@ -9,13 +9,40 @@ Event line (default; one per event name in an inotify event)::
 With a `logFormat` template the event line is the rendered template instead
 (`services.fimd.logformat`); it has no "kind" unless the template writes one.
 
+Coalesced event line (a subject with `coalesce`; `services.fimd.volume`): the event line
+plus `count` (occurrences merged, >= 1), `first` and `last` (times of the first and the
+last of them); `time` is `first`. Every line of a coalescing subject has the three fields;
+a line without them stands for one event. In a template, `{count}` `{first}` `{last}` are
+these values, and for a single event `1` and its time twice::
+
+    {"kind":"event","time":"...01.000012Z",...,"event":"MODIFY","path":"/var/lib/app/state.db",
+     "isDir":false,"tags":{},"count":3412,"first":"...01.000012Z","last":"...01.998730Z"}
+
+Summary line (the watch went over its line budget in one interval; always JSON, also for
+a watch with a template, like operational lines): stands for `lines` event lines that were
+not written, holding `count` events from `first` to `last`::
+
+    {"kind":"summary","time":"...","node":"n1","namespace":"shop","pod":"web-0",
+     "container":"app","watcher":"shop/myapp-logs","first":"...","last":"...","budget":100,
+     "lines":48211,"count":50000,"events":{"MODIFY":25000,"OPEN":25000},
+     "paths":[{"path":"/var/lib/app/state.db","count":41000},...],"distinctPaths":10,
+     "pathsComplete":true}
+
+`events` is the count per event kind (they sum to `count`), `paths` the (at most 10) paths
+with the most events, highest first (with `pathBytes` for a non-UTF-8 path),
+`distinctPaths` the number of different paths; `pathsComplete` is false when the summary
+stopped telling paths apart (beyond 1024 paths or 256 KiB of them): then `distinctPaths`
+and `paths` cover only those it tracked, `count` and `events` still every event. So the
+events of a watch are exactly: one per event line without `count`, plus the `count` of
+every event and summary line, plus the `count` of its `events_dropped` operational lines.
+
 Operational line (start, watch added/failed/restarted, overflow, drops, errors)::
 
     {"kind":"op","time":"...","level":"info"|"warning"|"error","node":"n1","msg":"watch_added",
      ...fields of that message (watcher, namespace, pod, container, reason, count, ...)}
 
-So `kind` tells them apart; a log pipeline routes on `kind == "op"`. Times are RFC 3339 UTC
-with microseconds; `time` of an event is when fimnotify read it from inotify.
+So `kind` tells them apart (`event`, `summary`, `op`); a log pipeline routes on it.
+Times are RFC 3339 UTC with microseconds; `time` of an event is when fimnotify read it from inotify.
 
 Every line is exactly one line of valid JSON (or of the template), whatever bytes a file name
 holds, which the watched pod chooses:
@@ -45,6 +72,7 @@ import attrs
 
 from libs.fimnotify_api.masks import IN_ISDIR, names_for
 from services.fimd.logformat import JSON_EXTRA_ESCAPES, Template, escape_value
+from services.fimd.volume import Line, Summary
 
 _SECONDS_CACHE: dict[int, str] = {}
 
@@ -163,8 +191,61 @@ class EventRenderer:
         tail = f'","path":{_compact(text)}{extra},"isDir":{is_dir},"tags":{tags}}}\n'
         return [head + name.upper() + tail for name in names]
 
+    def render_line(self, line: Line) -> str:
+        """The line (ending in a newline) of one `volume.Line`: a coalesced one carries
+        count/first/last, any other is exactly what `render` writes for its event."""
+        tags = self._tags_json[line.subject]
+        text, path_bytes = split_path(line.path)
+        is_dir = "true" if line.is_dir else "false"
+        stamp = format_time(line.first_ns)
+        last = format_time(line.last_ns)
+        if self._template is not None:
+            values = self._template_values(
+                stamp, text, path_bytes, is_dir, tags, count=line.count, last=last
+            )
+            return self._template.render({**values, "event": line.event}) + "\n"
+        extra = f',"pathBytes":"{path_bytes}"' if path_bytes else ""
+        volume = ""
+        if line.coalesced:
+            volume = f',"count":{line.count},"first":"{stamp}","last":"{last}"'
+        return (
+            f'{{"kind":"event","time":"{stamp}",{self._middle},"event":"{line.event}",'
+            f'"path":{_compact(text)}{extra},"isDir":{is_dir},"tags":{tags}{volume}}}\n'
+        )
+
+    def render_summary(self, summary: Summary, now_ns: int) -> str:
+        """The summary line of a budget interval (JSON, whatever the template)."""
+        paths = []
+        for path, count in summary.top_paths:
+            fields: dict[str, object] = dict(path_fields(path))
+            fields["count"] = count
+            paths.append(fields)
+        record = {
+            "kind": "summary",
+            "time": format_time(now_ns),
+            **self._identity_values,
+            "first": format_time(summary.first_ns),
+            "last": format_time(summary.last_ns),
+            "budget": summary.budget,
+            "lines": summary.lines,
+            "count": summary.count,
+            "events": dict(summary.by_event),
+            "paths": paths,
+            "distinctPaths": summary.distinct_paths,
+            "pathsComplete": summary.paths_complete,
+        }
+        return _compact(record) + "\n"
+
     def _template_values(
-        self, stamp: str, path: str, path_bytes: str, is_dir: str, tags: str
+        self,
+        stamp: str,
+        path: str,
+        path_bytes: str,
+        is_dir: str,
+        tags: str,
+        *,
+        count: int = 1,
+        last: str = "",
     ) -> dict[str, str]:
         """The raw placeholder values but {event} (the template escapes them)."""
         directory, sep, file = _split(path)
@@ -179,6 +260,9 @@ class EventRenderer:
             "dir": directory,
             "file": file,
             "sep": sep,
+            "count": str(count),
+            "first": stamp,
+            "last": last or stamp,
         }
 
 

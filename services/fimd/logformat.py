@@ -24,6 +24,10 @@ Compatibility names of earlier FIM tools:
   {ftype} `file` or `directory`; {dir} and {file}: the directory and the last component
   of {path}; {sep} `/` between them (empty when {dir} is `/`), so `{dir}{sep}{file}`
   equals {path}.
+Volume (`services.fimd.volume`): {count} the occurrences a line stands for, {first} and
+  {last} the times of the first and the last of them. A line of a subject with `coalesce`
+  has its counts; any other line is one event: `1`, and its {time} twice. Summary lines (a
+  watch over its line budget) are never templated: they are JSON, like operational lines.
 """
 
 from __future__ import annotations

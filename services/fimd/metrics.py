@@ -4,6 +4,18 @@ several daemons in one process do not share counters).
 Counters are incremented where things happen; gauges about the current state (watches by
 phase, inotify watches in use vs the node limit) are computed at scrape time from a
 snapshot callback, so they can never drift from GetWatchState.
+
+Per-watch counters are labelled by `watcher` (`namespace/name` of the FimWatcher) only,
+never by pod or container: the number of series is bounded by the FimWatchers on the
+node, not by pods, container restarts or paths. The event volume of a watcher:
+
+- fimd_watch_events_seen_total: events fimnotify saw = event names received (also by kind
+  in fimd_events_total) + events it dropped (fimd_events_dropped_total{stage="fimnotify"});
+- fimd_event_lines_total{kind="event"|"summary"}: lines handed to the stdout writer;
+- fimd_lines_saved_total{by="coalescing"}: events merged into another event's line;
+  {by="budget"}: event lines summed into summary lines, minus those summary lines.
+So seen = event lines + saved(coalescing) + summarised lines + dropped(fimnotify), and lines
+lost on the way to stdout are in fimd_events_dropped_total{stage="output"}.
 """
 
 from __future__ import annotations
@@ -89,7 +101,29 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter(
-            "fimd_events", "Event lines written", ["watcher", "event"], registry=self.registry
+            "fimd_events",
+            "Events received from fimnotify (one per event name of a record), by kind",
+            ["watcher", "event"],
+            registry=self.registry,
+        )
+        self.events_seen = Counter(
+            "fimd_watch_events_seen",
+            "Events fimnotify saw: received plus dropped in fimnotify",
+            ["watcher"],
+            registry=self.registry,
+        )
+        self.lines = Counter(
+            "fimd_event_lines",
+            "Event lines (kind=event) and summary lines (kind=summary) written",
+            ["watcher", "kind"],
+            registry=self.registry,
+        )
+        self.lines_saved = Counter(
+            "fimd_lines_saved",
+            "Lines not written: by=coalescing (events merged into one line) or budget "
+            "(lines summed into summary lines, minus the summary lines)",
+            ["watcher", "by"],
+            registry=self.registry,
         )
         self.dropped = Counter(
             "fimd_events_dropped",

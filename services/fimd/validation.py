@@ -5,16 +5,20 @@ is rejected whole with a message naming the field (`spec.subjects[1].paths[0]: .
 subject is checked by the one subject validation of the contract
 (`libs.fimnotify_api.subject.check_subject`, also used by the FimWatcher model and the
 engines), so a subject fimd accepts is never refused by an engine. The rest (key, identity,
-container ID, subject count, log format) is checked here. Every bound is documented in the
-header of fim.proto (keep the two in step), so no request can make fimd or an engine
-allocate without bound.
+container ID, subject count, log format, and the volume fields: each subject's coalesce_ms
+and the line_budget, by the FimWatcher model's own checks) is checked here. Every bound is
+documented in the header of fim.proto (keep the two in step), so no request can make fimd
+or an engine allocate without bound.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fim.v1 import fim_pb2
 from libs.fimnotify_api.subject import SubjectConfig, SubjectError
 from libs.k8s import model
+from libs.k8s.errors import ModelError
 from services.fimd import logformat
 
 MAX_SUBJECTS = model.MAX_SUBJECTS
@@ -64,8 +68,18 @@ def _validate_identity(identity: fim_pb2.Identity) -> None:
         _check_size(f"spec.identity.{name}", getattr(identity, name), MAX_ID_BYTES)
 
 
+def _model_check(field: str, check: Callable[[int], None], value: int) -> None:
+    try:
+        check(value)
+    except ModelError as err:
+        raise ValidationError(field, str(err)) from None
+
+
 def _subject(index: int, subject: fim_pb2.Subject) -> SubjectConfig:
-    """The subject as engines apply it; validated by the contract's check_subject."""
+    """The subject as engines apply it; validated by the contract's check_subject (and
+    its coalescing window, which only fimd applies, by the model's check)."""
+    field = f"spec.subjects[{index}].coalesce_ms"
+    _model_check(field, model.check_coalesce_ms, subject.coalesce_ms)
     try:
         return SubjectConfig(
             paths=tuple(subject.paths),
@@ -97,6 +111,7 @@ def validate_spec(
             "spec.subjects", f"has {len(spec.subjects)} entries, at most {MAX_SUBJECTS} allowed"
         )
     subjects = tuple(_subject(i, s) for i, s in enumerate(spec.subjects))
+    _model_check("spec.line_budget", model.check_line_budget, spec.line_budget)
     if len(spec.log_format) > MAX_LOG_FORMAT_CHARS:
         raise ValidationError(
             "spec.log_format",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -238,3 +239,46 @@ def test_values_are_frozen() -> None:
         watcher.spec = spec()  # type: ignore[misc]
     with pytest.raises(AttributeError):
         watcher.spec.subjects[0].recursive = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "window_ms"),
+    [("", 0), ("1ms", 1), ("500ms", 500), ("1s", 1000), ("60s", 60_000), ("1m", 60_000),
+     ("60000ms", 60_000), ("00001s", 1000)],
+)  # fmt: skip
+def test_subject_coalesce_windows(text: str, window_ms: int) -> None:
+    built = subject(coalesce=text)
+    assert built.coalesce_ms == window_ms
+    assert re.fullmatch(model.COALESCE_PATTERN[1:-1], text) or not text
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0s", "coalesce: must be longer than 0"),
+        ("0ms", "coalesce: must be longer than 0"),
+        ("61s", "coalesce: must be at most 60000 ms (one minute), got 61000 ms"),
+        ("2m", "coalesce: must be at most 60000 ms"),
+        ("60001ms", "coalesce: must be at most 60000 ms"),
+        ("1", "coalesce: must be a duration like 500ms, 1s or 1m, got '1'"),
+        ("1.5s", "coalesce: must be a duration"),
+        ("-1s", "coalesce: must be a duration"),
+        ("1h", "coalesce: must be a duration"),
+        ("123456ms", "coalesce: must be a duration"),
+        (" 1s", "coalesce: must be a duration"),
+    ],
+)
+def test_subject_coalesce_rejects(text: str, message: str) -> None:
+    expect_error(message, subject, {"coalesce": text})
+
+
+def test_line_budget_bounds() -> None:
+    assert spec().line_budget == 0
+    assert spec(line_budget=model.MAX_LINE_BUDGET).line_budget == 1_000_000
+    expect_error("lineBudget: must be between 0 and 1000000, got -1", spec, {"line_budget": -1})
+    expect_error("lineBudget: must be between 0 and 1000000", spec, {"line_budget": 1_000_001})
+    expect_error("lineBudget: must be between 0 and 1000000", spec, {"line_budget": True})
+    with pytest.raises(ModelError):
+        model.check_coalesce_ms(60_001)
+    model.check_coalesce_ms(0)
+    model.check_coalesce_ms(60_000)

@@ -115,3 +115,24 @@ def test_unknown_fields_survive_a_round_trip_for_forward_compatibility() -> None
     parsed = fim_pb2.WatchSpec.FromString(data)
     assert parsed.key.pod_uid == "p-uid"
     assert parsed.SerializeToString().endswith(b"\xf8\x07\x01")
+
+
+def test_volume_fields_change_the_hash_only_when_set() -> None:
+    plain = make_spec({})
+    assert fim_pb2.WatchSpec.FromString(plain.SerializeToString()) == plain
+    # Unset (0) coalesce_ms and line_budget are not serialized: specs written before the
+    # fields existed keep their hash, so no running watch is restarted by an upgrade.
+    assert plain.SerializeToString(deterministic=True) == fim_pb2.WatchSpec(
+        key=plain.key, identity=plain.identity, container_id=plain.container_id,
+        subjects=[fim_pb2.Subject(paths=["/var/log"], events=["modify"], coalesce_ms=0)],
+        line_budget=0,
+    ).SerializeToString(deterministic=True)  # fmt: skip
+    coalescing = make_spec({})
+    coalescing.subjects[0].coalesce_ms = 1000
+    budgeted = make_spec({})
+    budgeted.line_budget = 100
+    hashes = {config_hash(plain), config_hash(coalescing), config_hash(budgeted)}
+    assert len(hashes) == 3
+    again = fim_pb2.WatchSpec.FromString(coalescing.SerializeToString())
+    assert again.subjects[0].coalesce_ms == 1000
+    assert fim_pb2.WatchSpec.FromString(budgeted.SerializeToString()).line_budget == 100
