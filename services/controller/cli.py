@@ -10,6 +10,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from services.controller import logs
@@ -53,6 +54,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=300.0,
         help="a sync running longer is a stuck worker: /healthz fails (s)",
     )
+    p.add_argument(
+        "--node-grace-period",
+        type=float,
+        default=120.0,
+        help="a node whose fimd has failed this long no longer blocks FimWatcher deletions (s)",
+    )
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--lease-name", default="fim-controller")
     p.add_argument("--lease-duration", type=float, default=8.0)
@@ -64,6 +71,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.insecure and not (args.fimd_ca and args.fimd_cert and args.fimd_key):
         p.error("fimd needs mTLS: give --fimd-ca, --fimd-cert and --fimd-key (or --insecure)")
+    if args.leader_elect and not (
+        0 < args.retry_period < args.renew_deadline < args.lease_duration
+        and args.call_timeout + args.retry_period < args.lease_duration
+    ):
+        # Renewals every retry period leave at least lease - retry seconds of lease: an
+        # action (its deadline: --call-timeout) must fit in that, or the fence never opens.
+        p.error(
+            "leader election needs retry-period < renew-deadline < lease-duration and"
+            " call-timeout + retry-period < lease-duration"
+        )
     return args
 
 
@@ -88,14 +105,7 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _lead(
-    kube: Kube,
-    args: argparse.Namespace,
-    controller: Controller,
-    metrics: Metrics,
-    stop: threading.Event,
-) -> int:
-    """Reconciles while leading; 1 if leadership was lost (the pod restarts), else 0."""
+def _elector(kube: Kube, args: argparse.Namespace) -> LeaderElector:
     lease = LeaseConfig(
         namespace=args.namespace,
         name=args.lease_name,
@@ -104,19 +114,41 @@ def _lead(
         renew_deadline=args.renew_deadline,
         retry_seconds=args.retry_period,
     )
-    elector = LeaderElector(kube, lease)
+    return LeaderElector(kube, lease)
+
+
+def _lead(
+    elector: LeaderElector,
+    controller: Controller,
+    metrics: Metrics,
+    stop: threading.Event,
+) -> int:
+    """Reconciles while leading; 1 if leadership was lost (the pod restarts), else 0.
+
+    The lease is renewed from the moment it is won, in its own thread; the workers start
+    once the caches are synced, and every action they take is fenced by the lease.
+    """
     if not elector.acquire(stop):
         return 0
     metrics.leader.set(1)
+    lost = threading.Event()
+
+    def hold() -> None:
+        # Renewing starts at once: waiting for the caches must not let the lease lapse.
+        if elector.hold(stop):
+            lost.set()
+        stop.set()
+
+    renewer = threading.Thread(target=hold, name="lease", daemon=True)
+    renewer.start()
     controller.start_workers(stop)
-    elector.hold(stop)
-    lost = not stop.is_set()
-    stop.set()
+    stop.wait()
+    renewer.join()
     metrics.leader.set(0)
     controller.shut_down()
-    if not lost:
+    if not lost.is_set():
         elector.release()
-    return 1 if lost else 0
+    return 1 if lost.is_set() else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    kube = Kube.connect(args.kubeconfig)
+    kube = Kube.connect(args.kubeconfig, user_agent=f"fim-controller/{args.identity}")
     metrics = Metrics()
     settings = Settings(
         namespace=args.namespace,
@@ -135,10 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         resync_seconds=args.resync_period,
         workers=args.workers,
         max_sync_seconds=args.max_sync_seconds,
+        node_grace=timedelta(seconds=args.node_grace_period),
+        action_seconds=args.call_timeout,
     )
-    pool = FimdPool(_tls_loader(args), deadline=args.call_timeout)
-    events = EventRecorder(kube, metrics, instance=args.identity)
-    controller = Controller(kube, pool, settings, metrics, events)
+    agent = f"fim-controller/{args.identity}"
+    pool = FimdPool(_tls_loader(args), deadline=args.call_timeout, user_agent=agent)
+    events = EventRecorder(kube, metrics, instance=args.identity, timeout=args.call_timeout)
+    elector = _elector(kube, args) if args.leader_elect else None
+    controller = Controller(kube, pool, settings, metrics, events, fence=elector)
     server = serve(
         metrics,
         _address(args.http_address),
@@ -147,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     log.info("starting", extra={"identity": args.identity, "http": server.server_address})
     controller.start_informers(stop)
-    if args.leader_elect:
-        return _lead(kube, args, controller, metrics, stop)
+    if elector is not None:
+        return _lead(elector, controller, metrics, stop)
     controller.start_workers(stop)
     stop.wait()
     controller.shut_down()

@@ -1,9 +1,11 @@
 """The controller: informers -> work queue -> level-triggered sync handlers.
 
-Two kinds of work-queue keys:
-- `node:<name>` drives that node's fimd to the desired watches (reconcile.plan_node) with
-  CreateWatch/DestroyWatch, and records the results in the node's known state;
-- `watcher:<namespace>/<name>` writes that FimWatcher's status and finalizer.
+Shaped like sample-controller / controller-runtime: typed keys (keys.py), `sync(key)`
+returns a Result (requeue after N seconds) or raises, and the worker loop alone decides
+about retries (backoff on failure, forget on success, requeue when asked):
+- NodeKey drives that node's fimd to the desired watches (reconcile.plan_node) with
+  CreateWatch/DestroyWatch, and records the results in the node's record (state.NodeBook);
+- WatcherKey writes that FimWatcher's finalizer and status.
 
 The known state of each fimd comes from GetWatchState and is kept current with the results
 of our own calls, so a sync calls fimd only for differences: steady state costs nothing,
@@ -11,6 +13,10 @@ and a change costs calls proportional to what it changed. GetWatchState is calle
 node's state is unknown (start, fimd replaced or unreachable) and on the periodic sweep,
 which re-reads every fimd, recreates FAILED watches and so repairs any drift (a fimd or a
 controller that died uncleanly, a watch lost behind our back).
+
+Fencing: every fimd call, status or finalizer patch and Event is preceded by a check that
+the leader lease is held for at least that action's deadline (leader.held_for); if not,
+the action is not taken (NotLeader) and the key retried.
 
 No key's sync can stop the others: whatever it raises is logged (bounded), counted and the
 key retried with the queue's per-key backoff. A worker that dies anyway (an exception
@@ -24,20 +30,30 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 
 import attrs
 
 from fim.v1 import fim_pb2
+from libs import backoff
 from libs.k8s.codec import status_to_dict
 from libs.k8s.model import API_VERSION, PLURAL, FimWatcherStatus
 from services.controller.bounds import MAX_STORED, clip, describe, error_type, frames
 from services.controller.desired import Desired, Key
 from services.controller.events import NORMAL, WARNING, EventRecorder
-from services.controller.fimd_client import Endpoint, FimdClient, FimdError, FimdPool, endpoints
+from services.controller.fimd_client import (
+    Endpoint,
+    FimdClient,
+    FimdError,
+    FimdPool,
+    endpoints,
+)
 from services.controller.informer import Informer
+from services.controller.keys import NodeKey, QueueKey, Result, WatcherKey
 from services.controller.kube import MERGE_PATCH, NOT_FOUND, ApiError, Kube
+from services.controller.leader import NotLeader, Unfenced
 from services.controller.metrics import Metrics
 from services.controller.objects import (
     FINALIZER,
@@ -53,12 +69,10 @@ from services.controller.reconcile import (
     finalizer_action,
     plan_node,
 )
-from services.controller.state import NodeState, NodeView, Rejection
+from services.controller.state import NodeBook, NodeState, NodeView, Rejection
 from services.controller.status import NODE_CAPACITY, watcher_status
 from services.controller.workqueue import ShutDown, WorkQueue
 
-NODE = "node:"
-WATCHER = "watcher:"
 MAX_REJECTION_BACKOFF = timedelta(minutes=5)
 #: The Event type and reason for each outcome `_execute` counts.
 _EVENTS = {
@@ -69,7 +83,15 @@ _EVENTS = {
     "over capacity": (WARNING, NODE_CAPACITY),
 }
 
+_T = TypeVar("_T")
+
 log = logging.getLogger(__name__)
+
+
+class Fence(Protocol):
+    """Whether an action that ends within `seconds` from now ends while we surely lead."""
+
+    def held_for(self, seconds: float) -> bool: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -83,6 +105,10 @@ class Settings:
     workers: int = 4
     #: A sync running longer than this is a stuck worker: /healthz fails.
     max_sync_seconds: float = 300.0
+    #: A node failing for longer no longer blocks FimWatcher deletions.
+    node_grace: timedelta = timedelta(minutes=2)
+    #: Deadline of each fimd call and each API write: what the fence must still cover.
+    action_seconds: float = 5.0
 
 
 def _now() -> datetime:
@@ -102,6 +128,7 @@ class Controller:
         events: EventRecorder,
         *,
         clock: Callable[[], datetime] = _now,
+        fence: Fence | None = None,
     ) -> None:
         self._kube = kube
         self._pool = pool
@@ -109,7 +136,8 @@ class Controller:
         self._metrics = metrics
         self._events = events
         self._clock = clock
-        self.queue = WorkQueue(max_delay=settings.resync_seconds)
+        self._fence: Fence = fence or Unfenced()
+        self.queue: WorkQueue[QueueKey] = WorkQueue(max_delay=settings.resync_seconds)
         metrics.queue_depth.set_function(lambda: len(self.queue))
         self.watchers: Informer[Watcher] = Informer(
             kube,
@@ -132,18 +160,12 @@ class Controller:
             parse=pod_from_dict,
             on_change=self._fimd_changed,
         )
-        self._lock = threading.Lock()
-        self._states: dict[str, NodeState] = {}
-        self._errors: dict[str, str] = {}
-        self._stale: set[str] = set()
-        self._sweeping: set[str] = set()
-        self._rechecks: dict[str, int] = {}
-        #: node -> exception type of its last sync, while its syncs fail unexpectedly.
-        self._sync_failures: dict[str, str] = {}
+        self.book = NodeBook()
+        self._lock = threading.Lock()  # the thread lists and `_running`
         self._threads: list[threading.Thread] = []  # informers and the sweeper
         self._workers: list[threading.Thread] = []
         #: worker name -> (key, monotonic start) of the sync it is running.
-        self._running: dict[str, tuple[str, float]] = {}
+        self._running: dict[str, tuple[QueueKey, float]] = {}
         self._stopping = False
         metrics.workers_alive.set_function(
             lambda: sum(worker.is_alive() for worker in list(self._workers))
@@ -155,30 +177,29 @@ class Controller:
             if pod is None:
                 continue
             if pod.node_name:
-                self.queue.add(NODE + pod.node_name)
+                self.queue.add(NodeKey(pod.node_name))
             for watcher in self.watchers.by_index("namespace", pod.namespace):
                 if watcher.spec is not None and watcher.spec.selector.matches(pod.labels):
-                    self.queue.add(WATCHER + watcher.key)
+                    self.queue.add(WatcherKey(watcher.key))
 
     def _watcher_changed(self, old: Watcher | None, new: Watcher | None) -> None:
         current = new or old
         assert current is not None
-        self.queue.add(WATCHER + current.key)
+        self.queue.add(WatcherKey(current.key))
         if old is not None and new is not None and _intent(old) == _intent(new):
             return  # a status or metadata-only update: no watch changes
         uids = {w.meta.uid for w in (old, new) if w is not None}
         nodes = {p.node_name for p in self.pods.by_index("namespace", current.meta.namespace)}
-        with self._lock:
-            nodes |= {n for n, s in self._states.items() if any(s.holds(u) for u in uids)}
+        nodes |= self.book.holding(uids)
         for node in nodes - {""}:
-            self.queue.add(NODE + node)
+            self.queue.add(NodeKey(node))
 
     def _fimd_changed(self, old: Pod | None, new: Pod | None) -> None:
         for pod in (old, new):
             if pod is not None and pod.node_name:
-                with self._lock:
-                    self._stale.add(pod.node_name)  # maybe a new fimd: re-read its state
-                self.queue.add(NODE + pod.node_name)
+                # Maybe a new fimd: re-read its state.
+                self.book.update(pod.node_name, lambda r: attrs.evolve(r, stale=True))
+                self.queue.add(NodeKey(pod.node_name))
 
     # Lifecycle.
     def start_informers(self, stop: threading.Event) -> None:
@@ -207,8 +228,8 @@ class Controller:
         for name, (key, started) in sorted(running.items()):
             if now - started > self._settings.max_sync_seconds:
                 problems.append(
-                    f"{name} stuck: sync of {clip(key, 512)} running for {now - started:.0f} s"
-                    f" (limit {self._settings.max_sync_seconds:g} s)"
+                    f"{name} stuck: sync of {clip(str(key), 512)} running for"
+                    f" {now - started:.0f} s (limit {self._settings.max_sync_seconds:g} s)"
                 )
         return problems
 
@@ -247,14 +268,12 @@ class Controller:
         """Re-reads every fimd, retries FAILED watches and recomputes every status."""
         live = self._endpoints()
         self._pool.refresh(live.values())
-        with self._lock:
-            self._stale |= set(live)
-            self._sweeping |= set(live)
-            gone = set(self._states) - set(live)
-        for node in set(live) | gone:
-            self.queue.add(NODE + node)
+        for node in live:
+            self.book.update(node, lambda r: attrs.evolve(r, stale=True, sweeping=True))
+        for node in set(live) | set(self.book.nodes()):
+            self.queue.add(NodeKey(node))
         for watcher in self.watchers.items():
-            self.queue.add(WATCHER + watcher.key)
+            self.queue.add(WatcherKey(watcher.key))
 
     def _sweep_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self._settings.resync_seconds):
@@ -268,7 +287,7 @@ class Controller:
             self._unexpected("sweep", "sweep", err, retry_in=self._settings.resync_seconds)
 
     def _work(self) -> None:
-        """Syncs keys until the queue shuts down; any exception of a sync is handled there.
+        """Processes keys until the queue shuts down; any exception of a sync is handled there.
 
         Whatever escapes anyway (a BaseException such as SystemExit from a sync) ends this
         worker: it is logged here and `health` reports the missing worker.
@@ -283,9 +302,9 @@ class Controller:
                 with self._lock:
                     self._running[name] = (key, time.monotonic())
                 try:
-                    self.sync(key)
-                except Exception as err:  # sync's own failure handling failed: last resort
-                    self._unexpected("worker", key, err, retry_in=self.queue.retry(key))
+                    self.process(key)
+                except Exception as err:  # process's own failure handling failed: last resort
+                    self._unexpected("worker", str(key), err, retry_in=self.queue.retry(key))
                 finally:
                     with self._lock:
                         self._running.pop(name, None)
@@ -301,37 +320,46 @@ class Controller:
                 },
             )
 
-    def sync(self, key: str) -> None:
-        """One level-triggered sync of a key; any failure is retried with backoff.
+    def sync(self, key: QueueKey) -> Result:
+        """One level-triggered sync of `key`: a Result, or an exception (the failure)."""
+        if isinstance(key, NodeKey):
+            return self._sync_node(key.name)
+        return self._sync_watcher(key.name)
 
-        ApiError and FimdError are expected (an API server or fimd failing); any other
-        exception is a controller bug or input it cannot handle: logged with its type and
-        where it was raised, counted in fim_controller_sync_errors_total, and retried like
-        the others, so it costs only this key.
+    def process(self, key: QueueKey) -> None:
+        """Syncs `key` and acts on the outcome; the only place that requeues a key.
+
+        Success forgets the key's backoff and requeues it if the Result asks. A failure is
+        retried with the per-key backoff: NotLeader (the fence refused an action) quietly,
+        ApiError and FimdError (an API server or fimd failing) as expected, anything else
+        as a controller bug or input it cannot handle: logged with its type and where it
+        was raised, counted in fim_controller_sync_errors_total, so it costs only this key.
         """
-        kind, _, name = key.partition(":")
+        kind = key.kind
         started = time.monotonic()
         try:
-            if kind == "node":
-                self._sync_node(name)
-            else:
-                self._sync_watcher(name)
+            result = self.sync(key)
+        except NotLeader:
+            delay = self.queue.retry(key)
+            log.info("not leading: action skipped", extra={"key": str(key), "retry_in": delay})
         except (ApiError, FimdError) as err:
             self._metrics.reconciles.labels(kind, "error").inc()
             self._metrics.errors.labels(kind).inc()
             delay = self.queue.retry(key)
             log.warning(
-                "sync failed", extra={"key": key, "error": describe(err), "retry_in": delay}
+                "sync failed", extra={"key": str(key), "error": describe(err), "retry_in": delay}
             )
         except Exception as err:
             self._metrics.reconciles.labels(kind, "error").inc()
             self._metrics.errors.labels(kind).inc()
-            self._unexpected(kind, key, err, retry_in=self.queue.retry(key))
-            if kind == "node":
-                self._node_sync_failed(name, err)
+            self._unexpected(kind, str(key), err, retry_in=self.queue.retry(key))
+            if isinstance(key, NodeKey):
+                self._node_sync_failed(key.name, err)
         else:
             self._metrics.reconciles.labels(kind, "ok").inc()
             self.queue.forget(key)
+            if result.requeue_after is not None:
+                self.queue.add_after(key, result.requeue_after)
         finally:
             self._metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
 
@@ -350,6 +378,18 @@ class Controller:
             },
         )
 
+    # Fencing.
+    def _check_fence(self) -> None:
+        """Raises NotLeader unless an action started now surely ends while we lead."""
+        if not self._fence.held_for(self._settings.action_seconds):
+            raise NotLeader
+
+    def _fenced(self, items: Iterable[_T]) -> Iterator[_T]:
+        """`items`, each checked against the fence just before it is sent."""
+        for item in items:
+            self._check_fence()
+            yield item
+
     # Node sync.
     def _endpoints(self) -> dict[str, Endpoint]:
         return endpoints(
@@ -362,101 +402,105 @@ class Controller:
         namespaces = {pod.namespace for pod in pods}
         return [w for ns in sorted(namespaces) for w in self.watchers.by_index("namespace", ns)]
 
-    def _sync_node(self, node: str) -> None:
+    def _sync_node(self, node: str) -> Result:
         endpoint = self._endpoints().get(node)
         if endpoint is None:
             self._forget_node(node)
-            return
+            return Result()
         client = self._pool.client(endpoint)
-        with self._lock:
-            before = self._states.get(node) if node not in self._stale else None
-            retry_failed = node in self._sweeping
+        pods = self.pods.by_index("node", node)
+        desired = desired_for_node(node, self._watchers_for(pods), pods)
+        record = self.book.update(node, lambda r: attrs.evolve(r, desired=desired))
+        before = None if record.stale else record.state
+        plan = NodePlan()
         try:
-            state = before or self._read_state(node, client)
-            pods = self.pods.by_index("node", node)
-            desired = desired_for_node(node, self._watchers_for(pods), pods)
-            state = state.pruned(desired)
-            plan = plan_node(desired, state, now=self._clock(), retry_failed=retry_failed)
-            self._execute(node, client, plan, state)
+            state = (before or self._read_state(node, client)).pruned(desired)
+            plan = plan_node(desired, state, now=self._clock(), retry_failed=record.sweeping)
+            state = self._execute(node, client, plan, state)
         except FimdError as err:
-            self._unreachable(node, err)
+            self._unreachable(node, err, maybe={w.key.watcher_uid for w in plan.create})
             raise
-        with self._lock:
-            self._sweeping.discard(node)
-            self._sync_failures.pop(node, None)
+        after = self.book.update(node, lambda r: r.synced(state))
         self._metrics.fimd_reachable.labels(node).set(1)
-        self._after_node_sync(node, before, desired.keys())
+        if before is None or before != after.state:
+            self._enqueue_watchers_of(node, after.state, desired.keys())
+        return self._requeue_node(node, state)
 
     def _read_state(self, node: str, client: FimdClient) -> NodeState:
+        self._check_fence()
         state = client.get_state()
         self._metrics.actions.labels("get_state", "ok").inc()
         if state.node != node:
             says = clip(state.node, 256)
             raise FimdError("WRONG_NODE", f"fimd for node {node} says it runs on {says!r}")
-        with self._lock:
-            previous = self._states.get(node)
-            self._states[node] = state
-            self._stale.discard(node)
-            self._errors.pop(node, None)
+        previous = self.book.get(node).state
+        self.book.update(node, lambda r: r.read(state))
         if previous is not None and previous.instance_id != state.instance_id:
             log.info(
                 "fimd restarted", extra={"node": node, "instance": clip(state.instance_id, 256)}
             )
         return state
 
-    def _save(self, node: str, state: NodeState) -> None:
-        with self._lock:
-            self._states[node] = state
-
-    def _execute(self, node: str, client: FimdClient, plan: NodePlan, state: NodeState) -> None:
+    def _execute(
+        self, node: str, client: FimdClient, plan: NodePlan, state: NodeState
+    ) -> NodeState:
         """Carries out `plan`; whatever happens, the state records every call that succeeded.
 
-        Works on mutable copies (copying an immutable state per call would cost O(n^2) for a
-        node's first thousands of watches) and saves them once, in `finally`.
+        Collects the results and applies them to the state once, in `finally` (a copy per
+        call would cost O(n^2) for a node's first thousands of watches).
         """
-        watches, rejected = dict(state.watches), dict(state.rejected)
+        destroyed: set[Key] = set()
+        observed = {}
+        rejected: dict[Key, Rejection] = {}
         changes: dict[str, Counter[str]] = {}
         try:
-            for key, destroyed in client.destroy_many(plan.destroy):
-                if isinstance(destroyed, FimdError):
-                    raise destroyed
-                watches.pop(key, None)
+            for key, result in client.destroy_many(self._fenced(plan.destroy)):
+                if isinstance(result, FimdError):
+                    raise result
+                destroyed.add(key)
                 self._metrics.actions.labels("destroy", "ok").inc()
                 changes.setdefault(key.watcher_uid, Counter())["removed"] += 1
-            for want, created in client.create_many(plan.create):
+            for want, created in client.create_many(self._fenced(plan.create)):
                 if isinstance(created, FimdError):
                     if not created.rejected:
                         raise created
                     # Only this create failed: the node is reachable, its other calls go on.
-                    rejection = self._rejection(node, rejected.get(want.key), want, created)
+                    rejection = _rejection(
+                        state.rejected.get(want.key), want, created, self._clock()
+                    )
                     rejected[want.key] = rejection
                     verb = "over capacity" if rejection.over_capacity else "failed"
                 else:
-                    verb = "updated" if want.key in watches else "added"
-                    watches[want.key] = created
-                    rejected.pop(want.key, None)
-                result = "error" if isinstance(created, FimdError) else "ok"
-                self._metrics.actions.labels("create", result).inc()
+                    had = want.key in state.watches and want.key not in destroyed
+                    verb = "updated" if had else "added"
+                    observed[want.key] = created
+                result_label = "error" if isinstance(created, FimdError) else "ok"
+                self._metrics.actions.labels("create", result_label).inc()
                 changes.setdefault(want.key.watcher_uid, Counter())[verb] += 1
         finally:
-            self._save(node, attrs.evolve(state, watches=watches, rejected=rejected))
+            state = state.applied(
+                observed=observed.values(), destroyed=destroyed, rejected=rejected
+            )
+            self.book.update(node, lambda r: attrs.evolve(r, state=state))
             self._record_events(node, changes)
+        return state
 
-    def _rejection(
-        self, node: str, previous: Rejection | None, want: Desired, err: FimdError
-    ) -> Rejection:
-        """Records a rejected create and schedules its retry with a growing backoff."""
-        same = previous is not None and previous.config_hash == want.config_hash
-        attempts = previous.attempts + 1 if previous is not None and same else 1
-        backoff = min(timedelta(seconds=2**attempts), MAX_REJECTION_BACKOFF)
-        self.queue.add_after(NODE + node, backoff.total_seconds())
-        return Rejection(
-            config_hash=want.config_hash,
-            code=clip(err.code, 64),
-            message=clip(err.message, MAX_STORED),
-            retry_at=self._clock() + backoff,
-            attempts=attempts,
+    def _requeue_node(self, node: str, state: NodeState) -> Result:
+        """When to sync the node again unasked: a rejection's backoff ends, or its PENDING
+        watches are to be re-read (backing off while they stay pending)."""
+        result = Result()
+        now = self._clock()
+        for rejection in state.rejected.values():
+            result = result.sooner((rejection.retry_at - now).total_seconds())
+        pending = any(w.phase == fim_pb2.WATCH_PHASE_PENDING for w in state.watches.values())
+        if not pending:
+            self.book.update(node, lambda r: attrs.evolve(r, pending_rechecks=0))
+            return result
+        record = self.book.update(
+            node, lambda r: attrs.evolve(r, stale=True, pending_rechecks=r.pending_rechecks + 1)
         )
+        base, cap = self._settings.pending_recheck_seconds, self._settings.resync_seconds
+        return result.sooner(backoff.delay(record.pending_rechecks, base=base, cap=cap))
 
     def _record_events(self, node: str, changes: dict[str, Counter[str]]) -> None:
         for uid, counts in changes.items():
@@ -464,64 +508,35 @@ class Controller:
                 for verb, count in sorted(counts.items()):
                     kind, reason = _EVENTS[verb]
                     message = f"{count} watch(es) {verb} on node {node}"
-                    self._events.emit(watcher.meta, kind, reason, message)
+                    if self._fence.held_for(self._settings.action_seconds):
+                        self._events.emit(watcher.meta, kind, reason, message)
 
-    def _unreachable(self, node: str, err: FimdError) -> None:
-        """Forgets the node's state (re-read when it answers) and degrades its watchers."""
-        with self._lock:
-            previous = self._states.pop(node, None)
-            first = node not in self._errors
-            self._errors[node] = clip(str(err), MAX_STORED)
-            self._sync_failures.pop(node, None)  # the latest failure is what a view shows
+    def _unreachable(self, node: str, err: FimdError, *, maybe: set[str]) -> None:
+        """Keeps the node's last known state (a deletion needs it), re-reads it on the next
+        contact, and degrades its watchers."""
+        message, now = clip(str(err), MAX_STORED), self._clock()
+        previous = self.book.get(node)
+        record = self.book.update(node, lambda r: r.unreachable(message, now, maybe))
         self._metrics.fimd_reachable.labels(node).set(0)
-        if first:
+        if not previous.error:
             log.warning("fimd unreachable", extra={"node": node, "error": describe(err)})
-            self._enqueue_watchers_of(node, previous, ())
+            self._enqueue_watchers_of(node, record.state, ())
 
     def _node_sync_failed(self, node: str, err: Exception) -> None:
         """A node's sync raised unexpectedly: its watchers report it (if its state is unknown)
         instead of waiting for a first contact that never comes."""
-        with self._lock:
-            first = node not in self._sync_failures
-            self._sync_failures[node] = error_type(err)
-            self._errors.pop(node, None)  # the latest failure is what a view shows
-            state = self._states.get(node)
-        if first:
-            self._enqueue_watchers_of(node, state, ())
+        now = self._clock()
+        previous = self.book.get(node)
+        record = self.book.update(node, lambda r: r.failed(error_type(err), now))
+        if not previous.sync_failure:
+            self._enqueue_watchers_of(node, record.state, ())
 
     def _forget_node(self, node: str) -> None:
         """No fimd on the node (any more): it holds no watches we could reach."""
-        with self._lock:
-            previous = self._states.pop(node, None)
-            self._errors.pop(node, None)
-            self._sync_failures.pop(node, None)
-            self._stale.discard(node)
-            self._sweeping.discard(node)
+        previous = self.book.forget(node)
         if previous is not None:
             self._metrics.fimd_reachable.remove(node)
-        self._enqueue_watchers_of(node, previous, ())
-
-    def _after_node_sync(self, node: str, before: NodeState | None, desired: Iterable[Key]) -> None:
-        with self._lock:
-            after = self._states.get(node)
-        if after is None:
-            return
-        self._recheck_pending(node, after)
-        if before is None or before != after:
-            self._enqueue_watchers_of(node, after, desired)
-
-    def _recheck_pending(self, node: str, state: NodeState) -> None:
-        """Re-reads a node with PENDING watches soon, backing off while they stay pending."""
-        pending = any(w.phase == fim_pb2.WATCH_PHASE_PENDING for w in state.watches.values())
-        with self._lock:
-            if not pending:
-                self._rechecks.pop(node, None)
-                return
-            count = self._rechecks[node] = self._rechecks.get(node, 0) + 1
-            self._stale.add(node)
-        base = self._settings.pending_recheck_seconds
-        delay = min(base * (1 << min(count - 1, 16)), self._settings.resync_seconds)
-        self.queue.add_after(NODE + node, delay)
+        self._enqueue_watchers_of(node, previous.state if previous else None, ())
 
     def _enqueue_watchers_of(
         self, node: str, state: NodeState | None, desired: Iterable[Key]
@@ -532,33 +547,24 @@ class Controller:
         uids |= {w.meta.uid for w in self._watchers_for(self.pods.by_index("node", node))}
         for uid in uids:
             for watcher in self.watchers.by_index("uid", uid):
-                self.queue.add(WATCHER + watcher.key)
+                self.queue.add(WatcherKey(watcher.key))
 
     # Watcher sync.
     def node_views(self) -> dict[str, NodeView]:
         """Every node with a fimd: its known state, or why it is unknown."""
-        live = self._endpoints()
-        with self._lock:
-            return {node: self._view_locked(node) for node in live}
+        return self.book.views(self._endpoints(), self._clock(), self._settings.node_grace)
 
-    def _view_locked(self, node: str) -> NodeView:
-        state = self._states.get(node)
-        if node in self._errors:
-            return NodeView(state, self._errors[node])
-        if node in self._sync_failures:
-            return NodeView(state, self._sync_failures[node], sync_failed=True)
-        return NodeView(state, "not contacted yet")
-
-    def _sync_watcher(self, key: str) -> None:
+    def _sync_watcher(self, key: str) -> Result:
         watcher = self.watchers.get(key)
         if watcher is None:
-            return
+            return Result()
         try:
             self._write_watcher(watcher)
         except ApiError as err:
             if err.status != NOT_FOUND:
                 raise
             # Deleted since the cache saw it: its DELETED event makes the nodes clean up.
+        return Result()
 
     def _write_watcher(self, watcher: Watcher) -> None:
         nodes = self.node_views()
@@ -568,18 +574,10 @@ class Controller:
             return
         pods = self.pods.by_index("namespace", watcher.meta.namespace)
         status = watcher_status(watcher, pods, nodes, now=self._clock())
-        if status != watcher.status and not self._waiting_for_first_contact(nodes):
+        waiting = any(view.first_contact_pending for view in nodes.values())
+        if status != watcher.status and not waiting:
+            # A node not yet read is not a problem to report: its sync enqueues us again.
             self._patch_status(watcher, status)
-
-    def _waiting_for_first_contact(self, nodes: dict[str, NodeView]) -> bool:
-        """A node not yet read is not a problem to report: its sync enqueues us again.
-
-        A node whose sync failed (unreachable fimd, or an unexpected error) is reported as
-        such instead: it must not hold back the status of every watcher.
-        """
-        with self._lock:
-            known = set(self._errors) | set(self._sync_failures)
-        return any(view.state is None and node not in known for node, view in nodes.items())
 
     def _patch_finalizers(self, watcher: Watcher, action: FinalizerAction) -> None:
         finalizers = [f for f in watcher.meta.finalizers if f != FINALIZER]
@@ -589,20 +587,39 @@ class Controller:
         body = {
             "metadata": {"finalizers": finalizers, "resourceVersion": watcher.meta.resource_version}
         }
-        self._kube.request("PATCH", self._path(watcher), body=body, content_type=MERGE_PATCH)
+        self._write(self._path(watcher), body)
         self._metrics.actions.labels(f"finalizer_{action.value}", "ok").inc()
 
     def _patch_status(self, watcher: Watcher, status: FimWatcherStatus) -> None:
-        body = {"status": status_to_dict(status)}
-        path = self._path(watcher) + "/status"
-        self._kube.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+        self._write(self._path(watcher) + "/status", {"status": status_to_dict(status)})
         self._metrics.actions.labels("status_patch", "ok").inc()
+
+    def _write(self, path: str, body: object) -> None:
+        self._check_fence()
+        timeout = self._settings.action_seconds
+        self._kube.request("PATCH", path, body=body, content_type=MERGE_PATCH, timeout=timeout)
 
     @staticmethod
     def _path(watcher: Watcher) -> str:
         return (
             f"/apis/{API_VERSION}/namespaces/{watcher.meta.namespace}/{PLURAL}/{watcher.meta.name}"
         )
+
+
+def _rejection(
+    previous: Rejection | None, want: Desired, err: FimdError, now: datetime
+) -> Rejection:
+    """A rejected create, retried after a backoff growing while its spec stays the same."""
+    same = previous is not None and previous.config_hash == want.config_hash
+    attempts = previous.attempts + 1 if previous is not None and same else 1
+    wait = backoff.delay(attempts, base=2.0, cap=MAX_REJECTION_BACKOFF.total_seconds())
+    return Rejection(
+        config_hash=want.config_hash,
+        code=clip(err.code, 64),
+        message=clip(err.message, MAX_STORED),
+        retry_at=now + timedelta(seconds=wait),
+        attempts=attempts,
+    )
 
 
 def _intent(watcher: Watcher) -> tuple[object, ...]:

@@ -41,6 +41,8 @@ class Desired:
 
     spec: fim_pb2.WatchSpec = attrs.field(eq=False)
     config_hash: str
+    #: The FimWatcher's metadata.generation it was computed from (to tell a stale one).
+    generation: int = attrs.field(default=0, eq=False)
 
     @property
     def key(self) -> Key:
@@ -76,7 +78,7 @@ def desired_watch(
         subjects=[_subject_proto(subject) for subject in spec.subjects],
         log_format=spec.log_format,
     )
-    return Desired(proto, config_hash(proto))
+    return Desired(proto, config_hash(proto), watcher.meta.generation)
 
 
 def selected_pods(watcher: Watcher, pods: Iterable[Pod]) -> list[Pod]:
@@ -93,7 +95,7 @@ def selected_pods(watcher: Watcher, pods: Iterable[Pod]) -> list[Pod]:
 
 def desired_watches(watcher: Watcher, pods: Iterable[Pod]) -> dict[Key, Desired]:
     """Every watch `watcher` wants on `pods`."""
-    desired = {}
+    desired: dict[Key, Desired] = {}
     for pod in selected_pods(watcher, pods):
         assert watcher.spec is not None  # selected_pods returns nothing otherwise
         for container in pod.containers:

@@ -29,9 +29,17 @@ class EventRecorder:
     """Writes core/v1 Events about FimWatchers, at most `burst` at once, `rate` per second."""
 
     def __init__(
-        self, kube: Kube, metrics: Metrics, *, instance: str, burst: int = 100, rate: float = 10.0
+        self,
+        kube: Kube,
+        metrics: Metrics,
+        *,
+        instance: str,
+        burst: int = 100,
+        rate: float = 10.0,
+        timeout: float = 5.0,
     ) -> None:
         self._kube = kube
+        self._timeout = timeout
         self._metrics = metrics
         self._instance = instance
         self._burst = float(burst)
@@ -75,7 +83,12 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            self._kube.request("POST", f"/api/v1/namespaces/{meta.namespace}/events", body=body)
+            self._kube.request(
+                "POST",
+                f"/api/v1/namespaces/{meta.namespace}/events",
+                body=body,
+                timeout=self._timeout,
+            )
         except ApiError as err:
             self._metrics.actions.labels("event", "error").inc()
             log.warning("event not recorded", extra={"reason": reason, "error": describe(err)})

@@ -164,8 +164,12 @@ class FimdPool:
     mounted certificate Secret was rotated, every channel is reopened with the new material.
     """
 
-    def __init__(self, load_tls: Callable[[], Tls] | None, *, deadline: float) -> None:
+    def __init__(
+        self, load_tls: Callable[[], Tls] | None, *, deadline: float, user_agent: str = ""
+    ) -> None:
         self._load_tls = load_tls
+        #: Names this replica in fimd's view of its callers (gRPC's user-agent prefix).
+        self._options = [("grpc.primary_user_agent", user_agent)] if user_agent else []
         self._tls = load_tls() if load_tls else None
         self._deadline = deadline
         self._lock = threading.Lock()
@@ -173,13 +177,13 @@ class FimdPool:
 
     def _channel(self, address: str) -> grpc.Channel:
         if self._tls is None:
-            return grpc.insecure_channel(address)
+            return grpc.insecure_channel(address, options=self._options)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=self._tls.ca,
             private_key=self._tls.key,
             certificate_chain=self._tls.cert,
         )
-        options = []
+        options = list(self._options)
         if self._tls.server_name:
             # fimd certificates name the service, not each pod IP.
             options.append(("grpc.ssl_target_name_override", self._tls.server_name))

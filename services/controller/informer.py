@@ -23,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
+from libs import backoff
 from libs.k8s.errors import ModelError
 from services.controller.bounds import describe, error_type, frames
 from services.controller.kube import ApiError, JsonObject, Kube
@@ -32,6 +33,7 @@ Handler = Callable[[T | None, T | None], None]
 Indexer = Callable[[T], str]
 
 GONE = 410
+BACKOFF_BASE = 0.4
 MAX_BACKOFF = 10.0
 
 log = logging.getLogger(__name__)
@@ -97,11 +99,22 @@ class Informer(Generic[T]):
             if new is not None:
                 self._items[key] = new
             for name, indexer in self._indexers.items():
+                index = self._index[name]
                 if old is not None:
-                    self._index[name][indexer(old)].discard(key)
+                    value = indexer(old)
+                    keys = index.get(value)
+                    if keys is not None:
+                        keys.discard(key)
+                        if not keys:
+                            del index[value]  # a value nothing has any more costs nothing
                 if new is not None:
-                    self._index[name][indexer(new)].add(key)
+                    index[indexer(new)].add(key)
         return old
+
+    def index_values(self, name: str) -> list[str]:
+        """The values index `name` holds keys for (each with at least one object)."""
+        with self._lock:
+            return list(self._index[name])
 
     def _apply(self, key: str, new: T | None) -> None:
         old = self._store(key, new)
@@ -210,7 +223,7 @@ class Informer(Generic[T]):
             except ApiError as err:
                 needs_list = needs_list or err.status == GONE
                 failures += 1
-                delay = min(0.2 * 2**failures, MAX_BACKOFF)
+                delay = backoff.delay(failures, base=BACKOFF_BASE, cap=MAX_BACKOFF)
                 log.warning(
                     "list/watch failed",
                     extra={"path": self.path, "error": describe(err), "retry_in": delay},
@@ -219,7 +232,7 @@ class Informer(Generic[T]):
             except Exception as err:  # e.g. a garbled stream: start over from a fresh list
                 needs_list = True
                 failures += 1
-                delay = min(0.2 * 2**failures, MAX_BACKOFF)
+                delay = backoff.delay(failures, base=BACKOFF_BASE, cap=MAX_BACKOFF)
                 log.error(
                     "list/watch failed unexpectedly",
                     extra={

@@ -51,8 +51,11 @@ class Kube:
         self._api = api_client
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None) -> Kube:
-        """In-cluster configuration inside a pod, else the kubeconfig file (or $KUBECONFIG)."""
+    def connect(cls, kubeconfig: str | None = None, *, user_agent: str = "") -> Kube:
+        """In-cluster configuration inside a pod, else the kubeconfig file (or $KUBECONFIG).
+
+        `user_agent` names this client in the API server's audit log (e.g. which replica).
+        """
         configuration = client.Configuration()
         if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
             # The package's config loaders are untyped; both only fill `configuration`.
@@ -61,7 +64,10 @@ class Kube:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=kubeconfig, client_configuration=configuration
             )
-        return cls(client.ApiClient(configuration))
+        api = client.ApiClient(configuration)
+        if user_agent:
+            api.user_agent = user_agent
+        return cls(api)
 
     def _send(
         self,

@@ -4,9 +4,17 @@ client-go's algorithm: a replica takes the Lease when it is free or its holder h
 renewed it for `lease_seconds` as measured by this replica's own clock from when it last
 saw the record change (no clock skew between replicas matters), and the leader renews it
 every `retry_seconds`. Writes carry the resourceVersion, so two candidates cannot both
-win. A leader that cannot renew within `renew_deadline` seconds must stop reconciling;
-a leader shutting down releases the Lease so the other replica takes over at once.
-With the defaults a dead leader is replaced within lease + 2 x retry = 11 s.
+win. A leader that cannot renew within `renew_deadline` seconds of its last successful
+renewal stops; a leader shutting down releases the Lease so the other replica takes over
+at once. With the defaults a dead leader is replaced within lease + 2 x retry = 11 s.
+
+Fencing: another replica takes the Lease no sooner than `lease_seconds` after it saw our
+last renewal land, which was after we sent it. So an action that *ends* before
+`renewed_at + lease_seconds` (renewed_at: when our last successful renewal was sent, by
+our monotonic clock) cannot overlap the next leader's. `held_for(seconds)` says whether an
+action bounded by `seconds` (its deadline) still fits; the controller asks it before every
+fimd call and every write. Each Lease request's timeout is a third of the renew deadline,
+so a stalled API server cannot keep `hold` from noticing the loss in time.
 """
 
 from __future__ import annotations
@@ -37,6 +45,22 @@ class LeaseConfig:
     renew_deadline: float = 6.0
     retry_seconds: float = 1.5
 
+    @property
+    def request_timeout(self) -> float:
+        """Each Lease request's timeout: a renewal (GET + PUT) fits the renew deadline."""
+        return self.renew_deadline / 3
+
+
+class NotLeader(Exception):  # noqa: N818 - a state, not a malfunction
+    """The lease is not (or no longer surely) held: the action was not taken."""
+
+
+class Unfenced:
+    """Without leader election every action may go ahead."""
+
+    def held_for(self, seconds: float) -> bool:
+        return True
+
 
 def _micro_time() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -56,6 +80,17 @@ class LeaderElector:
         )
         self._observed: Any = None
         self._observed_at = 0.0
+        self._lock = threading.Lock()
+        #: When the last successful acquire/renewal was sent (None: not leading).
+        self._renewed_at: float | None = None
+
+    def held_for(self, seconds: float) -> bool:
+        """Whether an action that ends within `seconds` from now ends while we surely lead."""
+        with self._lock:
+            renewed_at = self._renewed_at
+        if renewed_at is None:
+            return False
+        return self._clock() + seconds < renewed_at + self._config.lease_seconds
 
     def _spec(self, previous: JsonObject | None) -> JsonObject:
         now = _micro_time()
@@ -87,8 +122,9 @@ class LeaderElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One attempt; True if this replica holds the lease afterwards."""
+        timeout = self._config.request_timeout
         try:
-            lease = self._kube.request("GET", self._path)
+            lease = self._kube.request("GET", self._path, timeout=timeout)
         except ApiError as err:
             if err.status != NOT_FOUND:
                 raise
@@ -96,22 +132,28 @@ class LeaderElector:
                 "metadata": {"name": self._config.name, "namespace": self._config.namespace},
                 "spec": self._spec(None),
             }
-            self._kube.request("POST", self._path.rsplit("/", 1)[0], body=body)
+            self._kube.request("POST", self._path.rsplit("/", 1)[0], body=body, timeout=timeout)
             return True
         spec = lease.get("spec") or {}
         if self._held_by_other(spec):
             return False
         lease["spec"] = self._spec(spec)
-        self._kube.request("PUT", self._path, body=lease)
+        self._kube.request("PUT", self._path, body=lease, timeout=timeout)
         return True
 
     def _attempt(self) -> bool:
+        """One attempt; a success moves the fence to when this attempt started."""
+        started = self._clock()
         try:
-            return self.try_acquire_or_renew()
+            held = self.try_acquire_or_renew()
         except ApiError as err:
             if err.status != CONFLICT:
                 log.warning("lease request failed", extra={"error": describe(err)})
-            return False
+            held = False
+        if held:
+            with self._lock:
+                self._renewed_at = started
+        return held
 
     def acquire(self, stop: threading.Event) -> bool:
         """Blocks until this replica leads (True) or `stop` is set (False)."""
@@ -122,28 +164,36 @@ class LeaderElector:
             stop.wait(self._config.retry_seconds)
         return False
 
-    def hold(self, stop: threading.Event) -> None:
-        """Renews until `stop` is set or a renewal deadline is missed (then returns early).
+    def hold(self, stop: threading.Event) -> bool:
+        """Renews until `stop` is set (False) or the lease is lost (True, returns at once).
 
-        The caller stops its work first and then calls `release`, so the next leader never
-        overlaps with work still in flight here.
+        Lost: no renewal succeeded for `renew_deadline` seconds since the last successful
+        one was sent. The fence has closed by then already (held_for), so nothing still in
+        flight here can act; the caller stops its work, and `release`s only if not lost.
         """
-        last_renewed = self._clock()
         while not stop.wait(self._config.retry_seconds):
             if self._attempt():
-                last_renewed = self._clock()
-            elif self._clock() - last_renewed > self._config.renew_deadline:
+                continue
+            with self._lock:
+                renewed_at = self._renewed_at
+            if renewed_at is None or self._clock() - renewed_at > self._config.renew_deadline:
+                with self._lock:
+                    self._renewed_at = None
                 log.error("lost the leader lease", extra={"identity": self._config.identity})
-                return
+                return True
+        return False
 
     def release(self) -> None:
         """Gives the lease up so another replica takes over without waiting for expiry."""
+        with self._lock:
+            self._renewed_at = None  # the fence closes first
+        timeout = self._config.request_timeout
         try:
-            lease = self._kube.request("GET", self._path)
+            lease = self._kube.request("GET", self._path, timeout=timeout)
             spec = lease.get("spec") or {}
             if spec.get("holderIdentity") != self._config.identity:
                 return
             spec.update(holderIdentity="", leaseDurationSeconds=1, renewTime=_micro_time())
-            self._kube.request("PUT", self._path, body=lease)
+            self._kube.request("PUT", self._path, body=lease, timeout=timeout)
         except ApiError as err:
             log.warning("lease not released", extra={"error": describe(err)})

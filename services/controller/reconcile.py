@@ -11,18 +11,15 @@ its spec changes, so a watch fimd cannot honour costs no calls in steady state.
 from __future__ import annotations
 
 import enum
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 import attrs
 
 from fim.v1 import fim_pb2
-from libs.k8s.model import FimWatcherStatus
 from services.controller.desired import Desired, Key, desired_watches
 from services.controller.objects import FINALIZER, Pod, Watcher
 from services.controller.state import NodeState, NodeView
-from services.controller.status import watcher_status
 
 
 @attrs.frozen(kw_only=True)
@@ -75,55 +72,17 @@ def plan_node(
 def finalizer_action(watcher: Watcher, nodes: Mapping[str, NodeView]) -> FinalizerAction:
     """ADD to a live watcher without it; REMOVE once no node with a fimd may hold its watches.
 
-    A node whose fimd is unreachable may still hold watches, so it blocks removal; a node
-    without a fimd (node gone, fimd removed) holds nothing and does not.
+    A node blocks removal only if it held, or was asked to hold, the watcher's watches (or
+    was never read), and has not been failing for longer than the grace period: a node that
+    is down must not hang every deletion. A node without a fimd (node gone, fimd removed)
+    holds nothing. A node that comes back after the grace period still reports the watches:
+    its next sync destroys them, as they are desired by no watcher.
     """
     has_finalizer = FINALIZER in watcher.meta.finalizers
     if not watcher.deleting:
         return FinalizerAction.NONE if has_finalizer else FinalizerAction.ADD
     if not has_finalizer:
         return FinalizerAction.NONE
-    for view in nodes.values():
-        if view.state is None or view.state.holds(watcher.meta.uid):
-            return FinalizerAction.NONE
+    if any(view.may_hold(watcher.meta.uid) for view in nodes.values()):
+        return FinalizerAction.NONE
     return FinalizerAction.REMOVE
-
-
-@attrs.frozen(kw_only=True)
-class Plan:
-    """Everything one full reconcile wants done."""
-
-    nodes: Mapping[str, NodePlan]
-    statuses: Mapping[str, FimWatcherStatus]
-    finalizers: Mapping[str, FinalizerAction]
-
-
-def reconcile(
-    watchers: Iterable[Watcher],
-    pods: Iterable[Pod],
-    nodes: Mapping[str, NodeView],
-    *,
-    now: datetime,
-    retry_failed: bool = False,
-) -> Plan:
-    """The full plan: node calls, changed statuses and finalizer changes (watcher key ->)."""
-    watchers, pods = list(watchers), list(pods)
-    pods_by_node: dict[str, list[Pod]] = defaultdict(list)
-    for pod in pods:
-        pods_by_node[pod.node_name].append(pod)
-    node_plans = {}
-    for node, view in nodes.items():
-        if view.state is not None:
-            desired = desired_for_node(node, watchers, pods_by_node[node])
-            node_plan = plan_node(desired, view.state, now=now, retry_failed=retry_failed)
-            if node_plan:
-                node_plans[node] = node_plan
-    statuses, finalizers = {}, {}
-    for watcher in watchers:
-        status = watcher_status(watcher, pods, nodes, now=now)
-        if status != watcher.status:
-            statuses[watcher.key] = status
-        action = finalizer_action(watcher, nodes)
-        if action is not FinalizerAction.NONE:
-            finalizers[watcher.key] = action
-    return Plan(nodes=node_plans, statuses=statuses, finalizers=finalizers)

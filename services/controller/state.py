@@ -6,8 +6,9 @@ so between sweeps the controller needs no call to know a node's state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from types import MappingProxyType
 
 import attrs
@@ -77,18 +78,23 @@ class NodeState:
     watches: Mapping[Key, Observed] = attrs.field(factory=dict, converter=_watches)
     rejected: Mapping[Key, Rejection] = attrs.field(factory=dict, converter=_rejections)
 
-    def with_observed(self, observed: Observed) -> NodeState:
-        rejected = {k: v for k, v in self.rejected.items() if k != observed.key}
-        return attrs.evolve(
-            self, watches={**self.watches, observed.key: observed}, rejected=rejected
-        )
-
-    def without(self, key: Key) -> NodeState:
-        watches = {k: v for k, v in self.watches.items() if k != key}
-        return attrs.evolve(self, watches=watches)
-
-    def with_rejection(self, key: Key, rejection: Rejection) -> NodeState:
-        return attrs.evolve(self, rejected={**self.rejected, key: rejection})
+    def applied(
+        self,
+        *,
+        observed: Iterable[Observed] = (),
+        destroyed: Iterable[Key] = (),
+        rejected: Mapping[Key, Rejection] | None = None,
+    ) -> NodeState:
+        """This state after a batch of our own calls: watches fimd destroyed, created (a
+        created watch is no longer rejected) and creates it rejected. One copy per batch."""
+        watches, rejections = dict(self.watches), dict(self.rejected)
+        for key in destroyed:
+            watches.pop(key, None)
+        for watch in observed:
+            watches[watch.key] = watch
+            rejections.pop(watch.key, None)
+        rejections.update(rejected or {})
+        return attrs.evolve(self, watches=watches, rejected=rejections)
 
     def pruned(self, desired: Mapping[Key, Desired]) -> NodeState:
         """Forgets rejections of watches no longer desired."""
@@ -101,15 +107,162 @@ class NodeState:
         return any(key.watcher_uid == watcher_uid for key in self.watches)
 
 
+#: Why a node's state is not current before the controller first reached its fimd.
+NOT_CONTACTED = "not contacted yet"
+
+
 @attrs.frozen
 class NodeView:
-    """A node with a fimd as the status sees it: its state, or None and why it is unknown.
+    """A node with a fimd as the status and the finalizer see it.
 
-    `sync_failed`: the state is unknown because the node's sync raised an unexpected
-    exception (a controller bug or input it cannot handle), not because fimd is unreachable;
-    `error` then names only the exception type (its message may quote other tenants' data).
+    `state`: what its fimd last reported (kept current by our calls), None if never read;
+    kept when the node fails, so a deletion knows which watchers it may still hold.
+    `error`: why that state is not current ("" when it is): its fimd is unreachable, or
+    `sync_failed` (the node's sync raised an unexpected exception; `error` then names only
+    the exception type, as its message may quote other tenants' data), or NOT_CONTACTED.
+    `maybe_holds`: watcher UIDs whose creates were sent without a known outcome.
+    `expired`: the node has failed for longer than the grace period: it no longer blocks a
+    deletion (its sweep destroys the orphaned watches once it is back).
+    `desired`: the desired watches its last sync computed (the status reuses their hashes).
     """
 
     state: NodeState | None
     error: str = ""
     sync_failed: bool = False
+    maybe_holds: frozenset[str] = frozenset()
+    expired: bool = False
+    desired: Mapping[Key, Desired] = attrs.field(factory=dict)
+
+    @property
+    def current(self) -> NodeState | None:
+        """The state, if it is current (the node is reachable and in sync)."""
+        return None if self.error else self.state
+
+    @property
+    def first_contact_pending(self) -> bool:
+        return self.state is None and self.error == NOT_CONTACTED
+
+    def may_hold(self, watcher_uid: str) -> bool:
+        """Whether the node may hold `watcher_uid`'s watches and so blocks its deletion."""
+        if self.expired:
+            return False
+        if self.state is None:
+            return True  # never read: it may hold anything
+        return self.state.holds(watcher_uid) or watcher_uid in self.maybe_holds
+
+
+@attrs.frozen(kw_only=True)
+class NodeRecord:
+    """Everything the controller keeps about one node (the NodeBook's entries)."""
+
+    state: NodeState | None = None
+    #: Re-read the state with GetWatchState before the next plan (fimd replaced, failed, ...).
+    stale: bool = True
+    #: The next sync follows a sweep: FAILED watches are recreated.
+    sweeping: bool = False
+    #: fimd unreachable: the error, and since when (for the deletion grace period).
+    error: str = ""
+    failing_since: datetime | None = None
+    #: The node's sync raised unexpectedly: the exception type.
+    sync_failure: str = ""
+    #: Consecutive syncs that left PENDING watches (the recheck backs off with it).
+    pending_rechecks: int = 0
+    maybe_holds: frozenset[str] = frozenset()
+    desired: Mapping[Key, Desired] = attrs.field(factory=dict)
+
+    def view(self, now: datetime, grace: timedelta) -> NodeView:
+        expired = self.failing_since is not None and now - self.failing_since > grace
+        if self.error:
+            error, failed = self.error, False
+        elif self.sync_failure:
+            error, failed = self.sync_failure, True
+        elif self.state is None:
+            error, failed = NOT_CONTACTED, False
+        else:
+            error, failed = "", False
+        return NodeView(
+            self.state,
+            error,
+            sync_failed=failed,
+            maybe_holds=self.maybe_holds,
+            expired=expired,
+            desired=self.desired,
+        )
+
+    def read(self, state: NodeState) -> NodeRecord:
+        """GetWatchState answered: the state is current and authoritative again."""
+        return attrs.evolve(
+            self, state=state, stale=False, error="", failing_since=None, maybe_holds=frozenset()
+        )
+
+    def synced(self, state: NodeState) -> NodeRecord:
+        """A sync completed: every call succeeded or was refused on its own."""
+        return attrs.evolve(
+            self,
+            state=state,
+            sweeping=False,
+            error="",
+            sync_failure="",
+            failing_since=None,
+            maybe_holds=frozenset(),
+        )
+
+    def unreachable(self, error: str, now: datetime, maybe: Iterable[str] = ()) -> NodeRecord:
+        """fimd did not answer: keep the last known state, re-read it on the next contact."""
+        return attrs.evolve(
+            self,
+            stale=True,
+            error=error,
+            sync_failure="",
+            failing_since=self.failing_since or now,
+            maybe_holds=self.maybe_holds | frozenset(maybe),
+        )
+
+    def failed(self, error_type: str, now: datetime) -> NodeRecord:
+        """The sync raised unexpectedly (the latest failure is what a view shows)."""
+        return attrs.evolve(
+            self, error="", sync_failure=error_type, failing_since=self.failing_since or now
+        )
+
+
+class NodeBook:
+    """Every node's NodeRecord, shared by the worker threads; each update is atomic."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: dict[str, NodeRecord] = {}
+
+    def get(self, node: str) -> NodeRecord:
+        with self._lock:
+            return self._records.get(node) or NodeRecord()
+
+    def update(self, node: str, change: Callable[[NodeRecord], NodeRecord]) -> NodeRecord:
+        """Applies `change` to the node's record (a new one if unknown); returns the result."""
+        with self._lock:
+            record = change(self._records.get(node) or NodeRecord())
+            self._records[node] = record
+            return record
+
+    def forget(self, node: str) -> NodeRecord | None:
+        with self._lock:
+            return self._records.pop(node, None)
+
+    def nodes(self) -> list[str]:
+        with self._lock:
+            return list(self._records)
+
+    def holding(self, watcher_uids: set[str]) -> set[str]:
+        """Nodes whose last known state holds (or may hold) any of these watchers' watches."""
+        with self._lock:
+            return {
+                node
+                for node, record in self._records.items()
+                if record.maybe_holds & watcher_uids
+                or (record.state and any(record.state.holds(uid) for uid in watcher_uids))
+            }
+
+    def views(self, nodes: Iterable[str], now: datetime, grace: timedelta) -> dict[str, NodeView]:
+        with self._lock:
+            return {
+                node: (self._records.get(node) or NodeRecord()).view(now, grace) for node in nodes
+            }

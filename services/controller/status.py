@@ -72,7 +72,8 @@ def _container_problem(
 ) -> tuple[bool, Problem | None]:
     """(watched?, problem) for one container of a pod on a node with a fimd."""
     where = f"pod {pod.name} container {container.name}"
-    if view.state is None:
+    state = view.current
+    if state is None:
         if view.sync_failed:
             message = (
                 f"watches on node {pod.node_name} not reconciled: the controller's sync of the"
@@ -81,10 +82,10 @@ def _container_problem(
             return False, Problem(NODE_SYNC_FAILED, message)
         message = f"fimd on node {pod.node_name} unreachable: {view.error}"
         return False, Problem("FimdUnreachable", message)
-    rejection = view.state.rejected.get(key)
+    rejection = state.rejected.get(key)
     if rejection is not None and rejection.config_hash == config_hash:
         return False, _rejection_problem(where, pod.node_name, rejection)
-    observed = view.state.watches.get(key)
+    observed = state.watches.get(key)
     if observed is None or observed.config_hash != config_hash:
         return False, None  # not created or not updated yet: pending, not a problem
     detail = f"{where}: {observed.reason}: {observed.message}"
@@ -93,6 +94,19 @@ def _container_problem(
     active = observed.phase == fim_pb2.WATCH_PHASE_ACTIVE
     # An ACTIVE watch with a reason is degraded (e.g. a path hit the inotify watch limit).
     return active, Problem("WatchDegraded", detail) if active and observed.reason else None
+
+
+def _config_hash(watcher: Watcher, pod: Pod, container: Container, view: NodeView) -> str:
+    """The container's desired config hash: the node sync's, unless it is stale."""
+    assert watcher.spec is not None  # only valid watchers select pods
+    known = view.desired.get(Key(watcher.meta.uid, pod.uid, container.name))
+    if (
+        known is not None
+        and known.generation == watcher.meta.generation
+        and known.spec.container_id == container.container_id
+    ):
+        return known.config_hash
+    return desired_watch(watcher, watcher.spec, pod, container).config_hash
 
 
 def _rejection_problem(where: str, node: str, rejection: Rejection) -> Problem:
@@ -109,11 +123,11 @@ def _pod_problems(
     view = nodes.get(pod.node_name)
     if view is None:
         return False, [Problem("NoFimd", f"no fimd on node {pod.node_name} (pod {pod.name})")]
-    assert watcher.spec is not None  # only valid watchers select pods
     watched, problems = True, []
     for container in pod.containers:
-        want = desired_watch(watcher, watcher.spec, pod, container)
-        ok, problem = _container_problem(pod, container, want.key, view, want.config_hash)
+        key = Key(watcher.meta.uid, pod.uid, container.name)
+        config_hash = _config_hash(watcher, pod, container, view)
+        ok, problem = _container_problem(pod, container, key, view, config_hash)
         watched = watched and ok
         if problem is not None:
             problems.append(problem)

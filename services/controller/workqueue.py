@@ -5,8 +5,10 @@
 - A key is never handed to two workers at once; added while being processed, it is queued
   again when the worker calls `done`, so no change is lost.
 - `retry` re-adds a failed key after an exponential per-key backoff; `forget` resets it.
-- The queue holds at most one entry per distinct key: its size is bounded by the number of
-  nodes and FimWatchers, however many events arrive.
+- `add_after` keeps one delayed entry per key, at the earliest time asked for (client-go's
+  delaying queue), so many requeues of one key cost one entry.
+- The queue holds at most one ready and one delayed entry per distinct key: its size is
+  bounded by the number of nodes and FimWatchers, however many events arrive.
 """
 
 from __future__ import annotations
@@ -15,14 +17,19 @@ import heapq
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from libs import backoff
+
+K = TypeVar("K", bound=Hashable)
 
 
 class ShutDown(Exception):  # noqa: N818 - it is a signal, not an error
     """The queue was shut down; workers stop."""
 
 
-class WorkQueue:
+class WorkQueue(Generic[K]):
     """Keys to sync; thread-safe."""
 
     def __init__(
@@ -36,18 +43,21 @@ class WorkQueue:
         self._max_delay = max_delay
         self._clock = clock
         self._cond = threading.Condition()
-        self._queue: deque[str] = deque()
-        self._dirty: set[str] = set()
-        self._processing: set[str] = set()
-        self._waiting: list[tuple[float, str]] = []
-        self._failures: dict[str, int] = {}
+        self._queue: deque[K] = deque()
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        #: (due, sequence, key): a heap; an entry whose due differs from `_due[key]` is stale.
+        self._waiting: list[tuple[float, int, K]] = []
+        self._due: dict[K, float] = {}
+        self._sequence = 0
+        self._failures: dict[K, int] = {}
         self._shut_down = False
 
-    def add(self, key: str) -> None:
+    def add(self, key: K) -> None:
         with self._cond:
             self._add_locked(key)
 
-    def _add_locked(self, key: str) -> None:
+    def _add_locked(self, key: K) -> None:
         if self._shut_down or key in self._dirty:
             return
         self._dirty.add(key)
@@ -55,25 +65,31 @@ class WorkQueue:
             self._queue.append(key)
             self._cond.notify()
 
-    def add_after(self, key: str, delay: float) -> None:
+    def add_after(self, key: K, delay: float) -> None:
         """Adds `key` once `delay` seconds have passed."""
         if delay <= 0:
             self.add(key)
             return
         with self._cond:
-            heapq.heappush(self._waiting, (self._clock() + delay, key))
+            if self._shut_down:
+                return
+            due = self._clock() + delay
+            if key in self._due and self._due[key] <= due:
+                return  # already due earlier: keep the earliest
+            self._due[key] = due
+            self._sequence += 1
+            heapq.heappush(self._waiting, (due, self._sequence, key))
             self._cond.notify()
 
-    def retry(self, key: str) -> float:
+    def retry(self, key: K) -> float:
         """Re-adds `key` after its next backoff delay; returns that delay."""
         with self._cond:
-            failures = self._failures.get(key, 0)
-            self._failures[key] = failures + 1
-        delay = min(self._base_delay * (1 << min(failures, 32)), self._max_delay)
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+        delay = backoff.delay(failures, base=self._base_delay, cap=self._max_delay)
         self.add_after(key, delay)
         return delay
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: K) -> None:
         """Resets `key`'s backoff after a successful sync."""
         with self._cond:
             self._failures.pop(key, None)
@@ -81,12 +97,18 @@ class WorkQueue:
     def _promote_due_locked(self) -> float | None:
         """Moves due delayed keys into the queue; returns seconds until the next one."""
         now = self._clock()
-        while self._waiting and self._waiting[0][0] <= now:
-            _, key = heapq.heappop(self._waiting)
-            self._add_locked(key)
+        while self._waiting and (self._waiting[0][0] <= now or self._stale_head_locked()):
+            due, _, key = heapq.heappop(self._waiting)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self._add_locked(key)
         return self._waiting[0][0] - now if self._waiting else None
 
-    def get(self) -> str:
+    def _stale_head_locked(self) -> bool:
+        due, _, key = self._waiting[0]
+        return self._due.get(key) != due
+
+    def get(self) -> K:
         """Blocks for the next key; the caller must call `done(key)` afterwards."""
         with self._cond:
             while True:
@@ -100,7 +122,7 @@ class WorkQueue:
                     return key
                 self._cond.wait(wait)
 
-    def done(self, key: str) -> None:
+    def done(self, key: K) -> None:
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
@@ -110,7 +132,7 @@ class WorkQueue:
     def __len__(self) -> int:
         """Keys ready or waiting for a retry (the queue-depth metric)."""
         with self._cond:
-            return len(self._queue) + len(self._waiting)
+            return len(self._queue) + len(self._due)
 
     def shut_down(self) -> None:
         with self._cond:

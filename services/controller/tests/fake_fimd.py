@@ -10,11 +10,14 @@ control), so controller tests see the controller's real calls and can break a no
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
+from contextlib import contextmanager
 
+import attrs
 import grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
@@ -30,6 +33,16 @@ def capacity_text(in_use: int, capacity: int) -> str:
         f"inotify watches: {in_use} of {capacity} in use "
         f"(budget: half of fs.inotify.max_user_watches {2 * capacity})"
     )
+
+
+@attrs.frozen
+class Call:
+    """One call as the fake saw it: wall-clock start and end, and the caller's user agent."""
+
+    method: str
+    start: float
+    end: float
+    agent: str
 
 
 def key_of(key: fim_pb2.WatchKey) -> KeyTuple:
@@ -48,8 +61,25 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
         self.capacity: int | None = None  # None: no budget
         self.instance_id = uuid.uuid4().hex
         self.calls: Counter[str] = Counter()
+        self.log: list[Call] = []  # every call, in order of completion
         self.watches: dict[KeyTuple, fim_pb2.WatchSpec] = {}
         self.lock = threading.Lock()
+
+    @contextmanager
+    def _logged(self, method: str, context: grpc.ServicerContext) -> Iterator[None]:
+        metadata = dict(context.invocation_metadata())
+        start = time.time()
+        try:
+            yield
+        finally:
+            call = Call(method, start, time.time(), str(metadata.get("user-agent", "")))
+            with self.lock:
+                self.log.append(call)
+
+    def calls_by(self, agent: str) -> list[Call]:
+        """The calls whose user agent contains `agent`."""
+        with self.lock:
+            return [call for call in self.log if agent in call.agent]
 
     def restart(self) -> None:
         """fimd died and came back: empty state, new instance ID."""
@@ -71,7 +101,7 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
     def CreateWatch(
         self, request: fim_pb2.CreateWatchRequest, context: grpc.ServicerContext
     ) -> fim_pb2.CreateWatchResponse:
-        with self.lock:
+        with self._logged("CreateWatch", context), self.lock:
             self.calls["CreateWatch"] += 1
             spec = request.spec
             if request.config_hash and request.config_hash != config_hash(spec):
@@ -98,7 +128,7 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
     def DestroyWatch(
         self, request: fim_pb2.DestroyWatchRequest, context: grpc.ServicerContext
     ) -> fim_pb2.DestroyWatchResponse:
-        with self.lock:
+        with self._logged("DestroyWatch", context), self.lock:
             self.calls["DestroyWatch"] += 1
             existed = self.watches.pop(key_of(request.key), None) is not None
             return fim_pb2.DestroyWatchResponse(existed=existed)
@@ -106,7 +136,7 @@ class FakeFimd(fim_pb2_grpc.FimDaemonServicer):
     def GetWatchState(
         self, request: fim_pb2.GetWatchStateRequest, context: grpc.ServicerContext
     ) -> fim_pb2.GetWatchStateResponse:
-        with self.lock:
+        with self._logged("GetWatchState", context), self.lock:
             self.calls["GetWatchState"] += 1
             return fim_pb2.GetWatchStateResponse(
                 node_name=self.node,

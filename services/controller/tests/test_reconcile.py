@@ -10,7 +10,12 @@ import pytest
 from fim.v1 import fim_pb2
 from services.controller.desired import Key
 from services.controller.objects import Pod, Watcher
-from services.controller.reconcile import FinalizerAction, reconcile
+from services.controller.reconcile import (
+    FinalizerAction,
+    desired_for_node,
+    finalizer_action,
+    plan_node,
+)
 from services.controller.state import NodeState, NodeView, Rejection
 from services.controller.tests.builders import NOW, cid, holding, pod, watcher
 
@@ -27,10 +32,8 @@ def calls(
     retry_failed: bool = False,
 ) -> tuple[list[Key], list[tuple[Key, str]]]:
     """(destroyed keys, created (key, container id)) on node n1."""
-    plan = reconcile(watchers, pods, {"n1": NodeView(state)}, now=NOW, retry_failed=retry_failed)
-    node_plan = plan.nodes.get("n1")
-    if node_plan is None:
-        return [], []
+    desired = desired_for_node("n1", watchers, pods)
+    node_plan = plan_node(desired, state, now=NOW, retry_failed=retry_failed)
     created = [(want.key, want.spec.container_id) for want in node_plan.create]
     return list(node_plan.destroy), created
 
@@ -200,7 +203,7 @@ def rejected(state: NodeState, key: Key, spec_hash: str, retry_in: timedelta) ->
     rejection = Rejection(
         config_hash=spec_hash, code="FAILED_PRECONDITION", message="no pid", retry_at=NOW + retry_in
     )
-    return state.with_rejection(key, rejection)
+    return state.applied(rejected={key: rejection})
 
 
 def test_rejected_create_waits_for_backoff_or_spec_change() -> None:
@@ -214,20 +217,19 @@ def test_rejected_create_waits_for_backoff_or_spec_change() -> None:
     assert calls(changed, [pod(uid="p1")], waiting) == ([], [(key, cid(1))])
 
 
-def test_unreachable_node_gets_no_calls() -> None:
-    plan = reconcile([W1], [P1], {"n1": NodeView(None, "connection refused")}, now=NOW)
-    assert plan.nodes == {}
-
-
 def test_calls_are_planned_per_node() -> None:
     pods = [pod(uid="p1", node="n1"), pod("web-1", uid="p2", node="n2")]
-    nodes = {
-        "n1": NodeView(holding("n1", [W1], pods)),
-        "n2": NodeView(NodeState(node="n2", instance_id="j")),
-    }
-    plan = reconcile([W1], pods, nodes, now=NOW)
-    assert list(plan.nodes) == ["n2"]
-    assert [want.key for want in plan.nodes["n2"].create] == [k("w1", "p2", "app")]
+    n1 = plan_node(
+        desired_for_node("n1", [W1], pods), holding("n1", [W1], pods), now=NOW, retry_failed=False
+    )
+    assert not n1
+    n2 = plan_node(
+        desired_for_node("n2", [W1], pods),
+        NodeState(node="n2", instance_id="j"),
+        now=NOW,
+        retry_failed=False,
+    )
+    assert [want.key for want in n2.create] == [k("w1", "p2", "app")]
 
 
 @pytest.mark.parametrize(
@@ -262,5 +264,4 @@ def test_calls_are_planned_per_node() -> None:
     ],
 )
 def test_finalizer(w: Watcher, nodes: dict[str, NodeView], action: FinalizerAction) -> None:
-    plan = reconcile([w], [], nodes, now=NOW)
-    assert plan.finalizers.get(w.key, FinalizerAction.NONE) is action
+    assert finalizer_action(w, nodes) is action

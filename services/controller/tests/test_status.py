@@ -12,7 +12,6 @@ from libs.k8s.model import MAX_CONDITION_MESSAGE_LENGTH, ConditionStatus, FimWat
 from services.controller.bounds import MAX_STORED
 from services.controller.desired import Key
 from services.controller.objects import Watcher
-from services.controller.reconcile import reconcile
 from services.controller.state import NodeState, NodeView, Observed, Rejection
 from services.controller.status import MAX_PROBLEM_LENGTH, watcher_status
 from services.controller.tests.builders import NOW, holding, pod, watcher
@@ -93,7 +92,7 @@ def test_failed_watch_reason_and_message() -> None:
         reason="ContainerNotFound",
         message="no process for container",
     )
-    s = status({**both_active(), "n2": NodeView(state.with_observed(failed))})
+    s = status({**both_active(), "n2": NodeView(state.applied(observed=[failed]))})
     assert s.watched_pods == 1
     assert conditions(s)["Degraded"] == (
         ConditionStatus.TRUE,
@@ -106,7 +105,7 @@ def test_active_with_warning_is_watched_but_degraded() -> None:
     state = holding("n1", [W1], PODS)
     key = Key("w1", "p1", "app")
     warned = attrs.evolve(state.watches[key], reason="WatchLimit", message="max_user_watches")
-    s = status({**both_active(), "n1": NodeView(state.with_observed(warned))})
+    s = status({**both_active(), "n1": NodeView(state.applied(observed=[warned]))})
     assert s.watched_pods == 2
     assert conditions(s)["Degraded"][:2] == (ConditionStatus.TRUE, "WatchDegraded")
 
@@ -117,7 +116,7 @@ def test_rejected_create_is_reported() -> None:
     rejection = Rejection(
         config_hash=spec_hash, code="INVALID_ARGUMENT", message="bad path", retry_at=NOW
     )
-    state = NodeState(node="n2", instance_id="i").with_rejection(key, rejection)
+    state = NodeState(node="n2", instance_id="i").applied(rejected={key: rejection})
     s = status({**both_active(), "n2": NodeView(state)})
     assert conditions(s)["Degraded"] == (
         ConditionStatus.TRUE,
@@ -139,7 +138,10 @@ def refused(
     rejection = Rejection(
         config_hash=state.watches[key].config_hash, code=code, message=message, retry_at=NOW
     )
-    return {**nodes, node: NodeView(state.without(key).with_rejection(key, rejection))}
+    return {
+        **nodes,
+        node: NodeView(state.applied(destroyed=[key]).applied(rejected={key: rejection})),
+    }
 
 
 def test_capacity_rejection_is_node_capacity_naming_node_and_budget() -> None:
@@ -173,7 +175,7 @@ def test_capacity_condition_clears_when_the_retried_create_succeeds() -> None:
     created = both_active()["n2"].state
     assert created is not None
     key = Key("w1", "p2", "app")
-    retried = {**nodes, "n2": NodeView(state.with_observed(created.watches[key]))}
+    retried = {**nodes, "n2": NodeView(state.applied(observed=[created.watches[key]]))}
     later = NOW + timedelta(minutes=1)
     s = watcher_status(attrs.evolve(W1, status=first), PODS, retried, now=later)
     assert s.watched_pods == 2
@@ -194,7 +196,7 @@ def test_message_is_bounded_however_long_fimd_messages_are() -> None:
         rejection = Rejection(
             config_hash=want.config_hash, code="RESOURCE_EXHAUSTED", message=message, retry_at=NOW
         )
-        state = state.with_rejection(key, rejection)
+        state = state.applied(rejected={key: rejection})
     s = watcher_status(W1, pods, {"n1": NodeView(state)}, now=NOW)
     reason, message = conditions(s)["Degraded"][1:]
     assert reason == "NodeCapacity"
@@ -265,8 +267,7 @@ def test_unchanged_world_gives_identical_status_and_no_patch() -> None:
         attrs.evolve(W1, status=first), PODS, both_active(), now=NOW + timedelta(hours=1)
     )
     assert later == first
-    plan = reconcile([attrs.evolve(W1, status=first)], PODS, both_active(), now=NOW)
-    assert plan.statuses == {}
+    assert watcher_status(attrs.evolve(W1, status=first), PODS, both_active(), now=NOW) == first
 
 
 def test_transition_time_moves_only_on_status_change() -> None:
@@ -290,7 +291,7 @@ def test_pod_counts_once_with_several_containers() -> None:
     pods = [pod(uid="p1", node="n1", containers={"a": 1, "b": 2})]
     nodes = {"n1": NodeView(holding("n1", [W1], pods))}
     assert watcher_status(W1, pods, nodes, now=NOW).watched_pods == 1
-    one_missing = holding("n1", [W1], pods).without(Key("w1", "p1", "b"))
+    one_missing = holding("n1", [W1], pods).applied(destroyed=[Key("w1", "p1", "b")])
     assert watcher_status(W1, pods, {"n1": NodeView(one_missing)}, now=NOW).watched_pods == 0
 
 

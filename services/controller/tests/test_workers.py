@@ -21,6 +21,7 @@ from services.controller.bounds import MAX_LOGGED
 from services.controller.controller import Controller, Settings
 from services.controller.events import EventRecorder
 from services.controller.fimd_client import FimdPool
+from services.controller.keys import NodeKey, QueueKey, Result, WatcherKey
 from services.controller.kube import Kube
 from services.controller.logs import JsonFormatter
 from services.controller.metrics import Metrics, serve
@@ -69,14 +70,15 @@ class Harness:
         self.lock = threading.Lock()
         self.faults: dict[str, Callable[[], None]] = {}
 
-    def handler(self, kind: str) -> Callable[[str], None]:
-        def sync(name: str) -> None:
+    def handler(self, kind: str) -> Callable[[str], Result]:
+        def sync(name: str) -> Result:
             key = f"{kind}:{name}"
             with self.lock:
                 self.calls.append((key, time.monotonic()))
                 fault = self.faults.get(key)
             if fault is not None:
                 fault()
+            return Result()
 
         return sync
 
@@ -84,6 +86,12 @@ class Harness:
         monkeypatch.setattr(self.controller, "_sync_node", self.handler("node"))
         monkeypatch.setattr(self.controller, "_sync_watcher", self.handler("watcher"))
         self.controller.start_workers(self.stop)
+
+    def add(self, key: str) -> None:
+        """Queues "node:<name>" or "watcher:<name>" as the typed key."""
+        kind, _, name = key.partition(":")
+        typed: QueueKey = NodeKey(name) if kind == "node" else WatcherKey(name)
+        self.controller.queue.add(typed)
 
     def attempts(self, key: str) -> list[float]:
         with self.lock:
@@ -117,15 +125,15 @@ def test_a_sync_that_raises_costs_only_its_key_and_is_retried_with_backoff(
     poisoned = f"{kind}:poisoned"
     harness.faults[poisoned] = raise_boom
     harness.start(monkeypatch)
-    harness.controller.queue.add(poisoned)
+    harness.add(poisoned)
     others = [f"{kind}:other-{i}" for i in range(20)]
     for key in others:
-        harness.controller.queue.add(key)
+        harness.add(key)
 
     # Every other key is synced, and keeps being synced, while the poisoned one fails.
     eventually(lambda: all(harness.attempts(k) for k in others), what="other keys synced")
     eventually(lambda: len(harness.attempts(poisoned)) >= 6, what="poisoned key retried")
-    harness.controller.queue.add(others[0])
+    harness.add(others[0])
     eventually(lambda: len(harness.attempts(others[0])) == 2, what="others still synced")
     assert harness.controller.health() == []
     assert harness.sample("fim_controller_workers_alive") == 4
@@ -164,7 +172,8 @@ def test_a_sync_that_raises_costs_only_its_key_and_is_retried_with_backoff(
         ),
         what="poisoned key converges",
     )
-    assert harness.controller.queue.retry(poisoned) == 0.05  # forgotten: backoff starts over
+    typed: QueueKey = NodeKey("poisoned") if kind == "node" else WatcherKey("poisoned")
+    assert harness.controller.queue.retry(typed) == 0.05  # forgotten: backoff starts over
 
 
 def test_a_failing_failure_handler_does_not_kill_the_worker(
@@ -177,7 +186,7 @@ def test_a_failing_failure_handler_does_not_kill_the_worker(
 
     monkeypatch.setattr(harness.controller, "_node_sync_failed", broken)
     harness.start(monkeypatch)
-    harness.controller.queue.add("node:poisoned")
+    harness.add("node:poisoned")
     eventually(lambda: len(harness.attempts("node:poisoned")) >= 3, what="retried")
     assert harness.sample("fim_controller_sync_errors_total", kind="worker", error="OopsError") >= 2
     assert harness.controller.health() == []
@@ -218,7 +227,7 @@ def test_healthz_fails_while_fewer_workers_are_alive_than_configured(
     harness.faults["node:deadly"] = die
     harness.start(monkeypatch)
     assert healthz() == (200, "ok\n")
-    harness.controller.queue.add("node:deadly")  # kills exactly one worker
+    harness.add("node:deadly")  # kills exactly one worker
 
     eventually(lambda: healthz()[0] == 503, what="/healthz unhealthy")
     assert healthz() == (503, "not ok\n3 of 4 workers alive\n")
@@ -227,7 +236,7 @@ def test_healthz_fails_while_fewer_workers_are_alive_than_configured(
     assert (died.levelname, vars(died)["error_type"]) == ("CRITICAL", "Die")
     assert "die" in vars(died)["traceback"]
     # The remaining workers go on.
-    harness.controller.queue.add("node:fine")
+    harness.add("node:fine")
     eventually(lambda: harness.attempts("node:fine"), what="remaining workers sync")
 
 
@@ -247,7 +256,7 @@ def test_healthz_fails_while_a_sync_is_stuck(
     harness.faults["node:slow"] = slow
     try:
         harness.start(monkeypatch)
-        harness.controller.queue.add("node:slow")
+        harness.add("node:slow")
         eventually(lambda: get(url)[0] == 503, what="stuck sync reported")
         code, body = get(url)
         assert code == 503
