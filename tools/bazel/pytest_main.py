@@ -1,7 +1,10 @@
 """Entry point of every py_pytest target: runs pytest on the files given as arguments.
 
 Bazel passes XML_OUTPUT_FILE; the JUnit report written there is what tools/test.sh
-counts for its `N passed, N failed` line.
+counts for its `N passed, N failed` line. An exception in a background thread or in a
+finalizer (`__del__`, a callback at garbage collection) fails the test that caused it:
+fimd's I/O loop and writer, and many test harnesses, run in threads, where pytest would
+otherwise only warn.
 """
 
 import os
@@ -11,7 +14,12 @@ import pytest
 
 
 def main() -> int:
-    args = ["-p", "no:cacheprovider", "--import-mode=importlib", "-q", *sys.argv[1:]]
+    args = [
+        "-p", "no:cacheprovider", "--import-mode=importlib", "-q",
+        "-W", "error::pytest.PytestUnhandledThreadExceptionWarning",
+        "-W", "error::pytest.PytestUnraisableExceptionWarning",
+        *sys.argv[1:],
+    ]  # fmt: skip
     xml = os.environ.get("XML_OUTPUT_FILE")
     if xml:
         args.append(f"--junitxml={xml}")
