@@ -9,6 +9,7 @@ root with the protobuf modules on PYTHONPATH (see docs/performance.md, section f
     python -m bench.fimd.bench_fimd latency --rate 5000 --seconds 5
     python -m bench.fimd.bench_fimd capacity --containers 200 --watches 2000
     python -m bench.fimd.bench_fimd noisy --rate 50000 --seconds 60 --quiet 500
+    python -m bench.fimd.bench_fimd volume --rate 50000 --seconds 10 --files 10
 
 Each prints one JSON object per measurement.
 """
@@ -443,6 +444,187 @@ def noisy(rate: int, seconds: float, quiet: int, per_container: int) -> dict[str
         }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as handle:
+        return [int(child) for child in handle.read().split()]
+
+
+class _VolumeTail:
+    """fimd's stdout, followed: per watcher its event and summary lines, their bytes, the
+    events they account for (count, 1 if absent) and the most lines in one second."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self.lines: collections.Counter[str] = collections.Counter()
+        self.summaries: collections.Counter[str] = collections.Counter()
+        self.bytes: collections.Counter[str] = collections.Counter()
+        self.events: collections.Counter[str] = collections.Counter()
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self.per_second: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.paths: dict[str, set[str]] = collections.defaultdict(set)
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with open(self._path, "rb") as f:
+            buffer = b""
+            while True:
+                chunk = f.read()
+                if not chunk:
+                    if self.done.is_set():
+                        return
+                    time.sleep(0.01)
+                    continue
+                second = int(time.monotonic())
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    self._line(line, second)
+
+    def _line(self, line: bytes, second: int) -> None:
+        if line.startswith(b'{"kind":"op"'):
+            if b'"msg":"events_dropped"' in line:
+                record = json.loads(line)
+                self.dropped[record["watcher"]] += record["count"]
+            return
+        if b'"count":' not in line and line.startswith(b'{"kind":"event"'):
+            # A plain event line: one event. Only the watcher is read (cheaply).
+            start = line.index(b'"watcher":"') + 11
+            watcher = line[start : line.index(b'"', start)].decode()
+            count, kind, path = 1, "event", ""
+        else:
+            record = json.loads(line)
+            watcher, kind, count = record["watcher"], record["kind"], record["count"]
+            path = record.get("path", "")
+            for entry in record.get("paths", ()):
+                self.paths[watcher].add(entry["path"])
+        if path:
+            self.paths[watcher].add(path)
+        self.lines[watcher] += 1
+        self.summaries[watcher] += kind == "summary"
+        self.bytes[watcher] += len(line) + 1
+        self.events[watcher] += count
+        self.per_second[watcher, second] += 1
+
+    def max_per_second(self, watcher: str) -> int:
+        return max((n for (w, _), n in self.per_second.items() if w == watcher), default=0)
+
+    def stop(self) -> None:
+        self.done.set()
+        self._thread.join()
+
+
+class _Inotifywait:
+    """`inotifywait -m -e close_write` on the container's /data, inside its mount namespace,
+    its lines counted (read as they come, so it never blocks on a full pipe)."""
+
+    def __init__(self, ctr: Container) -> None:
+        import subprocess  # noqa: PLC0415 - only this benchmark starts a program
+
+        self.proc = subprocess.Popen(
+            ["nsenter", "-t", str(ctr.pid), "-m", "inotifywait", "-m", "-q", "-e",
+             "close_write", str(ctr.root / "data")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.lines = 0
+        self._thread = threading.Thread(target=self._count)
+        self._thread.start()
+
+    def _count(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(1 << 16):
+            self.lines += chunk.count(b"\n")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+        self._thread.join()
+
+
+def volume(rate: int, seconds: float, files: int, window_ms: int, budget: int) -> dict[str, object]:
+    """Issue 15: one watch at `rate` events/s on `files` files with coalescing (`window_ms`,
+    line budget `budget`), then the same workload on a watch without either, in one fimd:
+    lines/s, bytes/s, exact accounting, and CPU per event of fimd, its engines and an
+    `inotifywait -m` on the same files during the plain phase."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        fimd = stack.enter_context(_fimd(workdir, "--line-budget=0"))
+        coalesced_ctr, plain_ctr = _containers(stack, workdir, 2)
+        specs = []
+        for name, ctr, window, lines in (
+            ("coalesced", coalesced_ctr, window_ms, budget),
+            ("plain", plain_ctr, 0, 0),
+        ):
+            watch = spec(
+                container_id=ctr.container_id, paths=(str(ctr.root / "data"),),
+                events=("closewrite",), pod_uid=name, watcher_uid=name,
+            )  # fmt: skip
+            watch.identity.watcher_name = name
+            watch.subjects[0].coalesce_ms = window
+            watch.line_budget = lines
+            specs.append(watch)
+        _create_all(fimd, specs, timeout=60)
+        tail = _VolumeTail(fimd.stdout_path)
+        stack.callback(tail.stop)
+        count = int(rate * seconds)
+        result: dict[str, object] = {
+            "bench": "volume", "rate": rate, "seconds": seconds, "files": files,
+            "coalesce_ms": window_ms, "budget": budget,
+        }  # fmt: skip
+        for name, ctr in (("coalesced", coalesced_ctr), ("plain", plain_ctr)):
+            watcher = f"shop/{name}"
+            engines = _children(fimd.proc.pid)
+            iw: _Inotifywait | None = _Inotifywait(ctr)
+            if iw is not None:
+                time.sleep(1.0)  # inotifywait -q says nothing when ready
+            cpu0 = [_cpu_seconds(pid) for pid in (fimd.proc.pid, *engines)]
+            iw0 = _cpu_seconds(iw.proc.pid) if iw is not None else 0.0
+            ctr.command(f"b {ctr.root / 'data'} {count} {rate} {files}")
+            write_seconds = ctr.result()
+            deadline = time.monotonic() + 30 + window_ms / 1000
+            while time.monotonic() < deadline and (
+                tail.events[watcher] + tail.dropped[watcher] < count
+                or (iw is not None and iw.lines < count)
+            ):
+                time.sleep(0.1)
+            cpu = [_cpu_seconds(pid) for pid in (fimd.proc.pid, *engines)]
+            fimd_cpu, engines_cpu = cpu[0] - cpu0[0], sum(cpu[1:]) - sum(cpu0[1:])
+            phase: dict[str, object] = {
+                "written": count,
+                "write_rate": round(count / write_seconds),
+                "lines": tail.lines[watcher],
+                "summaries": tail.summaries[watcher],
+                "events_accounted": tail.events[watcher] + tail.dropped[watcher],
+                "exact": tail.events[watcher] + tail.dropped[watcher] == count,
+                # Plain lines are counted without parsing their paths.
+                "distinct_paths_seen": len(tail.paths[watcher]) if name != "plain" else None,
+                "lines_per_s": round(tail.lines[watcher] / write_seconds, 1),
+                "max_lines_in_a_second": tail.max_per_second(watcher),
+                "bytes_per_s": round(tail.bytes[watcher] / write_seconds),
+                "fimd_cpu_us_per_event": round(fimd_cpu / count * 1e6, 2),
+                "engines_cpu_us_per_event": round(engines_cpu / count * 1e6, 2),
+            }
+            if iw is not None:
+                iw_cpu = _cpu_seconds(iw.proc.pid) - iw0
+                iw.stop()
+                phase["inotifywait_lines"] = iw.lines
+                phase["inotifywait_cpu_us_per_event"] = round(iw_cpu / count * 1e6, 2)
+                per_event = max(iw_cpu / count, 1e-12)
+                phase["engines_vs_inotifywait"] = round(engines_cpu / count / per_event, 2)
+                total = (fimd_cpu + engines_cpu) / count
+                phase["fimd_and_engines_vs_inotifywait"] = round(total / per_event, 2)
+            result[name] = phase
+        return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -464,6 +646,12 @@ def main() -> None:
     loud.add_argument("--seconds", type=float, default=60)
     loud.add_argument("--quiet", type=int, default=500)
     loud.add_argument("--per-container", type=int, default=10)
+    vol = sub.add_parser("volume")
+    vol.add_argument("--rate", type=int, default=50_000)
+    vol.add_argument("--seconds", type=float, default=10)
+    vol.add_argument("--files", type=int, default=10)
+    vol.add_argument("--coalesce-ms", type=int, default=1000)
+    vol.add_argument("--budget", type=int, default=100)
     args = parser.parse_args()
     FIMD_ARGS.extend(args.fimd_arg)
     if args.bench == "throughput":
@@ -473,6 +661,9 @@ def main() -> None:
         print(json.dumps(latency(args.rate, args.seconds)), flush=True)
     elif args.bench == "capacity":
         print(json.dumps(capacity(args.containers, args.watches)), flush=True)
+    elif args.bench == "volume":
+        result = volume(args.rate, args.seconds, args.files, args.coalesce_ms, args.budget)
+        print(json.dumps(result), flush=True)
     else:
         print(json.dumps(noisy(args.rate, args.seconds, args.quiet, args.per_container)))
 
