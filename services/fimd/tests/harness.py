@@ -67,6 +67,8 @@ class FakeEngine:
         self.status: int | None = None
         self.received: list[control.Control] = []
         self.adds: dict[int, control.AddWatch] = {}
+        #: Records sent when stdin closes, just before the EXIT record and the exit.
+        self.last_words: list[wire.Record] = []
         self._queue = posix_ipc.MessageQueue(config.queue_name, write=True, read=False)
         self._packer = wire.Packer(self._queue.max_message_size)
         self._send_lock = threading.Lock()
@@ -115,7 +117,7 @@ class FakeEngine:
 
     def terminate(self) -> None:
         if self.status is None:
-            self.exit(0, wire.ExitRecord(1, wire.ExitReason.STOPPED, 0))
+            self.exit(0, *self.last_words, wire.ExitRecord(1, wire.ExitReason.STOPPED, 0))
 
     def kill(self) -> None:
         if self.status is None:
@@ -197,8 +199,9 @@ def daemon_parts(
 ) -> Iterator[tuple[Daemon, LineWriter, Capture, Metrics]]:
     """A running Daemon with its writer (for a servicer), captured stdout and metrics."""
     capture = Capture()
-    writer = LineWriter(capture.write_fd, "node-1", **writer_args)
     metrics = Metrics()
+    # Wired as fimd's cli wires it: every line the writer loses is counted.
+    writer = LineWriter(capture.write_fd, "node-1", on_drop=metrics.output_drop, **writer_args)
     prefix = f"/fimk8s-test.{os.getpid()}."
     daemon = Daemon(
         "node-1", resolver, launcher, writer, metrics, engine_count=engines,

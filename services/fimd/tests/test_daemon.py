@@ -17,7 +17,6 @@ from services.fimd.budget import MIB, Budgets
 from services.fimd.capacity import MemoryReading
 from services.fimd.daemon import CapacityError, Daemon, PreconditionError, accept, key_of
 from services.fimd.tests.harness import (
-    Capture,
     FakeEngine,
     FakeLauncher,
     FakeResolver,
@@ -302,15 +301,92 @@ def test_no_engine_with_an_inotify_instance_refuses_watches(resolver: FakeResolv
             _create(daemon, spec())
 
 
-def test_shutdown_stops_engines_and_removes_queues(resolver: FakeResolver) -> None:
+def test_shutdown_writes_what_engines_sent_as_they_stopped(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
-        _create(daemon, spec(pod_uid="a"))
-        _create(daemon, spec(pod_uid="b"))
+        for watch, pod in enumerate(("a", "b"), start=1):
+            _create(daemon, spec(pod_uid=pod))
+            _active(daemon, pod)
+            engine = launcher.holding(watch)
+            # Sent when fimd closes the engine's stdin at shutdown, after the I/O loop ended:
+            # only the final drain reads them, and only the writer's final flush prints them.
+            engine.last_words = [
+                wire.EventRecord(i, IN_MODIFY, watch, 0, b"/data/last-%s-%d" % (pod.encode(), i))
+                for i in range(3)
+            ]
         names = [e.queue_name for e in daemon.pool.engines]
-    assert [e.status for e in launcher.engines] == [0, 0]
+        before = len(capture.events())
+    assert before == 0
+    assert sorted(e["path"] for e in capture.events()) == [
+        f"/data/last-{pod}-{i}" for pod in ("a", "b") for i in range(3)
+    ]
+    assert {e["pod"] for e in capture.events()} == {"web-0"}
+    assert [e.status for e in launcher.engines] == [0, 0]  # stdin closed: clean exits
     for name in names:
         with pytest.raises(posix_ipc.ExistentialError):
             posix_ipc.MessageQueue(name)
-    assert isinstance(capture, Capture)
     assert len(capture.ops("watch_added")) == 2
+
+
+def test_an_event_for_a_subject_the_watch_lacks_is_reported(resolver: FakeResolver) -> None:
+    launcher = FakeLauncher()
+    with running_daemon(resolver, launcher, engines=1) as (daemon, capture, metrics):
+        _create(daemon, spec())
+        _active(daemon)
+        (engine,) = launcher.engines
+        engine.send(
+            wire.EventRecord(1, IN_MODIFY, 1, 5, b"/data/no-such-subject"),
+            wire.EventRecord(2, IN_MODIFY, 1, 0, b"/data/fine"),
+        )
+        (bad,) = wait_for(lambda: capture.ops("bad_subject"), what="bad_subject")
+        assert (bad["level"], bad["engine"], bad["watcher"]) == ("error", "e0", "shop/myapp-logs")
+        (event,) = wait_for(capture.events, what="the good event")
+        assert event["path"] == "/data/fine"
+        assert metrics.events.labels("shop/myapp-logs", "MODIFY")._value.get() == 1
+
+
+def test_event_lines_the_writer_drops_are_counted_per_watcher(resolver: FakeResolver) -> None:
+    launcher = FakeLauncher()
+    with running_daemon(resolver, launcher, engines=1, max_event_bytes=1) as (
+        daemon,
+        capture,
+        metrics,
+    ):
+        _create(daemon, spec())
+        _active(daemon)
+        (engine,) = launcher.engines
+        engine.send(*[wire.EventRecord(i, IN_MODIFY, 1, 0, b"/data/f%d" % i) for i in range(4)])
+        engine.send(wire.EventRecord(9, IN_MODIFY, 1, 0, b"/data/g"))
+        wait_for(
+            lambda: metrics.dropped.labels("shop/myapp-logs", "output")._value.get() == 5,
+            what="5 event lines dropped at the output",
+        )
+        assert metrics.output_dropped.labels("event", "buffer")._value.get() == 5
+        assert metrics.events.labels("shop/myapp-logs", "MODIFY")._value.get() == 5
+        reports = wait_for(lambda: capture.ops("output_dropped"), what="output_dropped line")
+        assert sum(r["events"] for r in reports) <= 5
+    assert capture.events() == []
+    reports = capture.ops("output_dropped")
+    assert sum(r["events"] for r in reports) == 5
+    assert all(r["level"] == "error" and r["ops"] == 0 for r in reports)
+
+
+def test_operational_lines_the_writer_drops_are_counted(resolver: FakeResolver) -> None:
+    launcher = FakeLauncher()
+    with running_daemon(resolver, launcher, engines=1, max_op_bytes=1) as (
+        daemon,
+        capture,
+        metrics,
+    ):
+        _create(daemon, spec())
+        _active(daemon)
+        (engine,) = launcher.engines
+        engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/f"))
+        wait_for(capture.events, what="the event (its buffer has room)")
+        # engine_started, watch_added, watch_active: none fits a 1-byte buffer.
+        dropped = metrics.output_dropped.labels("op", "buffer")
+        wait_for(lambda: dropped._value.get() >= 3, what="3 op lines dropped")
+    assert [line["msg"] for line in capture.json() if line["kind"] == "op"] == [
+        "output_dropped"
+    ] * len(capture.ops("output_dropped"))
+    assert sum(r["ops"] for r in capture.ops("output_dropped")) == dropped._value.get()

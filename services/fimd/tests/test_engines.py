@@ -4,9 +4,12 @@ assignment, non-blocking control writes, sequence checks, crash, restart and bac
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import posix_ipc
 import pytest
@@ -297,3 +300,90 @@ def test_stop_closes_stdin_and_removes_the_queues(launcher: FakeLauncher, clock:
         with pytest.raises(posix_ipc.ExistentialError):
             posix_ipc.MessageQueue(name)
     assert isinstance(launcher.engines[0], FakeEngine)
+
+
+def test_stop_drains_what_an_engine_sent_before_it_exited(
+    launcher: FakeLauncher, clock: Clock
+) -> None:
+    pool = _pool(launcher, 2, clock)
+    pool.start()
+    pool.assign(_add(1))
+    e0 = launcher.holding(1)
+    # The engine writes its last events and exits before stop() looks at it: nothing but
+    # stop's final drain of the exited engine's queue can read them.
+    e0.exit(0, *[wire.EventRecord(i, 2, 1, 0, b"/data/last-%d" % i) for i in range(3)])
+    seen = pool.stop(timeout=2)
+    paths = [r.path for r in _records(seen) if isinstance(r, wire.EventRecord)]
+    assert paths == [b"/data/last-0", b"/data/last-1", b"/data/last-2"]
+    # The other engine exited on EOF with its EXIT record, also read before the queue went.
+    assert [r.reason for r in _records(seen) if isinstance(r, wire.ExitRecord)] == [
+        wire.ExitReason.STOPPED
+    ]
+
+
+# A real engine that never stops on its own: it ignores EOF on stdin and SIGTERM and keeps
+# its queue full. Each message holds one event numbered from 0; after each send it writes the
+# number of messages sent so far to COUNT.
+_STUCK_ENGINE = """
+import os, signal, sys
+import posix_ipc
+from libs.fimnotify_api import wire
+
+count_path, queue_name = sys.argv[1], sys.argv[sys.argv.index("--queue") + 1]
+signal.signal(signal.SIGTERM, lambda *_: open(count_path + ".term", "w").close())
+queue = posix_ipc.MessageQueue(queue_name, write=True, read=False)
+packer = wire.Packer(queue.max_message_size)
+sent = 0
+while True:
+    for message in packer.pack([wire.EventRecord(sent, 2, 1, 0, b"/data/%d" % sent)]):
+        queue.send(message)
+    sent += 1
+    with open(count_path + ".tmp", "w") as out:
+        out.write(str(sent))
+    os.replace(count_path + ".tmp", count_path)
+"""
+
+
+def test_an_engine_that_ignores_eof_and_sigterm_is_killed_and_drained(
+    tmp_path: Path, clock: Clock
+) -> None:
+    count = tmp_path / "count"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    launched: list[subprocess.Popen[bytes]] = []
+
+    class Launcher:
+        def launch(self, config: control.EngineConfig) -> tuple[engines.EngineProcess, int]:
+            command = [sys.executable, "-c", _STUCK_ENGINE, str(count), *config.argv()]
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
+            assert process.stdin is not None
+            fd = os.dup(process.stdin.fileno())
+            process.stdin.close()
+            process.stdin = None
+            launched.append(process)
+            return process, fd
+
+    pool = _pool(Launcher(), 1, clock)
+    try:
+        pool.start()
+        (process,) = launched
+        wait_for(count.exists, what="the engine sending")
+        started = time.monotonic()
+        seen = pool.stop(timeout=1.0)
+        took = time.monotonic() - started
+    finally:
+        for p in launched:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert process.returncode == -9  # SIGKILL, after EOF and SIGTERM were ignored
+    assert (tmp_path / "count.term").exists()
+    assert 1.0 <= took < 1.0 + engines.STOP_GRACE
+    numbers = [r.time_ns for r in _records(seen) if isinstance(r, wire.EventRecord)]
+    sent = int(count.read_text())
+    # Every message up to the kill was read, in order, none twice; at most the one sent
+    # after the count was last written is extra.
+    assert numbers == list(range(len(numbers)))
+    assert sent <= len(numbers) <= sent + 1
+    assert not [h for h in seen if isinstance(h, Lost | BadMessage)]
+    with pytest.raises(posix_ipc.ExistentialError):
+        posix_ipc.MessageQueue(pool.engines[0].queue_name)
