@@ -59,6 +59,7 @@ def _subject_proto(subject: Subject) -> fim_pb2.Subject:
         max_depth=subject.max_depth,
         follow_move=subject.follow_move,
         tags=dict(subject.tags),
+        coalesce_ms=subject.coalesce_ms,
     )
 
 
@@ -77,6 +78,7 @@ def desired_watch(
         container_id=container.container_id,
         subjects=[_subject_proto(subject) for subject in spec.subjects],
         log_format=spec.log_format,
+        line_budget=spec.line_budget,
     )
     return Desired(proto, config_hash(proto), watcher.meta.generation)
 

@@ -1,0 +1,29 @@
+"""The FimWatcher's volume fields (a subject's `coalesce`, the spec's `lineBudget`) reach
+the WatchSpec fimd gets, and a change of either updates the watch (its config hash)."""
+
+from __future__ import annotations
+
+import attrs
+
+from libs.k8s.model import FimWatcherSpec
+from services.controller.desired import desired_watch
+from services.controller.tests.builders import pod, watcher
+
+
+def test_coalesce_and_line_budget_are_passed_to_fimd() -> None:
+    base = watcher()
+    assert base.spec is not None
+    subject = attrs.evolve(base.spec.subjects[0], coalesce="1500ms")
+    spec = attrs.evolve(base.spec, subjects=(subject, base.spec.subjects[0]), line_budget=250)
+    target = pod()
+    want = desired_watch(base, spec, target, target.containers[0])
+    assert [s.coalesce_ms for s in want.spec.subjects] == [1500, 0]
+    assert want.spec.line_budget == 250
+    plain = desired_watch(base, base.spec, target, target.containers[0])
+    assert (plain.spec.line_budget, plain.spec.subjects[0].coalesce_ms) == (0, 0)
+    assert len({plain.config_hash, want.config_hash}) == 2
+    budget_only: FimWatcherSpec = attrs.evolve(base.spec, line_budget=251)
+    assert desired_watch(base, budget_only, target, target.containers[0]).config_hash not in {
+        plain.config_hash,
+        want.config_hash,
+    }
