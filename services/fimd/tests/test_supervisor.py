@@ -1,10 +1,14 @@
 from collections.abc import Sequence
 
+import attrs
+
 from services.fimd.supervisor import (
     BACKOFF_MAX,
+    RESOLVE_RETRY,
     ExitKind,
     Notice,
     Phase,
+    Process,
     Resolve,
     Spawn,
     Stop,
@@ -198,3 +202,261 @@ def test_directory_cap_makes_the_watch_limited() -> None:
     assert watch.message.startswith("5 directories")
     sup.ready(KEY, 1, watches=10, pending=0, now=2.0)  # rescan: now all fit
     assert (watch.phase, watch.reason) == (Phase.ACTIVE, "")
+
+
+# --- exact transitions: every field of the watch and every action, after each step ----------
+
+
+def _fields(sup: Supervisor) -> dict[str, object]:
+    """The watch's scalar fields (its incarnations are checked separately)."""
+    fields = attrs.asdict(sup.watches[KEY], recurse=False)
+    del fields["current"], fields["retiring"], fields["key"]
+    return fields
+
+
+BASE = {
+    "config_hash": "h1",
+    "container_id": "cid",
+    "target_pid": 100,
+    "phase": Phase.ACTIVE,
+    "since": 1.0,
+    "reason": "",
+    "message": "",
+    "restarts": 0,
+    "failures": 0,
+    "retry_at": None,
+    "needs_resolve": False,
+    "degraded_by": None,
+    "interrupted": False,
+}
+
+
+def test_exact_state_of_a_new_and_an_active_watch() -> None:
+    sup = Supervisor()
+    sup.upsert(KEY, "h1", "cid", 100, now=0.5)
+    assert _fields(sup) == {**BASE, "phase": Phase.PENDING, "since": 0.5}
+    assert sup.watches[KEY].current == Process(1)
+    sup.started(KEY, 1, 500)
+    sup.started(KEY, 99, 600)  # unknown incarnation: ignored
+    assert sup.watches[KEY].current == Process(1, pid=500)
+    assert sup.ready(KEY, 1, watches=3, pending=0, now=1.0) == [
+        Notice(KEY, "watch_active", detail="3 inotify watches")
+    ]
+    assert _fields(sup) == BASE
+    assert sup.watches[KEY].current == Process(1, pid=500, ready=True, watches=3)
+    # A rescan's READY: same phase (since unchanged), no notice.
+    assert sup.ready(KEY, 1, watches=4, pending=2, now=7.0) == []
+    assert _fields(sup) == {
+        **BASE,
+        "reason": "PathsPending",
+        "message": "2 configured path(s) do not exist yet",
+    }
+    assert sup.ready(KEY, 1, watches=4, pending=0, now=8.0, limited=3) == []
+    assert _fields(sup) == {
+        **BASE,
+        "reason": "WatchLimited",
+        "message": "3 directories beyond the per-watch directory cap are not watched",
+    }
+
+
+def test_exact_state_after_a_rejected_config() -> None:
+    sup = Supervisor()
+    sup.upsert(KEY, "h1", "cid", 100, now=0.0)
+    assert sup.exited(KEY, 1, ExitKind.CONFIG_REJECTED, "too long", now=2.0) == [
+        Notice(KEY, "watch_failed", "error", "too long")
+    ]
+    assert _fields(sup) == {
+        **BASE,
+        "phase": Phase.FAILED,
+        "since": 2.0,
+        "reason": "ConfigRejected",
+        "message": "too long",
+    }
+    assert sup.watches[KEY].current is None
+    changed, actions = sup.upsert(KEY, "h1", "cid", 101, now=3.0)
+    assert (changed, actions) == (False, [Spawn(KEY, 2)])
+    assert _fields(sup) == {
+        **BASE,
+        "target_pid": 101,
+        "phase": Phase.PENDING,
+        "since": 3.0,
+        "reason": "Retrying",
+    }
+
+
+def test_exact_state_after_an_engine_died_and_the_watch_came_back() -> None:
+    sup = Supervisor()
+    inc = _active(sup)
+    actions = sup.exited(KEY, inc, ExitKind.ENGINE_DIED, "killed by SIGKILL", now=10.0)
+    text = "engine exited (killed by SIGKILL); restart in 0.0s"
+    assert actions == [Notice(KEY, "watcher_exited", "error", text), Resolve(KEY)]
+    lost = {
+        **BASE,
+        "phase": Phase.PENDING,
+        "since": 10.0,
+        "reason": "Restarting",
+        "message": text,
+        "failures": 1,
+        "needs_resolve": True,
+        "interrupted": True,
+    }
+    assert _fields(sup) == lost
+    assert sup.watches[KEY].current is None
+    assert sup.tick(100.0) == []  # nothing scheduled: the Resolve was returned at once
+    assert sup.resolved(KEY, 222, "", now=10.5) == [
+        Spawn(KEY, inc + 1),
+        Notice(KEY, "watcher_restarted", detail="target PID 222"),
+    ]
+    assert _fields(sup) == {
+        **lost,
+        "target_pid": 222,
+        "message": "target PID 222",
+        "restarts": 1,
+        "needs_resolve": False,
+    }
+    # Resolved once: a second answer is ignored.
+    assert sup.resolved(KEY, 333, "", now=10.6) == []
+    assert sup.ready(KEY, inc + 1, watches=2, pending=0, now=11.0) == [
+        Notice(KEY, "watch_resumed", detail="2 inotify watches")
+    ]
+    assert _fields(sup) == {**BASE, "target_pid": 222, "since": 11.0, "restarts": 1}
+
+
+def test_exact_state_after_failures_with_backoff() -> None:
+    sup = Supervisor()
+    inc = _active(sup)
+    actions = sup.exited(KEY, inc, ExitKind.FAILED, "GONE FAILED", now=10.0)
+    text = "watch failed (GONE FAILED); restart in 0.5s"
+    assert actions == [Notice(KEY, "watcher_exited", "error", text)]
+    failed = {
+        **BASE,
+        "phase": Phase.PENDING,
+        "since": 10.0,
+        "reason": "Restarting",
+        "message": text,
+        "failures": 1,
+        "retry_at": 10.5,
+        "needs_resolve": True,
+        "interrupted": True,
+    }
+    assert _fields(sup) == failed
+    assert sup.tick(10.49) == []
+    assert sup.tick(10.5) == [Resolve(KEY)]
+    assert _fields(sup) == {**failed, "retry_at": None}
+    assert sup.tick(10.6) == []  # once
+    sup.resolved(KEY, 100, "", now=10.6)
+    # A current incarnation the engine removed unasked (GONE REMOVED) fails like GONE FAILED.
+    actions = sup.exited(KEY, inc + 1, ExitKind.STOPPED, "REMOVED", now=11.0)
+    assert actions == [
+        Notice(KEY, "watcher_exited", "error", "watch failed (REMOVED); restart in 1.0s")
+    ]
+    assert sup.watches[KEY].retry_at == 12.0
+
+
+def test_exact_state_when_the_container_cannot_be_found() -> None:
+    sup = Supervisor()
+    inc = _active(sup)
+    assert sup.exited(KEY, inc, ExitKind.TARGET_GONE, "no such process", now=3.0) == [
+        Resolve(KEY),
+        Notice(KEY, "target_gone", "warning", "no such process"),
+    ]
+    assert _fields(sup) == {
+        **BASE,
+        "phase": Phase.PENDING,
+        "since": 3.0,
+        "reason": "TargetGone",
+        "message": "no such process",
+        "failures": 1,
+        "needs_resolve": True,
+        "interrupted": True,
+    }
+    assert sup.resolved(KEY, 0, "no process of container cid", now=4.0) == [
+        Notice(KEY, "watch_failed", "error", "no process of container cid")
+    ]
+    assert _fields(sup) == {
+        **BASE,
+        "phase": Phase.FAILED,
+        "since": 4.0,
+        "reason": "ContainerNotFound",
+        "message": "no process of container cid",
+        "failures": 1,
+        "retry_at": 4.0 + RESOLVE_RETRY,
+        "needs_resolve": True,
+        "interrupted": True,
+    }
+    assert sup.tick(4.0 + RESOLVE_RETRY) == [Resolve(KEY)]
+    sup.resolved(KEY, 7, "", now=10.0)
+    assert _fields(sup)["phase"] is Phase.PENDING
+    assert _fields(sup)["reason"] == "Restarting"
+
+
+def test_exact_state_of_a_spec_update() -> None:
+    sup = Supervisor()
+    sup.upsert(KEY, "h1", "cid", 100, now=0.0)
+    # Updated before it was ever READY: the first incarnation watches nothing, stop it now.
+    changed, actions = sup.upsert(KEY, "h2", "cid2", 200, now=1.0)
+    assert (changed, actions) == (
+        True,
+        [Stop(KEY, 1), Spawn(KEY, 2), Notice(KEY, "watch_updated")],
+    )
+    assert _fields(sup) == {
+        **BASE,
+        "config_hash": "h2",
+        "container_id": "cid2",
+        "target_pid": 200,
+        "phase": Phase.PENDING,
+        "since": 0.0,
+        "reason": "Updating",
+    }
+    assert sup.ready(KEY, 2, watches=1, pending=0, now=2.0) == [
+        Notice(KEY, "watch_active", detail="1 inotify watches")
+    ]
+    # Updated while ACTIVE: the ready incarnation keeps watching until its successor is READY.
+    changed, actions = sup.upsert(KEY, "h3", "cid2", 200, now=3.0)
+    assert (changed, actions) == (True, [Spawn(KEY, 3), Notice(KEY, "watch_updated")])
+    watch = sup.watches[KEY]
+    assert list(watch.retiring) == [2]
+    assert (watch.phase, watch.since, watch.reason) == (Phase.ACTIVE, 2.0, "")
+    assert sup.ready(KEY, 2, watches=5, pending=0, now=3.5) == []  # the old one's rescan
+    assert watch.retiring[2].watches == 5
+    assert sup.exited(KEY, 2, ExitKind.ENGINE_DIED, "", now=4.0) == []  # retiring: forgotten
+    assert watch.retiring == {}
+    assert sup.ready(KEY, 3, watches=1, pending=0, now=5.0) == []  # nothing to switch from
+
+
+def test_tick_skips_watches_with_a_current_incarnation() -> None:
+    sup = Supervisor()
+    inc = _active(sup)
+    sup.exited(KEY, inc, ExitKind.FAILED, "x", now=1.0)
+    sup.watches[KEY].current = Process(42)
+    assert sup.tick(100.0) == []
+    assert sup.watches[KEY].retry_at == 1.5
+    sup.watches[KEY].current = None
+    sup.watches[KEY].needs_resolve = False
+    assert sup.tick(100.0) == []
+    assert sup.watches[KEY].retry_at is None
+
+
+def test_degraded_applies_to_the_current_incarnation_only() -> None:
+    sup = Supervisor()
+    old = _active(sup)
+    sup.upsert(KEY, "h2", "cid", 100, now=5.0)
+    sup.degraded(KEY, old, "WatchLimit", "from the retiring one")
+    sup.degraded(KEY, 99, "WatchLimit", "unknown")
+    assert (_fields(sup)["reason"], _fields(sup)["degraded_by"]) == ("", None)
+    sup.degraded(KEY, old + 1, "PathError", "ENOENT /x")
+    assert _fields(sup)["degraded_by"] == old + 1
+    assert sup.ready(KEY, old + 1, watches=1, pending=3, now=6.0) == [
+        Stop(KEY, old),
+        Notice(KEY, "update_active", detail="1 inotify watches"),
+    ]
+    assert (_fields(sup)["reason"], _fields(sup)["message"]) == ("PathError", "ENOENT /x")
+
+
+def test_destroy_of_a_watch_without_incarnation() -> None:
+    sup = Supervisor()
+    inc = _active(sup)
+    sup.exited(KEY, inc, ExitKind.FAILED, "x", now=1.0)
+    assert sup.destroy(KEY) == (True, [Notice(KEY, "watch_removed")])
+    assert KEY not in sup.watches
+    assert sup.resolved(KEY, 5, "", now=2.0) == []
