@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from services.controller import logs
@@ -100,6 +101,13 @@ def _tls_loader(args: argparse.Namespace) -> Callable[[], Tls] | None:
     return load
 
 
+def serve_probes(
+    controller: Controller, metrics: Metrics, address: tuple[str, int]
+) -> ThreadingHTTPServer:
+    """/metrics, and /healthz and /readyz answered by the controller itself."""
+    return serve(metrics, address, healthy=controller.health, ready=controller.readiness)
+
+
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -175,12 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = EventRecorder(kube, metrics, instance=args.identity, timeout=args.call_timeout)
     elector = _elector(kube, args) if args.leader_elect else None
     controller = Controller(kube, pool, settings, metrics, events, fence=elector)
-    server = serve(
-        metrics,
-        _address(args.http_address),
-        healthy=controller.health,
-        ready=lambda: [] if controller.synced() else ["caches not synced yet"],
-    )
+    server = serve_probes(controller, metrics, _address(args.http_address))
     log.info("starting", extra={"identity": args.identity, "http": server.server_address})
     controller.start_informers(stop)
     if elector is not None:

@@ -236,6 +236,10 @@ class Controller:
     def healthy(self) -> bool:
         return not self.health()
 
+    def readiness(self) -> list[str]:
+        """What keeps this replica from being ready (none: ready), for /readyz."""
+        return [] if self.synced() else ["caches not synced yet"]
+
     def start_workers(self, stop: threading.Event) -> None:
         """Waits for the caches, then reconciles everything and keeps doing so until `stop`."""
         while not self.synced():

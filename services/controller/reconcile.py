@@ -29,9 +29,6 @@ class NodePlan:
     destroy: tuple[Key, ...] = ()
     create: tuple[Desired, ...] = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.destroy or self.create)
-
 
 class FinalizerAction(enum.Enum):
     NONE = "none"

@@ -24,6 +24,17 @@ LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/24"
 # In-cluster clients without kube-proxy are pointed at this port explicitly (local overlay).
 STANDARD_APISERVER_PORT = 6443
+# Every request that changes something, at Metadata level (who, what, when; no bodies):
+# tests read it to prove which client wrote what when (e.g. two controllers never overlap).
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    verbs: ["get", "list", "watch"]
+  - level: Metadata
+"""
 
 
 def free_port() -> int:
@@ -51,6 +62,11 @@ class ControlPlane:
         ports.setdefault("etcd", free_port())
         ports.setdefault("etcd_peer", free_port())
         self.ports: dict[str, int] = ports
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON event per line (see AUDIT_POLICY)."""
+        return self.dir / "audit.log"
 
     @property
     def server(self) -> str:
@@ -123,6 +139,8 @@ class ControlPlane:
             "apiserver-kubelet-client", "kube-apiserver", ("system:masters",)
         )
         sa = self.pki.service_account_keys()
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
         return [
             str(self.binaries.kube("kube-apiserver")),
             f"--etcd-servers=http://{LOOPBACK}:{self.ports['etcd']}",
@@ -147,6 +165,10 @@ class ControlPlane:
             "--endpoint-reconciler-type=none",
             f"--cert-dir={self.dir / 'apiserver-certs'}",
             "--profiling=false",
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-maxsize=200",
+            "--audit-log-maxbackup=1",
             "--v=1",
         ]
 

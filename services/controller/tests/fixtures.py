@@ -28,6 +28,7 @@ class Env:
     admin: Kube
     kubeconfig: Path  # the controller ServiceAccount's
     tmp: Path
+    control_plane: ControlPlane
 
 
 @attrs.define
@@ -64,7 +65,11 @@ class World:
         )
 
     def start_controller(
-        self, *extra: str, name: str = "", module: str = "services.controller"
+        self,
+        *extra: str,
+        name: str = "",
+        module: str = "services.controller",
+        kubeconfig: Path | None = None,
     ) -> apiserver.ControllerProcess:
         log = self.env.tmp / f"controller-{self.tag}-{len(self.controllers)}{name}.log"
         secure = any(arg.startswith("--fimd-ca") for arg in extra)
@@ -80,7 +85,9 @@ class World:
         ]
         if "--leader-elect" not in extra:
             args.append("--no-leader-elect")
-        controller = apiserver.ControllerProcess(self.env.kubeconfig, log, *args, module=module)
+        controller = apiserver.ControllerProcess(
+            kubeconfig or self.env.kubeconfig, log, *args, module=module
+        )
         self.controllers.append(controller)
         return controller
 
@@ -97,7 +104,7 @@ def env(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -
         control_plane.pki.ca.cert,
         tmp,
     )
-    return Env(admin=admin, kubeconfig=kubeconfig, tmp=tmp)
+    return Env(admin=admin, kubeconfig=kubeconfig, tmp=tmp, control_plane=control_plane)
 
 
 @pytest.fixture

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from services.controller.cli import parse_args
+from services.controller.cli import parse_args, serve_probes
+from services.controller.controller import Controller, Settings
+from services.controller.events import EventRecorder
+from services.controller.fimd_client import FimdPool
+from services.controller.kube import Kube
 from services.controller.logs import JsonFormatter
-from services.controller.metrics import Metrics, serve
+from services.controller.metrics import Metrics
 
 
 def test_mtls_is_required_unless_insecure(capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,7 +26,24 @@ def test_mtls_is_required_unless_insecure(capsys: pytest.CaptureFixture[str]) ->
     assert "fimd needs mTLS" in capsys.readouterr().err
     args = parse_args(["--insecure"])
     assert (args.resync_period, args.call_timeout, args.leader_elect) == (60.0, 5.0, True)
-    assert (args.workers, args.max_sync_seconds) == (4, 300.0)
+    assert (args.workers, args.max_sync_seconds, args.node_grace_period) == (4, 300.0, 120.0)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--lease-duration=8", "--renew-deadline=8"],
+        ["--renew-deadline=6", "--retry-period=6"],
+        ["--call-timeout=7"],  # + retry 1.5 > lease 8: the fence would never open
+    ],
+)
+def test_election_timings_that_cannot_fence_are_refused(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--insecure", *flags])
+    assert "leader election needs" in capsys.readouterr().err
+    parse_args(["--insecure", "--no-leader-elect", *flags])  # no election, no fence
 
 
 def get(url: str) -> tuple[int, str]:
@@ -31,16 +54,19 @@ def get(url: str) -> tuple[int, str]:
         return err.code, err.read().decode()
 
 
-def test_metrics_and_probes() -> None:
+def test_metrics_and_probes_answered_by_the_controller() -> None:
     metrics = Metrics()
-    ready = [False]
-    server = serve(
+    kube = Kube(None)  # no informer runs: nothing calls the API server
+    controller = Controller(
+        kube,
+        FimdPool(None, deadline=1.0),
+        Settings(namespace="fim-system"),
         metrics,
-        ("127.0.0.1", 0),
-        healthy=lambda: [],
-        ready=lambda: [] if ready[0] else ["caches not synced yet"],
+        EventRecorder(kube, metrics, instance="test"),
     )
+    server = serve_probes(controller, metrics, ("127.0.0.1", 0))
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    stop = threading.Event()
     try:
         metrics.actions.labels("create", "ok").inc(3)
         metrics.fimd_reachable.labels("n1").set(0)
@@ -48,11 +74,23 @@ def test_metrics_and_probes() -> None:
         assert code == 200
         assert 'fim_controller_actions_total{action="create",result="ok"} 3.0' in text
         assert 'fim_controller_fimd_reachable{node="n1"} 0.0' in text
+        # A standby whose caches are not synced: alive, not ready.
         assert get(base + "/healthz") == (200, "ok\n")
         assert get(base + "/readyz") == (503, "not ok\ncaches not synced yet\n")
-        ready[0] = True
+        for informer in (controller.fimds, controller.watchers, controller.pods):
+            informer.synced.set()
         assert get(base + "/readyz") == (200, "ok\n")
+        # Its sweeper dies (stop ends it as a crash would): no longer healthy.
+        controller.start_workers(stop)
+        assert get(base + "/healthz") == (200, "ok\n")
+        stop.set()
+        deadline = time.monotonic() + 10
+        while get(base + "/healthz")[0] == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get(base + "/healthz") == (503, "not ok\nthread sweeper exited\n")
     finally:
+        stop.set()
+        controller.shut_down(timeout=5)
         server.shutdown()
 
 

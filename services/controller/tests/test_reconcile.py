@@ -12,6 +12,7 @@ from services.controller.desired import Key
 from services.controller.objects import Pod, Watcher
 from services.controller.reconcile import (
     FinalizerAction,
+    NodePlan,
     desired_for_node,
     finalizer_action,
     plan_node,
@@ -222,7 +223,7 @@ def test_calls_are_planned_per_node() -> None:
     n1 = plan_node(
         desired_for_node("n1", [W1], pods), holding("n1", [W1], pods), now=NOW, retry_failed=False
     )
-    assert not n1
+    assert n1 == NodePlan()
     n2 = plan_node(
         desired_for_node("n2", [W1], pods),
         NodeState(node="n2", instance_id="j"),
@@ -259,9 +260,54 @@ def test_calls_are_planned_per_node() -> None:
             watcher(deleting=True), {}, FinalizerAction.REMOVE, id="deleting-node-gone-remove"
         ),
         pytest.param(
+            watcher(deleting=True),
+            {"n1": NodeView(holding("n1", [watcher(uid="other")], [P1]), "refused")},
+            FinalizerAction.REMOVE,
+            id="deleting-unreachable-node-never-held-it-remove",
+        ),
+        pytest.param(
+            watcher(deleting=True),
+            {"n1": NodeView(holding("n1", [W1], [P1]), "refused")},
+            FinalizerAction.NONE,
+            id="deleting-unreachable-node-held-it-keep",
+        ),
+        pytest.param(
+            watcher(deleting=True),
+            {"n1": NodeView(holding("n1", [W1], [P1]), "refused", expired=True)},
+            FinalizerAction.REMOVE,
+            id="deleting-node-failing-beyond-grace-remove",
+        ),
+        pytest.param(
+            watcher(deleting=True),
+            {"n1": NodeView(EMPTY, "refused", maybe_holds=frozenset({"w1"}))},
+            FinalizerAction.NONE,
+            id="deleting-node-asked-to-hold-it-keep",
+        ),
+        pytest.param(
+            watcher(deleting=True),
+            {"n1": NodeView(None, "not contacted yet", expired=True)},
+            FinalizerAction.REMOVE,
+            id="deleting-never-read-node-beyond-grace-remove",
+        ),
+        pytest.param(
             watcher(deleting=True, finalizer=False), {}, FinalizerAction.NONE, id="already-removed"
         ),
     ],
 )
 def test_finalizer(w: Watcher, nodes: dict[str, NodeView], action: FinalizerAction) -> None:
     assert finalizer_action(w, nodes) is action
+
+
+def test_a_rejection_is_retried_from_its_retry_time_on() -> None:
+    key = k("w1", "p1", "app")
+    spec_hash = holding("n1", [W1], [pod(uid="p1")]).watches[key].config_hash
+    due_now = rejected(EMPTY, key, spec_hash, timedelta(0))
+    assert calls([W1], [pod(uid="p1")], due_now) == ([], [(key, cid(1))])
+
+
+def test_a_waiting_rejection_holds_back_only_its_own_watch() -> None:
+    pods = [pod(uid="p1"), pod("web-1", uid="p2", containers={"app": 2})]
+    first = k("w1", "p1", "app")
+    spec_hash = holding("n1", [W1], pods).watches[first].config_hash
+    waiting = rejected(EMPTY, first, spec_hash, timedelta(seconds=5))
+    assert calls([W1], pods, waiting) == ([], [(k("w1", "p2", "app"), cid(2))])

@@ -10,7 +10,7 @@ import pytest
 from fim.v1 import fim_pb2
 from libs.k8s.model import MAX_CONDITION_MESSAGE_LENGTH, ConditionStatus, FimWatcherStatus
 from services.controller.bounds import MAX_STORED
-from services.controller.desired import Key
+from services.controller.desired import Desired, Key, desired_watches
 from services.controller.objects import Watcher
 from services.controller.state import NodeState, NodeView, Observed, Rejection
 from services.controller.status import MAX_PROBLEM_LENGTH, watcher_status
@@ -76,6 +76,7 @@ def test_unreachable_fimd_degrades_only_its_node() -> None:
 
 def test_node_without_fimd() -> None:
     s = status({"n1": both_active()["n1"]})
+    assert (s.observable_pods, s.watched_pods) == (2, 1)
     assert conditions(s)["Degraded"] == (
         ConditionStatus.TRUE,
         "NoFimd",
@@ -254,11 +255,53 @@ def test_invalid_spec_is_degraded_with_the_error() -> None:
     invalid = attrs.evolve(W1, spec=None, error="spec.subjects[0].paths[0]: must be absolute")
     s = status(both_active(), invalid)
     assert (s.observable_pods, s.watched_pods) == (0, 0)
-    assert conditions(s)["Degraded"] == (
-        ConditionStatus.TRUE,
-        "InvalidSpec",
-        "spec.subjects[0].paths[0]: must be absolute",
-    )
+    assert conditions(s) == {
+        "Ready": (ConditionStatus.FALSE, "InvalidSpec", "the spec is invalid"),
+        "Degraded": (
+            ConditionStatus.TRUE,
+            "InvalidSpec",
+            "spec.subjects[0].paths[0]: must be absolute",
+        ),
+    }
+
+
+def test_every_condition_names_the_generation_it_describes() -> None:
+    w = watcher(uid="w1", generation=7)
+    s = watcher_status(w, PODS, {n: NodeView(holding(n, [w], PODS)) for n in ("n1", "n2")}, now=NOW)
+    assert s.observed_generation == 7
+    assert [c.observed_generation for c in s.conditions] == [7, 7]
+
+
+def test_exactly_the_listed_number_of_problems_has_no_tail() -> None:
+    five = [pod(f"web-{i}", uid=f"p{i}", node=f"gone{i}") for i in range(5)]
+    message = conditions(watcher_status(W1, five, {}, now=NOW))["Degraded"][2]
+    assert message.count("no fimd on node") == 5
+    assert "more" not in message
+
+
+def _desired_view(
+    state: NodeState, *, generation: int | None = None, container_id: str = ""
+) -> NodeView:
+    """A view whose node sync computed `state`'s hashes (for another generation or
+    container, if given)."""
+    key = Key("w1", "p1", "app")
+    want = desired_watches(W1, PODS[:1])[key]
+    known = W1.meta.generation if generation is None else generation
+    reused = Desired(want.spec, "hash-the-node-sync-computed", known)
+    if container_id:
+        reused.spec.container_id = container_id
+    observed = attrs.evolve(state.watches[key], config_hash="hash-the-node-sync-computed")
+    return NodeView(state.applied(observed=[observed]), desired={key: reused})
+
+
+def test_the_status_reuses_the_node_syncs_desired_hashes_unless_stale() -> None:
+    state = holding("n1", [W1], PODS)
+    current = _desired_view(state)
+    assert watcher_status(W1, PODS[:1], {"n1": current}, now=NOW).watched_pods == 1
+    # Computed for another generation or another container: computed again, so the
+    # watch (reported with the reused hash) does not count as up to date.
+    for stale in (_desired_view(state, generation=0), _desired_view(state, container_id="x")):
+        assert watcher_status(W1, PODS[:1], {"n1": stale}, now=NOW).watched_pods == 0
 
 
 def test_unchanged_world_gives_identical_status_and_no_patch() -> None:

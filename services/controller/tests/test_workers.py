@@ -20,7 +20,7 @@ import pytest
 from services.controller.bounds import MAX_LOGGED
 from services.controller.controller import Controller, Settings
 from services.controller.events import EventRecorder
-from services.controller.fimd_client import FimdPool
+from services.controller.fimd_client import FimdPool, Tls
 from services.controller.keys import NodeKey, QueueKey, Result, WatcherKey
 from services.controller.kube import Kube
 from services.controller.logs import JsonFormatter
@@ -50,15 +50,25 @@ def eventually(check: Callable[[], object], timeout: float = 10.0, what: str = "
 class Harness:
     """A controller whose node/watcher syncs are `on_node` / `on_watcher`."""
 
-    def __init__(self, *, workers: int = 4, max_sync_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int = 4,
+        max_sync_seconds: float = 300.0,
+        resync_seconds: float = 60.0,
+        pool: FimdPool | None = None,
+    ) -> None:
         self.metrics = Metrics()
         kube = Kube(None)  # never called: no informer runs, no sync handler calls out
         settings = Settings(
-            namespace="fim-system", workers=workers, max_sync_seconds=max_sync_seconds
+            namespace="fim-system",
+            workers=workers,
+            max_sync_seconds=max_sync_seconds,
+            resync_seconds=resync_seconds,
         )
         self.controller = Controller(
             kube,
-            FimdPool(None, deadline=1.0),
+            pool or FimdPool(None, deadline=1.0),
             settings,
             self.metrics,
             EventRecorder(kube, self.metrics, instance="test"),
@@ -295,3 +305,37 @@ def test_probe_answers_list_each_problem_bounded() -> None:
     assert all(len(line) <= 512 for line in lines)
     assert lines[1].startswith("problem 0 ppp")
     assert lines[1].endswith(f"[truncated, {len(problems[0])} characters]")
+
+
+def test_the_sweeper_survives_tls_files_that_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    tls = Tls(ca=b"ca", cert=b"cert", key=b"key")
+    reads: list[float] = []
+    broken = threading.Event()
+
+    def load() -> Tls:
+        reads.append(time.monotonic())
+        if broken.is_set():
+            raise FileNotFoundError("/etc/fim/tls/..data/tls.key (mid-rotation)")
+        return tls
+
+    harness = Harness(resync_seconds=0.1, pool=FimdPool(load, deadline=1.0))
+    try:
+        harness.start(monkeypatch)
+        eventually(lambda: len(reads) >= 3, what="sweeps re-read the TLS files")
+        broken.set()
+        errors = (
+            "fim_controller_sync_errors_total",
+            {"kind": "sweep", "error": "FileNotFoundError"},
+        )
+        eventually(lambda: harness.sample(errors[0], **errors[1]) >= 3, what="failed sweeps")
+        assert harness.controller.health() == []  # the sweeper thread is still alive
+        failed = [r for r in caplog.records if r.getMessage() == "sync failed unexpectedly"]
+        assert vars(failed[0])["kind"] == "sweep"
+        broken.clear()
+        swept = len(reads)
+        eventually(lambda: len(reads) >= swept + 3, what="sweeps go on once the files are back")
+        assert harness.controller.health() == []
+    finally:
+        harness.close()
