@@ -3,6 +3,7 @@ assignment, non-blocking control writes, sequence checks, crash, restart and bac
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -387,3 +388,64 @@ def test_an_engine_that_ignores_eof_and_sigterm_is_killed_and_drained(
     assert not [h for h in seen if isinstance(h, Lost | BadMessage)]
     with pytest.raises(posix_ipc.ExistentialError):
         posix_ipc.MessageQueue(pool.engines[0].queue_name)
+
+
+# Runs in a child process whose RLIMIT_MSGQUEUE is 0 bytes (this test's host limits are never
+# changed): fimd's daemon with fake engines, as far as it gets. Prints what it wrote.
+_NO_QUEUE_BYTES = """
+import json, resource
+from services.fimd.tests.harness import FakeLauncher, FakeResolver, running_daemon
+
+resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
+launcher = FakeLauncher()
+with running_daemon(FakeResolver(), launcher, engines=2) as (daemon, capture, _):
+    usable = daemon.pool.usable()
+print(json.dumps({"usable": usable, "launched": len(launcher.engines), "lines": capture.json()}))
+"""
+
+
+def test_queues_beyond_the_per_user_queue_limit_fail_every_engine_start_visibly() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    child = subprocess.run(
+        [sys.executable, "-c", _NO_QUEUE_BYTES],
+        capture_output=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert child.returncode == 0, child.stderr.decode(errors="replace")
+    result = json.loads(child.stdout.splitlines()[-1])
+    assert (result["usable"], result["launched"]) == (0, 0)  # no engine without its queue
+    failed = [line for line in result["lines"] if line.get("msg") == "engine_start_failed"]
+    assert [line["engine"] for line in failed] == ["e0", "e1"]
+    for line in failed:
+        assert line["level"] == "error"
+        assert "(RLIMIT_MSGQUEUE used up?)" in line["detail"]
+        assert line["retry_in"] == engines.BACKOFF_BASE
+
+
+def test_a_fimnotify_that_cannot_start_or_exits_at_once_is_retried_with_backoff(
+    clock: Clock,
+) -> None:
+    missing = _pool(engines.ProcessLauncher(["/nonexistent/fimnotify"]), 1, clock)
+    try:
+        (failed,) = missing.start()
+        assert isinstance(failed, StartFailed)
+        assert "No such file or directory" in failed.detail
+        assert "RLIMIT_MSGQUEUE" not in failed.detail  # the queue was created
+    finally:
+        missing.stop(timeout=1)
+    # An engine that exits at once, as fimnotify does on a command line it refuses (USAGE,
+    # exit status 2; services/fimnotify's tests show that one).
+    bad = engines.ProcessLauncher([sys.executable, "-c", "raise SystemExit(2)"])
+    pool = _pool(bad, 1, clock)
+    try:
+        (started,) = pool.start()
+        assert isinstance(started, Started)
+        exits: list[Exited] = []
+        for _ in range(3):
+            seen = _poll_until(pool, lambda s: any(isinstance(h, Exited) for h in s), 30)
+            exits += [h for h in seen if isinstance(h, Exited)]
+            clock.now += exits[-1].restart_in  # the next restart is due (0 s of running)
+        assert [(e.status, e.detail) for e in exits] == [(2, "exit status 2")] * 3
+        # Crashing again at once: the restarts back off.
+        assert [e.restart_in for e in exits] == [0.0, 0.5, 1.0]
+    finally:
+        pool.stop(timeout=1)

@@ -196,10 +196,15 @@ class QueueReader:
 class EngineProcess:
     """One engine (`python -m services.fimnotify`); watches are added over its stdin."""
 
-    def __init__(self, config: EngineConfig, prefix: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        prefix: Sequence[str] = (),
+        command: Sequence[str] = (sys.executable, "-m", "services.fimnotify"),
+    ) -> None:
         self.config = config
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "services.fimnotify", *config.argv()],
+            [*prefix, *command, *config.argv()],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=python_env(),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import collections
 import os
 import signal
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,9 +32,11 @@ from libs.fimnotify_api.wire import (
     GoneReason,
     GoneRecord,
     OverflowRecord,
+    Packer,
     ReadyRecord,
     Record,
 )
+from services.fimnotify.engine import EXIT_DRAIN_S
 from services.fimnotify.tests.harness import (
     Container,
     EngineProcess,
@@ -503,3 +507,89 @@ def test_a_reused_pid_is_never_watched(rig: Rig) -> None:
     ct.run("open('/data/f', 'w').close()")
     rig.saw(3, "/data/f")
     assert rig.fim.alive()
+
+
+def test_overflow_during_the_initial_walk_is_reported_and_rescanned(rig: Rig) -> None:
+    """The kernel queue overflows while the engine still walks a new recursive watch: the
+    overflow is reported once and the watch is walked again, so nothing stays unwatched."""
+    ct = rig.container("for i in range(3000): os.makedirs('/data/d%d/e' % i)")
+    rig.start()
+    with open("/proc/sys/fs/inotify/max_queued_events") as handle:
+        limit = int(handle.read())
+    rig.fim.add(1, ct.pid, subject("/data", events=("create",), recursive=True))
+    # The walk has started (some directories are watched, far from all 6,001): freeze it.
+    wait_until(lambda: len(rig.fim.kernel_watches()) >= 2, 30, "the walk under way")
+    os.kill(rig.fim.pid, signal.SIGSTOP)
+    try:
+        walked = len(rig.fim.kernel_watches())
+        # More CREATEs (the only event asked for) than the kernel queue holds.
+        ct.run(f"for i in range({limit + 1000}): open('/data/f%d' % i, 'w').close()")
+    finally:
+        os.kill(rig.fim.pid, signal.SIGCONT)
+    assert walked < 6001
+    wait_until(lambda: bool(rig.readies(1, rescan=True)), 60, "the rescan after the overflow")
+    records = rig.queue.snapshot()
+    overflows = [r for r in records if isinstance(r, OverflowRecord)]
+    assert len(overflows) == 1
+    (rescan,) = rig.readies(1, rescan=True)
+    assert rescan in after(records, overflows[0])
+    assert rescan.watches == 6001  # /data, every d and e
+    ct.run("open('/data/d2999/e/late', 'w').close()")
+    rig.saw(1, "/data/d2999/e/late")
+    assert rig.queue.failures == []
+
+
+def test_exit_record_that_cannot_be_delivered_is_reported_on_stderr() -> None:
+    queue = QueueReader(max_messages=1)
+    queue.paused.set()  # fimd stopped reading; its queue is full
+    time.sleep(0.2)  # a receive under way when it paused has ended
+    (filler,) = Packer(queue.queue.max_message_size).pack([OverflowRecord(1)])
+    queue.queue.send(filler)
+    assert queue.queue.current_messages == 1
+    engine = EngineProcess(engine_config(queue))
+    try:
+        engine.close_stdin()
+        started = time.monotonic()
+        assert engine.proc.wait(30) == ExitStatus.OK
+        took = time.monotonic() - started
+    finally:
+        engine.close()
+        queue.paused.clear()
+    try:
+        assert b"exit record not delivered" in engine.stderr, engine.stderr
+        assert took >= EXIT_DRAIN_S  # it waited for room that long, not forever
+        queue.wait_for(lambda records: len(records) == 1)
+        time.sleep(0.2)
+        assert queue.snapshot() == [OverflowRecord(1)]  # no EXIT record
+    finally:
+        queue.close()
+
+
+# The real engine with one method replaced by a fault: the first control line raises.
+_FAULTY_ENGINE = """
+import sys
+from services.fimnotify import __main__, engine
+
+def fault(self):
+    raise RuntimeError("injected fault")
+
+engine.Engine._read_control = fault
+sys.exit(__main__.main(sys.argv[1:]))
+"""
+
+
+def test_an_unexpected_error_is_a_fatal_exit_with_its_record() -> None:
+    queue = QueueReader()
+    engine = EngineProcess(engine_config(queue), command=(sys.executable, "-c", _FAULTY_ENGINE))
+    try:
+        engine.send(b"{}\n")
+        assert engine.proc.wait(30) == ExitStatus.FATAL
+        record = queue.wait_kind(ExitRecord, timeout=10)
+        assert (record.reason, record.status) == (ExitReason.FATAL, ExitStatus.FATAL)
+        assert "RuntimeError('injected fault')" in record.message
+        assert queue.snapshot()[-1] == record
+    finally:
+        engine.close()
+        queue.close()
+    assert b"fatal: RuntimeError('injected fault')" in engine.stderr
+    assert b"Traceback" not in engine.stderr
