@@ -1,10 +1,13 @@
-"""The generated fim.v1 code works over a real gRPC channel, with the health service."""
+"""The generated fim.v1 code carries every message of the contract unchanged over a real gRPC
+channel (requests to the server, responses and refusals back), with the health service."""
 
 from collections.abc import Iterator
 from concurrent import futures
+from typing import Any, cast
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
@@ -22,50 +25,47 @@ def make_spec(tags: dict[str, str]) -> fim_pb2.WatchSpec:
     )
 
 
-class EchoDaemon(fim_pb2_grpc.FimDaemonServicer):
-    """Holds specs by key, like fimd's bookkeeping, to exercise every RPC."""
+class Recorder(fim_pb2_grpc.FimDaemonServicer):
+    """Records each request and answers with the response the test queued: what is checked
+    is what crosses the wire (the generated code over real gRPC), not a stand-in's logic.
+    fimd's real servicer is tested over mTLS in services/fimd/tests/test_grpc.py."""
 
     def __init__(self) -> None:
-        self.watches: dict[tuple[str, str, str], fim_pb2.WatchSpec] = {}
+        self.received: list[Message] = []
+        self.replies: list[Message | grpc.StatusCode] = []
 
-    @staticmethod
-    def _key(key: fim_pb2.WatchKey) -> tuple[str, str, str]:
-        return (key.watcher_uid, key.pod_uid, key.container_name)
+    def _answer(self, request: Message, context: grpc.ServicerContext) -> Any:
+        self.received.append(request)
+        reply = self.replies.pop(0)
+        if isinstance(reply, grpc.StatusCode):
+            context.abort(reply, f"refused: {reply.name}")
+        return reply
 
     def CreateWatch(
         self, request: fim_pb2.CreateWatchRequest, context: grpc.ServicerContext
     ) -> fim_pb2.CreateWatchResponse:
-        key = self._key(request.spec.key)
-        changed = self.watches.get(key) != request.spec
-        self.watches[key] = request.spec
-        status = fim_pb2.WatchStatus(
-            key=request.spec.key,
-            config_hash=config_hash(request.spec),
-            phase=fim_pb2.WATCH_PHASE_ACTIVE,
-        )
-        return fim_pb2.CreateWatchResponse(status=status, changed=changed)
+        return cast(fim_pb2.CreateWatchResponse, self._answer(request, context))
 
     def DestroyWatch(
         self, request: fim_pb2.DestroyWatchRequest, context: grpc.ServicerContext
     ) -> fim_pb2.DestroyWatchResponse:
-        return fim_pb2.DestroyWatchResponse(
-            existed=self.watches.pop(self._key(request.key), None) is not None
-        )
+        return cast(fim_pb2.DestroyWatchResponse, self._answer(request, context))
 
     def GetWatchState(
         self, request: fim_pb2.GetWatchStateRequest, context: grpc.ServicerContext
     ) -> fim_pb2.GetWatchStateResponse:
-        statuses = [
-            fim_pb2.WatchStatus(key=s.key, config_hash=config_hash(s))
-            for s in self.watches.values()
-        ]
-        return fim_pb2.GetWatchStateResponse(node_name="node-a", watches=statuses)
+        return cast(fim_pb2.GetWatchStateResponse, self._answer(request, context))
 
 
 @pytest.fixture
-def channel() -> Iterator[grpc.Channel]:
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def channel(recorder: Recorder) -> Iterator[grpc.Channel]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    fim_pb2_grpc.add_FimDaemonServicer_to_server(EchoDaemon(), server)
+    fim_pb2_grpc.add_FimDaemonServicer_to_server(recorder, server)
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -76,18 +76,51 @@ def channel() -> Iterator[grpc.Channel]:
         server.stop(grace=None)
 
 
-def test_rpcs_round_trip_over_grpc(channel: grpc.Channel) -> None:
+def test_every_rpc_carries_its_messages_unchanged(
+    channel: grpc.Channel, recorder: Recorder
+) -> None:
     stub = fim_pb2_grpc.FimDaemonStub(channel)
-    spec = make_spec({"team": "payments"})
-    first = stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=spec), timeout=5)
-    again = stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=spec), timeout=5)
-    assert first.changed
-    assert not again.changed
-    assert first.status.phase == fim_pb2.WATCH_PHASE_ACTIVE
-    state = stub.GetWatchState(fim_pb2.GetWatchStateRequest(), timeout=5)
-    assert [w.config_hash for w in state.watches] == [config_hash(spec)]
-    assert stub.DestroyWatch(fim_pb2.DestroyWatchRequest(key=spec.key), timeout=5).existed
-    assert not stub.DestroyWatch(fim_pb2.DestroyWatchRequest(key=spec.key), timeout=5).existed
+    spec = make_spec({"team": "payments", "tier": "1"})
+    spec.subjects[0].coalesce_ms = 250
+    spec.line_budget = 100
+    create = fim_pb2.CreateWatchRequest(spec=spec, config_hash=config_hash(spec))
+    status = fim_pb2.WatchStatus(
+        key=spec.key, config_hash=config_hash(spec), phase=fim_pb2.WATCH_PHASE_ACTIVE,
+        pid=4242, watcher_pid=77, inotify_watches=3, restarts=2, reason="PathsPending",
+        message="1 configured path(s) do not exist yet",
+    )  # fmt: skip
+    state = fim_pb2.GetWatchStateResponse(node_name="node-a", instance_id="i" * 32)
+    state.watches.append(status)
+    created = fim_pb2.CreateWatchResponse(status=status, changed=True)
+    destroyed = fim_pb2.DestroyWatchResponse(existed=True)
+    recorder.replies = [created, state, destroyed]
+    destroy = fim_pb2.DestroyWatchRequest(key=spec.key)
+    assert stub.CreateWatch(create, timeout=5) == created
+    assert stub.GetWatchState(fim_pb2.GetWatchStateRequest(), timeout=5) == state
+    assert stub.DestroyWatch(destroy, timeout=5) == destroyed
+    assert recorder.received == [create, fim_pb2.GetWatchStateRequest(), destroy]
+    # The spec arrived byte for byte, so both ends compute the same hash.
+    (got,) = [r for r in recorder.received if isinstance(r, fim_pb2.CreateWatchRequest)]
+    assert config_hash(got.spec) == create.config_hash
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ],
+)
+def test_a_refusal_reaches_the_caller_with_its_code_and_detail(
+    channel: grpc.Channel, recorder: Recorder, code: grpc.StatusCode
+) -> None:
+    recorder.replies = [code]
+    stub = fim_pb2_grpc.FimDaemonStub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=make_spec({})), timeout=5)
+    assert err.value.code() == code
+    assert err.value.details() == f"refused: {code.name}"
 
 
 def test_health_service_is_served(channel: grpc.Channel) -> None:

@@ -5,6 +5,12 @@ Directories are removed bottom-up in teardown: the container's own, and then eac
 below the hierarchy's root that is empty by then (the last container of a test removes the
 shared `TEST_PARENT/kubepods/...`).
 
+Hierarchies are found where the host really mounts them (`mounted`): a v1 hierarchy by its
+controller (`pids`, `cpu`, ...), the v2 one as `unified`, wherever it is (/sys/fs/cgroup on a
+pure v2 host, /sys/fs/cgroup/unified on a hybrid one). A hierarchy the host does not mount is
+never faked (a directory named `pids` in the v2 tree would be a v2 cgroup): `cgroup` raises
+`NotMountedError` and the test says which version it could not exercise.
+
 Test cgroups live below `TEST_PARENT`, never at the top-level `kubepods`: a real kubelet on
 this machine (the cluster tests) owns that one and kills the processes of pod cgroups it
 does not know. Nested kubepods trees are realistic too (kind, or a node in a container).
@@ -19,14 +25,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 TEST_PARENT = f"fimd-test-{os.getpid()}"
+UNIFIED = "unified"
+
+
+class NotMountedError(LookupError):
+    """The host mounts no such cgroup hierarchy."""
+
+
+def mounted(mountinfo: str | None = None) -> dict[str, tuple[Path, int]]:
+    """The cgroup hierarchies the host mounts: controller (or `name=...`) of each v1 one, and
+    UNIFIED for the v2 one -> (mount point, version)."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    found: dict[str, tuple[Path, int]] = {}
+    for line in mountinfo.splitlines():
+        mount_fields, _, fs_fields = line.partition(" - ")
+        fstype, _source, options = [*fs_fields.split(), "", "", ""][:3]
+        point = Path(mount_fields.split()[4])
+        if fstype == "cgroup2":
+            found[UNIFIED] = (point, 2)
+        elif fstype == "cgroup":
+            for option in options.split(","):
+                if option not in ("rw", "ro") and not option.startswith("release_agent="):
+                    found[option] = (point, 1)
+    return found
+
+
+def hierarchy_root(hierarchy: str) -> tuple[Path, int]:
+    """(mount point, version) of `hierarchy`; NotMountedError if the host has no such mount."""
+    try:
+        return mounted()[hierarchy]
+    except KeyError:
+        raise NotMountedError(f"this host mounts no cgroup hierarchy {hierarchy!r}") from None
 
 
 @contextmanager
 def cgroup(hierarchy: str, relative: str) -> Iterator[Path]:
-    """Creates /sys/fs/cgroup/<hierarchy>/<TEST_PARENT>/<relative> (and missing parents)."""
-    base = CGROUP_ROOT / hierarchy
+    """Creates <mount of hierarchy>/<TEST_PARENT>/<relative> (and missing parents)."""
+    base, _version = hierarchy_root(hierarchy)
     relative = f"{TEST_PARENT}/{relative}"
     created: list[Path] = []
     path = base

@@ -97,6 +97,10 @@ def test_bad_requests_get_clear_errors_and_disturb_nothing(
     detail: str,
 ) -> None:
     good = spec(pod_uid="survivor")
+    requests = server[1].grpc_requests
+    # The server and its counters are shared by the parametrized cases: count this case's.
+    refused_before = requests.labels("CreateWatch", code.name)._value.get()
+    ok_before = requests.labels("CreateWatch", "OK")._value.get()
     stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=good), timeout=5)
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=watch), timeout=5)
@@ -104,7 +108,8 @@ def test_bad_requests_get_clear_errors_and_disturb_nothing(
     assert detail in (err.value.details() or "")
     state = stub.GetWatchState(fim_pb2.GetWatchStateRequest(), timeout=5)
     assert [w.key for w in state.watches] == [good.key]
-    assert server[1].grpc_requests.labels("CreateWatch", code.name)._value.get() >= 1
+    assert requests.labels("CreateWatch", code.name)._value.get() == refused_before + 1
+    assert requests.labels("CreateWatch", "OK")._value.get() == ok_before + 1
     stub.DestroyWatch(fim_pb2.DestroyWatchRequest(key=good.key), timeout=5)
 
 
