@@ -81,8 +81,9 @@ EOF
   mkdir -p "$out/$name"
   (
     cd "$copy"
-    # mutmut imports the mutated copy from ./mutants; the generated protos live there too.
-    export PYTHONPATH="$copy/mutants/libs/proto"
+    # mutmut imports the mutated copy from ./mutants; the generated protos are in the copy
+    # (mutmut's ./mutants does not hold them).
+    export PYTHONPATH="$copy/mutants/libs/proto:$copy/libs/proto"
     "$venv/bin/mutmut" run --max-children "${MUTATION_JOBS:-2}" >"$out/$name/run.log" 2>&1 || true
     "$venv/bin/mutmut" export-cicd-stats >/dev/null
     cp mutants/mutmut-cicd-stats.json "$out/$name/stats.json"
@@ -101,8 +102,9 @@ module, path = sys.argv[1], sys.argv[2]
 s = json.load(open(path))
 killed = s["killed"] + s["timeout"]
 total = s["total"]
-if total == 0:
-    print(f"{module}: no mutants (mutmut failed? see run.log)")
+if total == 0 or killed == 0 or killed + s["survived"] + s["no_tests"] < total / 2:
+    # No mutant killed, or most never checked: the tests did not run (collection failed?).
+    print(f"{module}: mutmut did not run the tests ({s}); see run.log")
     sys.exit(1)
 other = {k: v for k, v in s.items() if k not in ("killed", "timeout", "survived", "total") and v}
 extra = "".join(f", {v} {k}" for k, v in other.items())
