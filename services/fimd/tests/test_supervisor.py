@@ -460,3 +460,55 @@ def test_destroy_of_a_watch_without_incarnation() -> None:
     assert sup.destroy(KEY) == (True, [Notice(KEY, "watch_removed")])
     assert KEY not in sup.watches
     assert sup.resolved(KEY, 5, "", now=2.0) == []
+
+
+def test_late_or_unasked_resolutions_are_ignored_and_restarts_add_up() -> None:
+    sup = Supervisor()
+    sup.upsert(KEY, "h1", "cid", 100, now=0.0)
+    sup.exited(KEY, 1, ExitKind.CONFIG_REJECTED, "bad", now=1.0)
+    assert sup.resolved(KEY, 5, "", now=2.0) == []  # nothing asked for a resolution
+    sup.upsert(KEY, "h1", "cid", 100, now=3.0)
+    for inc, now in ((2, 4.0), (3, 5.0)):
+        sup.exited(KEY, inc, ExitKind.TARGET_GONE, "", now=now)
+        sup.resolved(KEY, 100 + inc, "", now=now)
+    assert _fields(sup)["restarts"] == 2
+
+
+def test_a_failed_watch_restarting_or_updated_starts_a_new_phase_now() -> None:
+    sup = Supervisor()
+    inc = _active(sup)
+    sup.exited(KEY, inc, ExitKind.TARGET_GONE, "", now=2.0)
+    sup.resolved(KEY, 0, "gone", now=3.0)  # FAILED since 3.0
+    sup.tick(8.0)
+    sup.resolved(KEY, 7, "", now=8.0)
+    assert (_fields(sup)["phase"], _fields(sup)["since"]) == (Phase.PENDING, 8.0)
+    sup.exited(KEY, inc + 1, ExitKind.TARGET_GONE, "", now=9.0)
+    sup.resolved(KEY, 0, "gone", now=10.0)  # FAILED again
+    sup.upsert(KEY, "h2", "cid", 100, now=11.0)  # a new spec
+    assert (_fields(sup)["phase"], _fields(sup)["since"]) == (Phase.PENDING, 11.0)
+
+
+def test_an_error_before_the_first_ready_is_kept_and_the_phase_starts_then() -> None:
+    sup = Supervisor()
+    sup.upsert(KEY, "h1", "cid", 100, now=0.0)
+    sup.degraded(KEY, 1, "WatchLimit", "ENOSPC /data")
+    sup.ready(KEY, 1, watches=1, pending=0, now=2.0)
+    assert _fields(sup) | {"degraded_by": None} == {
+        **BASE, "since": 2.0, "reason": "WatchLimit", "message": "ENOSPC /data"
+    }  # fmt: skip
+    other = Supervisor()
+    other.upsert(KEY, "h1", "cid", 100, now=0.0)
+    other.ready(KEY, 1, watches=1, pending=0, now=3.0, limited=2)
+    assert (_fields(other)["phase"], _fields(other)["since"]) == (Phase.ACTIVE, 3.0)
+
+
+def test_tick_looks_at_every_watch() -> None:
+    sup = Supervisor()
+    other = ("w", "p2", "c")
+    for key in (KEY, other):
+        _, actions = sup.upsert(key, "h1", "cid", 100, now=0.0)
+        (spawn,) = _no_notices(actions)
+        assert isinstance(spawn, Spawn)
+        sup.exited(key, spawn.incarnation, ExitKind.FAILED, "x", now=1.0)
+    sup.watches[KEY].current = Process(99)  # skipped: it has an incarnation
+    assert sup.tick(10.0) == [Resolve(other)]
