@@ -13,14 +13,22 @@ from libs.fimnotify_api.masks import (
     IN_DELETE_SELF,
     IN_IGNORED,
     IN_ISDIR,
+    IN_MASK_ADD,
     IN_MODIFY,
     IN_MOVED_FROM,
     IN_MOVED_TO,
+    IN_ONLYDIR,
     IN_OPEN,
+    TREE_BITS,
 )
 from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import ErrorRecord, EventRecord, decode
 from services.fimnotify.tree import (
+    ANCHOR_MASK,
+    ENTRY_BITS,
+    LINK_MASK,
+    PARENT_MASK,
+    SELF_GONE,
     Core,
     Lookup,
     NodeKind,
@@ -366,3 +374,106 @@ def test_cap_of_one_leaves_every_subdirectory_out() -> None:
     assert core.limited == 1
     core.handle(fs.wds[b"/d"], IN_CREATE, 0, b"f", 2)
     assert events(core) == [(b"/d/f", IN_CREATE, False)]
+
+
+# --- exact kernel masks, roles and records (what the engine would ask inotify for) -------
+
+
+class MaskFs(FakeFs):
+    """FakeFs that records every watch_dir call: (path, mask, listing)."""
+
+    def __init__(self, nodes: dict[str, str | bytes]) -> None:
+        super().__init__(nodes)
+        self.calls: list[tuple[bytes, int, bool]] = []
+
+    def watch_dir(
+        self, path: bytes, mask: int, listing: bool
+    ) -> tuple[int, list[tuple[bytes, bool]]]:
+        self.calls.append((path, mask, listing))
+        return super().watch_dir(path, mask, listing)
+
+
+def _mask(config: SubjectConfig) -> int:
+    return SubjectRule.compile(0, config).mask
+
+
+def _roles(core: Core) -> list[tuple[str, int, bytes]]:
+    return sorted((r.kind.name, r.target, r.name) for roles in core.watches.values() for r in roles)
+
+
+def test_a_file_is_watched_through_its_parent_with_exactly_these_bits() -> None:
+    fs = MaskFs({"/data": "dir", "/data/f": "file"})
+    config = subject("/data/f", events=("modify",))
+    core = core_for(fs, config)
+    bits = _mask(config) | ENTRY_BITS | SELF_GONE | IN_ONLYDIR | IN_MASK_ADD
+    assert fs.calls == [(b"/data", bits, False)]
+    assert _roles(core) == [("FILE", 0, b"f")]
+    assert records(core) == []
+
+
+def test_a_file_under_only_dir_is_reported_once_and_anchored() -> None:
+    fs = MaskFs({"/data": "dir", "/data/f": "file"})
+    core = core_for(fs, subject("/data/f", events=("create",), only_dir=True))
+    assert fs.calls == [(b"/data", ANCHOR_MASK | IN_MASK_ADD, False)]
+    assert _roles(core) == [("ANCHOR", 0, b"f")]
+    (error,) = records(core)
+    assert isinstance(error, ErrorRecord)
+    assert (error.watch, error.subject, error.code, error.path, error.message) == (
+        0, 0, "ENOTDIR", b"/data/f", "onlyDir: not a directory, not watched",
+    )  # fmt: skip
+    core.rescan()
+    assert [r for r in records(core) if isinstance(r, ErrorRecord)] == []  # once
+
+
+def test_a_directory_is_watched_with_tree_bits_and_listed_only_to_descend() -> None:
+    fs = MaskFs({"/data": "dir", "/data/sub": "dir"})
+    plain = subject("/data", events=("modify",))
+    core_for(fs, plain)
+    assert fs.calls == [(b"/data", _mask(plain) | TREE_BITS | IN_ONLYDIR | IN_MASK_ADD, False)]
+    fs = MaskFs({"/data": "dir", "/data/sub": "dir"})
+    deep = subject("/data", events=("open",), recursive=True)
+    core = core_for(fs, deep)
+    bits = _mask(deep) | TREE_BITS | IN_ONLYDIR | IN_MASK_ADD | IN_CLOSE_NOWRITE
+    assert sorted(fs.calls) == [(b"/data", bits, True), (b"/data/sub", bits, True)]
+    assert sorted(r.path for roles in core.watches.values() for r in roles) == [
+        b"/data",
+        b"/data/sub",
+    ]
+
+
+def test_follow_move_watches_the_parent_for_renames() -> None:
+    fs = MaskFs({"/data": "dir", "/data/d": "dir"})
+    core = core_for(fs, subject("/data/d", events=("create",), follow_move=True))
+    assert fs.calls[0] == (b"/data", PARENT_MASK | IN_MASK_ADD, False)
+    assert ("PARENT", 0, b"d") in _roles(core)
+
+
+def test_a_missing_path_is_anchored_at_its_deepest_existing_directory() -> None:
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data/a/b", events=("create",)))
+    assert fs.calls == [(b"/data", ANCHOR_MASK | IN_MASK_ADD, False)]
+    assert _roles(core) == [("ANCHOR", 0, b"a")]
+    assert records(core) == []
+
+
+def test_a_followed_symlink_is_watched_for_changes_of_the_link() -> None:
+    fs = MaskFs({"/etc": "dir", "/data": "dir", "/data/conf": b"/etc"})
+    core = core_for(fs, subject("/data/conf", events=("create",)))
+    assert fs.calls[0] == (b"/data", LINK_MASK | IN_MASK_ADD, False)
+    assert ("LINK", 0, b"conf") in _roles(core)
+    assert (b"/etc", b"") in {(p, b"") for p, _, _ in fs.calls}
+
+
+def test_a_path_that_appears_gets_exactly_one_synthetic_create() -> None:
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data/new", events=("create",), recursive=True))
+    fs.nodes[b"/data/new"] = "dir"
+    fs.nodes[b"/data/new/inner"] = "file"
+    wd = fs.wds[b"/data"]
+    core.handle(wd, IN_CREATE | IN_ISDIR, 0, b"new", 5)
+    core.end_batch()
+    got = [r for r in records(core) if isinstance(r, EventRecord)]
+    assert [(r.path, r.mask, r.synthetic, r.time_ns) for r in got] == [
+        (b"/data/new", IN_CREATE | IN_ISDIR, False, 5),
+        (b"/data/new/inner", IN_CREATE, True, 5),
+    ]
