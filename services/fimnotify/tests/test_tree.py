@@ -477,3 +477,56 @@ def test_a_path_that_appears_gets_exactly_one_synthetic_create() -> None:
         (b"/data/new", IN_CREATE | IN_ISDIR, False, 5),
         (b"/data/new/inner", IN_CREATE, True, 5),
     ]
+
+
+def _seen(core: Core) -> list[tuple[int, bytes, int]]:
+    return [(r.subject, r.path, r.mask) for r in records(core) if isinstance(r, EventRecord)]
+
+
+def test_one_directory_serving_every_kind_of_role_routes_each_event_to_each() -> None:
+    fs = MaskFs(
+        {"/data": "dir", "/data/f": "file", "/data/d": "dir", "/etc": "dir", "/data/link": b"/etc"}
+    )
+    core = core_for(
+        fs,
+        subject("/data", events=("all",)),
+        subject("/data/f", events=("modify",)),
+        subject("/data/new", events=("create",)),
+        subject("/data/d", events=("create",), follow_move=True),
+        subject("/data/link", events=("create",)),
+    )
+    assert records(core) == []
+    data = fs.wds[b"/data"]
+    assert sorted((r.kind.name, r.target) for r in core.watches[data]) == [
+        ("ANCHOR", 2), ("FILE", 1), ("LINK", 4), ("PARENT", 3), ("TREE", 0),
+    ]  # fmt: skip
+    core.handle(data, IN_MODIFY, 0, b"f", 10)
+    core.end_batch()
+    assert _seen(core) == [(0, b"/data/f", IN_MODIFY), (1, b"/data/f", IN_MODIFY)]
+    # A rename of the followed directory: the tree reports it, the followed watch follows.
+    d = fs.wds[b"/data/d"]
+    fs.nodes[b"/data/d2"] = fs.nodes.pop(b"/data/d")
+    core.handle(data, IN_MOVED_FROM | IN_ISDIR, 7, b"d", 11)
+    core.handle(data, IN_MOVED_TO | IN_ISDIR, 7, b"d2", 11)
+    core.end_batch()
+    assert _seen(core) == [
+        (0, b"/data/d", IN_MOVED_FROM | IN_ISDIR),
+        (0, b"/data/d2", IN_MOVED_TO | IN_ISDIR),
+    ]
+    core.handle(d, IN_CREATE, 0, b"x", 12)
+    core.end_batch()
+    assert _seen(core) == [(3, b"/data/d2/x", IN_CREATE)]
+    # The missing path appears: its subject reports it, as does the tree.
+    fs.nodes[b"/data/new"] = "file"
+    core.handle(data, IN_CREATE, 0, b"new", 13)
+    core.end_batch()
+    assert _seen(core) == [(0, b"/data/new", IN_CREATE), (2, b"/data/new", IN_CREATE)]
+    # The symlink is pointed elsewhere: its new target is watched under the link's path.
+    fs.nodes[b"/etc2"] = "dir"
+    fs.nodes[b"/data/link"] = b"/etc2"
+    core.handle(data, IN_CREATE, 0, b"link", 14)
+    core.end_batch()
+    assert (4, b"/data/link", IN_CREATE | IN_ISDIR) in _seen(core)
+    core.handle(fs.wds[b"/etc2"], IN_CREATE, 0, b"y", 15)
+    core.end_batch()
+    assert _seen(core) == [(4, b"/data/link/y", IN_CREATE)]
