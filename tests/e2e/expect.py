@@ -1,8 +1,13 @@
-"""Waiting for fimd's event lines."""
+"""Waiting for fimd's event lines, and for a watch to be in place before a file is written.
+
+The tests write a file once, after the watch is known to be active, and never again: a lost
+first event or a slow re-arm fails the test instead of being hidden by retries.
+"""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from tests.e2e.system import FimSystem
@@ -11,6 +16,17 @@ from tests.e2e.system import FimSystem
 DEADLINE = 2.0
 # Keep polling past the deadline so a late line is reported as late, not as missing.
 GRACE = 15.0
+# Re-arm time: once a watch's new container, new pod or new fimd pod is running (or an
+# updated FimWatcher is applied), fimd reports the watch active again within this many
+# seconds (docs/testing.md). The controller reacts to the pod and fimd-pod watches, not to
+# its periodic sweep, so this is well below --resync-period (60 s).
+REARM = 30.0
+# After the expected lines arrived, wait this long before counting them: a duplicate that
+# arrives late (a second watch doing the same work) is caught, not missed.
+SETTLE = 3.0
+# fimd's lines that say a watch (incarnation) is in place: first READY, READY again after it
+# was lost (a restart), or an updated spec in effect.
+ARMED = ("watch_active", "watch_resumed", "update_active")
 
 
 def events(
@@ -49,3 +65,59 @@ def no_events(system: FimSystem, node: str, namespace: str, path: str, wait: flo
     time.sleep(wait)
     found = [line for line in system.events(node, namespace) if line.get("path") == path]
     assert not found, f"unexpected events for {path}: {found}"
+
+
+def armed_count(system: FimSystem, node: str, namespace: str, pod: str) -> int:
+    """How many times fimd on `node` (its current pod) reported a watch of `pod` in place."""
+    return sum(
+        1
+        for line in system.lines(node)
+        if line.get("kind") == "op"
+        and line.get("msg") in ARMED
+        and line.get("namespace") == namespace
+        and line.get("pod") == pod
+    )
+
+
+def armed(
+    system: FimSystem, node: str, namespace: str, pod: str, before: int, *, timeout: float = REARM
+) -> float:
+    """Waits until fimd reports a watch of `pod` in place more often than `before` (count
+    taken before the change); fails after `timeout` (the re-arm time). Returns the seconds."""
+    started = time.monotonic()
+    while True:
+        count = armed_count(system, node, namespace, pod)
+        elapsed = time.monotonic() - started
+        if count > before:
+            return elapsed
+        if elapsed > timeout:
+            raise AssertionError(
+                f"watch of {namespace}/{pod} not re-armed within {timeout} s "
+                f"({count} {'/'.join(ARMED)} lines, {before} before)"
+            )
+        time.sleep(0.2)
+
+
+def exactly_once(
+    system: FimSystem,
+    node: str,
+    namespace: str,
+    expected: list[tuple[str, str]],
+    *,
+    watcher: str = "",
+    settle: float = SETTLE,
+) -> list[dict[str, Any]]:
+    """`events`, then after `settle` seconds each (EVENT, path) of `expected` must have exactly
+    one line (per watcher, if `watcher` is empty); returns the lines."""
+    events(system, node, namespace, expected, watcher=watcher)
+    time.sleep(settle)
+    lines = [
+        line
+        for line in system.events(node, namespace)
+        if (line.get("event"), line.get("path")) in expected
+        and (not watcher or line.get("watcher") == watcher)
+    ]
+    counts = Counter((line.get("watcher"), line.get("event"), line.get("path")) for line in lines)
+    duplicates = {key: n for key, n in counts.items() if n > 1}
+    assert not duplicates, f"duplicate event lines after {settle} s: {duplicates}"
+    return lines

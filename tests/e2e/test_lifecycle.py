@@ -1,9 +1,13 @@
 """Scenarios 3, 4 and 5: watches follow FimWatcher changes and deletion, workload pods that
-are recreated or whose container restarts, and fimd or controller pods that are killed."""
+are recreated or whose container restarts, and fimd or controller pods that are killed.
+
+After each change the test waits for fimd to report the watch in place again (within the
+re-arm time, expect.REARM), writes once, and requires that one event line within the event
+deadline, exactly once after a settle period: no retried writes that would hide a lost
+first event, a slow re-arm or a late duplicate."""
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 from tests.e2e import expect
@@ -24,13 +28,16 @@ def test_updates_and_deletion_are_followed(kube: Kube, system: FimSystem, namesp
     kube.apply(_create(kube, namespace, ["create"], ["/a"]))
     watched(kube, namespace, "w", pods=1)
     kube.exec(namespace, "web", "touch /a/1")
-    expect.events(system, node, namespace, [("CREATE", "/a/1")])
+    expect.exactly_once(system, node, namespace, [("CREATE", "/a/1")])
 
     # Paths and events changed: /b is watched for create and delete, /a no longer.
+    before = expect.armed_count(system, node, namespace, "web")
     kube.apply(_create(kube, namespace, ["create", "delete"], ["/b"]))
-    wait_for("watch moved to /b", partial(_touch_seen, kube, system, node, namespace, "/b/2"))
+    expect.armed(system, node, namespace, "web", before)
+    kube.exec(namespace, "web", "touch /b/2")
+    expect.exactly_once(system, node, namespace, [("CREATE", "/b/2")])
     kube.exec(namespace, "web", "touch /a/3; rm /b/2")
-    expect.events(system, node, namespace, [("DELETE", "/b/2")])
+    expect.exactly_once(system, node, namespace, [("DELETE", "/b/2")])
     expect.no_events(system, node, namespace, "/a/3")
 
     # Selector no longer matching: the pod loses its watch.
@@ -49,12 +56,6 @@ def test_updates_and_deletion_are_followed(kube: Kube, system: FimSystem, namesp
     wait_for("no watches left", lambda: system.active_watches(node, namespace) == 0, 30)
 
 
-def _touch_seen(kube: Kube, system: FimSystem, node: str, namespace: str, path: str) -> bool:
-    """Touches path; true once fimd reports its creation (re-touching each probe)."""
-    kube.exec(namespace, "web", f"rm -f {path}; touch {path}")
-    return any(line.get("path") == path for line in system.events(node, namespace))
-
-
 def test_recreated_pod_and_restarted_container_are_watched_again(
     kube: Kube, system: FimSystem, namespace: str
 ) -> None:
@@ -66,27 +67,25 @@ def test_recreated_pod_and_restarted_container_are_watched_again(
     kube.apply(_create(kube, namespace, ["create"], ["/a"]))
     watched(kube, namespace, "w", pods=1)
     kube.exec(namespace, "web", "touch /a/first")
-    expect.events(system, node, namespace, [("CREATE", "/a/first")])
+    expect.exactly_once(system, node, namespace, [("CREATE", "/a/first")])
 
+    before = expect.armed_count(system, node, namespace, "web")
     kube.exec(namespace, "web", "touch /tmp/die")
     wait_for("container restarted", lambda: _restarts(kube, namespace) >= 1, 60)
     running(kube, namespace, "web")
-    wait_for(
-        "watch on the new container",
-        partial(_touch_seen, kube, system, node, namespace, "/a/restarted"),
-        30,
-    )
+    expect.armed(system, node, namespace, "web", before)  # the new container's watch
+    kube.exec(namespace, "web", "touch /a/restarted")
+    expect.exactly_once(system, node, namespace, [("CREATE", "/a/restarted")])
     first = kube.get("pod", "web", namespace)["metadata"]["uid"]
 
     kube.run("delete", "pod", "web", f"--namespace={namespace}", "--timeout=60s")
+    before = expect.armed_count(system, node, namespace, "web")
     kube.apply(spec)
     running(kube, namespace, "web")
     assert kube.get("pod", "web", namespace)["metadata"]["uid"] != first
-    wait_for(
-        "watch on the new pod",
-        partial(_touch_seen, kube, system, node, namespace, "/a/recreated"),
-        30,
-    )
+    expect.armed(system, node, namespace, "web", before)  # the new pod's watch
+    kube.exec(namespace, "web", "touch /a/recreated")
+    expect.exactly_once(system, node, namespace, [("CREATE", "/a/recreated")])
 
 
 def _restarts(kube: Kube, namespace: str) -> int:
@@ -105,11 +104,9 @@ def test_killed_fimd_and_controller_recover_without_duplicates(
     fimd = system.fimd_pod(node)
     kube.run("delete", "pod", fimd, f"--namespace={SYSTEM_NAMESPACE}", "--wait=false")
     wait_for("a new fimd pod", lambda: system.fimd_pod(node) != fimd, 120)
-    wait_for(
-        "watch restored after fimd restart",
-        partial(_touch_seen, kube, system, node, namespace, "/a/f"),
-        60,
-    )
+    expect.armed(system, node, namespace, "web", 0)  # the new fimd's log starts empty
+    kube.exec(namespace, "web", "touch /a/f")
+    expect.exactly_once(system, node, namespace, [("CREATE", "/a/f")])
 
     controller = system.pods(CONTROLLER_LABEL)[0]["metadata"]["name"]
     kube.run("delete", "pod", controller, f"--namespace={SYSTEM_NAMESPACE}", "--wait=false")
@@ -117,9 +114,8 @@ def test_killed_fimd_and_controller_recover_without_duplicates(
     wait_for("new controller", lambda: _controller_replaced(system, controller), 120)
     watched(kube, namespace, "w", pods=1)
     kube.exec(namespace, "web", "touch /a/once")
-    lines = expect.events(system, node, namespace, [("CREATE", "/a/once")])
-    creations = [line for line in lines if line["path"] == "/a/once"]
-    assert len(creations) == 1, f"duplicate watches: {creations}"
+    (creation,) = expect.exactly_once(system, node, namespace, [("CREATE", "/a/once")])
+    assert creation["watcher"] == f"{namespace}/w"
     assert system.active_watches(node, namespace) == 1
 
 

@@ -25,7 +25,7 @@ def test_two_watchers_on_one_pod_both_report(kube: Kube, system: FimSystem, name
     watched(kube, namespace, "two", pods=1)
     kube.exec(namespace, "web", "touch /d/x")
     for name in ("one", "two"):
-        lines = expect.events(
+        lines = expect.exactly_once(
             system, node, namespace, [("CREATE", "/d/x")], watcher=f"{namespace}/{name}"
         )
         assert [line["tags"] for line in lines] == [{"by": name}]
