@@ -555,7 +555,7 @@ class _Inotifywait:
 
     def _count(self) -> None:
         assert self.proc.stdout is not None
-        while chunk := self.proc.stdout.read1(1 << 16):
+        while chunk := os.read(self.proc.stdout.fileno(), 1 << 16):
             self.lines += chunk.count(b"\n")
 
     def stop(self) -> None:
