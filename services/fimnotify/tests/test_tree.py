@@ -10,6 +10,7 @@ from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.masks import (
     IN_CLOSE_NOWRITE,
     IN_CREATE,
+    IN_DELETE,
     IN_DELETE_SELF,
     IN_IGNORED,
     IN_ISDIR,
@@ -22,7 +23,7 @@ from libs.fimnotify_api.masks import (
     TREE_BITS,
 )
 from libs.fimnotify_api.subject import SubjectConfig
-from libs.fimnotify_api.wire import ErrorRecord, EventRecord, decode
+from libs.fimnotify_api.wire import MAX_EVENT_PATH, ErrorRecord, EventRecord, decode
 from services.fimnotify.tree import (
     ANCHOR_MASK,
     ENTRY_BITS,
@@ -530,3 +531,91 @@ def test_one_directory_serving_every_kind_of_role_routes_each_event_to_each() ->
     core.handle(fs.wds[b"/etc2"], IN_CREATE, 0, b"y", 15)
     core.end_batch()
     assert _seen(core) == [(4, b"/data/link/y", IN_CREATE)]
+
+
+def _kinds(core: Core) -> list[tuple[str, int, bytes, int, bool]]:
+    return [
+        (type(r).__name__, r.subject or 0, r.path, r.mask, r.synthetic)
+        if isinstance(r, EventRecord)
+        else (type(r).__name__, 0, r.path, 0, False)
+        for r in records(core)
+        if isinstance(r, EventRecord | ErrorRecord)
+    ]
+
+
+def test_an_event_path_beyond_the_wire_limit_is_an_error_not_an_event() -> None:
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data", events=("create",)))
+    data = fs.wds[b"/data"]
+    fits = b"a" * (MAX_EVENT_PATH - len(b"/data/"))
+    core.handle(data, IN_CREATE, 0, fits, 1)
+    core.handle(data, IN_CREATE, 0, fits + b"b", 1)
+    core.end_batch()
+    event, error = records(core)
+    assert isinstance(event, EventRecord)
+    assert (event.path, event.mask) == (b"/data/" + fits, IN_CREATE)
+    assert len(event.path) == MAX_EVENT_PATH
+    assert isinstance(error, ErrorRecord)
+    assert (error.watch, error.subject, error.code, error.message) == (
+        0, 0, "ENAMETOOLONG", "event path longer than PATH_MAX, not reported",
+    )  # fmt: skip
+    assert error.path_size == MAX_EVENT_PATH + 1
+
+
+def test_a_watched_file_replaced_by_a_directory_is_watched_as_one() -> None:
+    fs = MaskFs({"/data": "dir", "/data/f": "file"})
+    core = core_for(fs, subject("/data/f", events=("create", "modify")))
+    data = fs.wds[b"/data"]
+    core.handle(data, IN_CREATE, 0, b"other", 2)  # another name: not ours
+    core.end_batch()
+    assert records(core) == []
+    fs.nodes[b"/data/f"] = "dir"
+    fs.nodes[b"/data/f/in"] = "file"
+    fs.calls.clear()
+    core.handle(data, IN_CREATE | IN_ISDIR, 0, b"f", 3)
+    core.end_batch()
+    assert _kinds(core) == [
+        ("EventRecord", 0, b"/data/f", IN_CREATE | IN_ISDIR, False),
+        ("EventRecord", 0, b"/data/f/in", IN_CREATE, True),  # it already held a file
+    ]
+    rule = SubjectRule.compile(0, subject("/data/f", events=("create", "modify")))
+    assert fs.calls == [(b"/data/f", rule.mask | TREE_BITS | IN_ONLYDIR | IN_MASK_ADD, True)]
+    assert _roles(core) == [("TREE", 0, b"")]
+
+
+def test_a_watched_file_whose_directory_goes_is_anchored_higher_up() -> None:
+    fs = MaskFs({"/data": "dir", "/data/f": "file"})
+    core = core_for(fs, subject("/data/f", events=("modify",)))
+    data = fs.wds[b"/data"]
+    del fs.nodes[b"/data/f"], fs.nodes[b"/data"]
+    fs.calls.clear()
+    core.handle(data, IN_DELETE_SELF, 0, b"", 4)
+    core.end_batch()
+    assert records(core) == []
+    assert fs.calls == [(b"/", ANCHOR_MASK | IN_MASK_ADD, False)]
+    assert _roles(core) == [("ANCHOR", 0, b"data")]
+
+
+def test_a_missing_path_is_followed_down_as_its_components_appear() -> None:
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data/a/b", events=("create",)))
+    data = fs.wds[b"/data"]
+    core.handle(data, IN_CREATE | IN_ISDIR, 0, b"zz", 5)  # not the missing component
+    core.handle(data, IN_DELETE, 0, b"a", 5)  # not a creation
+    core.end_batch()
+    assert (records(core), _roles(core)) == ([], [("ANCHOR", 0, b"a")])
+    fs.nodes[b"/data/a"] = "dir"
+    fs.calls.clear()
+    core.handle(data, IN_CREATE | IN_ISDIR, 0, b"a", 6)
+    core.end_batch()
+    assert records(core) == []  # /data/a is not the watched path
+    assert fs.calls == [(b"/data/a", ANCHOR_MASK | IN_MASK_ADD, False)]
+    assert _roles(core) == [("ANCHOR", 0, b"b")]
+    fs.nodes[b"/data/a/b"] = "dir"
+    fs.calls.clear()
+    core.handle(fs.wds[b"/data/a"], IN_CREATE | IN_ISDIR, 0, b"b", 7)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/a/b", IN_CREATE | IN_ISDIR, False)]
+    rule = SubjectRule.compile(0, subject("/data/a/b", events=("create",)))
+    assert fs.calls == [(b"/data/a/b", rule.mask | TREE_BITS | IN_ONLYDIR | IN_MASK_ADD, True)]
+    assert _roles(core) == [("TREE", 0, b"")]
