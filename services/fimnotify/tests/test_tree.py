@@ -8,6 +8,7 @@ import pytest
 
 from libs.fimnotify_api.events import EventName
 from libs.fimnotify_api.masks import (
+    IN_ATTRIB,
     IN_CLOSE_NOWRITE,
     IN_CREATE,
     IN_DELETE,
@@ -16,6 +17,7 @@ from libs.fimnotify_api.masks import (
     IN_ISDIR,
     IN_MASK_ADD,
     IN_MODIFY,
+    IN_MOVE_SELF,
     IN_MOVED_FROM,
     IN_MOVED_TO,
     IN_ONLYDIR,
@@ -619,3 +621,64 @@ def test_a_missing_path_is_followed_down_as_its_components_appear() -> None:
     rule = SubjectRule.compile(0, subject("/data/a/b", events=("create",)))
     assert fs.calls == [(b"/data/a/b", rule.mask | TREE_BITS | IN_ONLYDIR | IN_MASK_ADD, True)]
     assert _roles(core) == [("TREE", 0, b"")]
+
+
+def _errors(core: Core) -> list[tuple[int, int | None, str, bytes, str]]:
+    return [
+        (r.watch, r.subject, r.code, r.path, r.message)
+        for r in records(core)
+        if isinstance(r, ErrorRecord)
+    ]
+
+
+def test_a_path_that_cannot_be_resolved_is_an_exact_error_and_watches_nothing() -> None:
+    fs = MaskFs({"/data": "dir", "/data/a": b"/data/b", "/data/b": b"/data/a"})
+    core = core_for(fs, subject("/data/a/x", events=("create",)))
+    assert _errors(core) == [
+        (0, 0, "ELOOP", b"/data/a/x", "too many symbolic links resolving b'/data/a/x'")
+    ]
+    assert (fs.calls, _roles(core)) == ([], [])
+
+    class Denied(MaskFs):
+        def lookup(self, path: bytes) -> Lookup:
+            if path == b"/data/secret":
+                raise OSError(errno.EACCES, "Permission denied")
+            return super().lookup(path)
+
+    denied = Denied({"/data": "dir"})
+    core = core_for(denied, subject("/data/secret/x", events=("create",)))
+    assert _errors(core) == [(0, 0, "EACCES", b"/data/secret/x", "Permission denied")]
+    assert _roles(core) == []
+
+
+def test_the_watched_directory_itself_reports_and_is_followed_when_moved_away() -> None:
+    fs = MaskFs({"/data": "dir", "/data/d": "dir"})
+    core = core_for(fs, subject("/data/d", events=("all",)))
+    d = fs.wds[b"/data/d"]
+    core.handle(d, IN_ATTRIB, 0, b"", 3)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/d", IN_ATTRIB | IN_ISDIR, False)]
+    fs.nodes[b"/data/e"] = fs.nodes.pop(b"/data/d")
+    fs.calls.clear()
+    core.handle(d, IN_MOVE_SELF, 0, b"", 4)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/d", IN_MOVE_SELF | IN_ISDIR, False)]
+    # Without followMove the path is what is watched: it is gone, so wait for it again.
+    assert fs.calls == [(b"/data", ANCHOR_MASK | IN_MASK_ADD, False)]
+    assert _roles(core) == [("ANCHOR", 0, b"d")]
+    assert fs.unwatched == [d]
+
+
+def test_ignored_names_get_no_event_and_no_watch_when_created() -> None:
+    fs = MaskFs({"/data": "dir"})
+    config = subject("/data", events=("create",), ignore=("*.swp",), recursive=True)
+    core = core_for(fs, config)
+    data = fs.wds[b"/data"]
+    fs.nodes[b"/data/x.swp"] = "dir"
+    fs.nodes[b"/data/y"] = "dir"
+    fs.calls.clear()
+    core.handle(data, IN_CREATE | IN_ISDIR, 0, b"x.swp", 5)
+    core.handle(data, IN_CREATE | IN_ISDIR, 0, b"y", 5)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/y", IN_CREATE | IN_ISDIR, False)]
+    assert fs.calls == [(b"/data/y", _mask(config) | TREE_BITS | IN_ONLYDIR | IN_MASK_ADD, True)]
