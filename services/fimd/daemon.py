@@ -426,19 +426,18 @@ class Daemon:
         if not self._volume_pending:
             return
         now = self._clock()
-        out: list[str] = []
         for number, handle in list(self._volume_pending.items()):
             assert handle.volume is not None
-            out += self._volume_lines(handle, handle.volume.tick(now))
+            self._put_events(handle, self._volume_lines(handle, handle.volume.tick(now)))
             if not handle.volume.pending:
                 del self._volume_pending[number]
-        self._put_events(out)
 
     def _flush_volume(self, handle: Handle) -> None:
         """Writes everything the incarnation's Volume holds back (it goes away)."""
         self._volume_pending.pop(handle.incarnation, None)
         if handle.volume is not None:
-            self._put_events(self._volume_lines(handle, handle.volume.flush(self._clock())))
+            lines = self._volume_lines(handle, handle.volume.flush(self._clock()))
+            self._put_events(handle, lines)
 
     def _flush_all_volumes(self) -> None:
         for handle in list(self._handles.values()):
@@ -477,10 +476,10 @@ class Daemon:
         if handle.volume.pending:
             self._volume_pending[handle.incarnation] = handle
 
-    def _put_events(self, out: list[str]) -> None:
-        """Queues lines that are not attributed to one watch's drop counter here."""
+    def _put_events(self, handle: Handle, out: list[str]) -> None:
+        """Queues lines of one watch; lines the writer drops are counted for its watcher."""
         if out and not self._writer.put_events(out):
-            self._metrics.dropped.labels("", "output").inc(len(out))
+            self._metrics.dropped.labels(handle.entry.identity.watcher, "output").inc(len(out))
 
     def _happened(self, happening: engines.Happening) -> None:
         if isinstance(happening, engines.Records):
