@@ -267,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         memory_budget=limits.memory_bytes,
         memory_budget_source=limits.memory_source if limits.memory_bytes else "none",
         memory_cgroup=cgroup.directory if cgroup else None,
+        line_budget=args.line_budget,
     )
 
     stop = threading.Event()

@@ -12,6 +12,7 @@ import pytest
 
 from fim.v1 import fim_pb2
 from libs.fimnotify_api import wire
+from services.fimd.cli import parse_args
 from services.fimd.daemon import Daemon, accept, key_of
 from services.fimd.metrics import Metrics
 from services.fimd.tests.harness import (
@@ -230,3 +231,12 @@ def test_out_of_range_volume_fields_are_rejected(
         accept(request, "node-1")
     assert str(caught.value).startswith(message)
     accept(fim_pb2.CreateWatchRequest(spec=_watch(coalesce_ms=60_000, line_budget=10**6)), "n")
+
+
+def test_the_line_budget_flag_defaults_to_none_and_is_bounded_like_the_crd() -> None:
+    base = ["--node-name", "n1", "--insecure"]
+    assert parse_args(base).line_budget == 0
+    assert parse_args([*base, "--line-budget", "100"]).line_budget == 100
+    for bad in ("-1", "1000001", "lots"):
+        with pytest.raises(SystemExit):
+            parse_args([*base, "--line-budget", bad])
