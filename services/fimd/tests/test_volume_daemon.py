@@ -5,6 +5,7 @@ or fimd stops. The volume core itself is tested in test_volume.py."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -14,6 +15,7 @@ from fim.v1 import fim_pb2
 from libs.fimnotify_api import wire
 from services.fimd.cli import parse_args
 from services.fimd.daemon import Daemon, accept, key_of
+from services.fimd.lines import EventRenderer, Identity, raw_path
 from services.fimd.metrics import Metrics
 from services.fimd.tests.harness import (
     Capture,
@@ -24,6 +26,7 @@ from services.fimd.tests.harness import (
 )
 from services.fimd.tests.specs import CONTAINER, spec
 from services.fimd.validation import ValidationError
+from services.fimd.volume import Line, Summary
 
 IN_MODIFY = 0x2
 IN_CREATE = 0x100
@@ -240,3 +243,28 @@ def test_the_line_budget_flag_defaults_to_none_and_is_bounded_like_the_crd() -> 
     for bad in ("-1", "1000001", "lots"):
         with pytest.raises(SystemExit):
             parse_args([*base, "--line-budget", bad])
+
+
+def test_coalesced_and_summary_lines_are_one_json_line_whatever_the_name() -> None:
+    identity = Identity("n1", "shop", "web-0", "app", WATCHER)
+    renderer = EventRenderer(identity, [{"team": "a"}], None)
+    hostile = b'/data/x","event":"ACCESS\n\xff\xe2\x80\xa8'
+    line = Line(0, "MODIFY", hostile, False, 1_000, 2_000_000, 7, True)
+    text = renderer.render_line(line)
+    summary = Summary(1_000, 2_000, 5, 40, 99, (("MODIFY", 99),), ((hostile, 99),), 1, 0)
+    text += renderer.render_summary(summary, 3_000)
+    assert text.count("\n") == 2
+    assert len(text.splitlines()) == 2
+    event, summed = (json.loads(raw) for raw in text.splitlines())
+    assert (event["event"], event["count"], event["tags"]) == ("MODIFY", 7, {"team": "a"})
+    assert event["first"] == event["time"] == "1970-01-01T00:00:00.000001Z"
+    assert event["last"] == "1970-01-01T00:00:00.002000Z"
+    assert raw_path(event["path"], event["pathBytes"]) == hostile
+    ((only),) = summed["paths"]
+    assert raw_path(only["path"], only["pathBytes"]) == hostile
+    assert (summed["kind"], summed["count"], summed["lines"], summed["events"]) == (
+        "summary", 99, 40, {"MODIFY": 99},
+    )  # fmt: skip
+    # An uncoalesced Line is exactly the line `render` writes for its event.
+    single = Line(0, "MODIFY", b"/data/a", False, 5, 5)
+    assert renderer.render_line(single) == renderer.render(5, IN_MODIFY, 0, b"/data/a")[0]
