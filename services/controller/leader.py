@@ -28,7 +28,7 @@ from typing import Any
 
 import attrs
 
-from services.controller.bounds import describe
+from services.controller.bounds import describe, error_type
 from services.controller.kube import NOT_FOUND, ApiError, JsonObject, Kube
 
 CONFLICT = 409
@@ -149,6 +149,12 @@ class LeaderElector:
         except ApiError as err:
             if err.status != CONFLICT:
                 log.warning("lease request failed", extra={"error": describe(err)})
+            held = False
+        except Exception as err:  # e.g. a garbled answer: a failed attempt, never a crash
+            log.error(
+                "lease request failed unexpectedly",
+                extra={"error_type": error_type(err), "error": describe(err)},
+            )
             held = False
         if held:
             with self._lock:

@@ -325,11 +325,12 @@ def test_the_sweeper_survives_tls_files_that_cannot_be_read(
         harness.start(monkeypatch)
         eventually(lambda: len(reads) >= 3, what="sweeps re-read the TLS files")
         broken.set()
-        errors = (
-            "fim_controller_sync_errors_total",
-            {"kind": "sweep", "error": "FileNotFoundError"},
-        )
-        eventually(lambda: harness.sample(errors[0], **errors[1]) >= 3, what="failed sweeps")
+
+        def failed_sweeps() -> float:
+            labels = {"kind": "sweep", "error": "FileNotFoundError"}
+            return harness.sample("fim_controller_sync_errors_total", **labels)
+
+        eventually(lambda: failed_sweeps() >= 3, what="failed sweeps")
         assert harness.controller.health() == []  # the sweeper thread is still alive
         failed = [r for r in caplog.records if r.getMessage() == "sync failed unexpectedly"]
         assert vars(failed[0])["kind"] == "sweep"
