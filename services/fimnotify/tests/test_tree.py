@@ -30,11 +30,13 @@ from services.fimnotify.tree import (
     ANCHOR_MASK,
     ENTRY_BITS,
     LINK_MASK,
+    MAX_SYMLINKS,
     PARENT_MASK,
     SELF_GONE,
     Core,
     Lookup,
     NodeKind,
+    Resolution,
     ResolveError,
     SubjectRule,
     join,
@@ -682,3 +684,26 @@ def test_ignored_names_get_no_event_and_no_watch_when_created() -> None:
     core.end_batch()
     assert _kinds(core) == [("EventRecord", 0, b"/data/y", IN_CREATE | IN_ISDIR, False)]
     assert fs.calls == [(b"/data/y", _mask(config) | TREE_BITS | IN_ONLYDIR | IN_MASK_ADD, True)]
+
+
+def test_resolve_skips_dot_components_and_keeps_following_after_a_link() -> None:
+    fs = FakeFs({"/etc": "dir", "/etc/x": "file", "/data": "dir", "/data/abs": b"/etc"})
+    assert resolve(fs, b"/./data/./abs/./x") == Resolution(
+        NodeKind.FILE, b"/etc/x", links=((b"/data", b"abs"),)
+    )
+    assert resolve(fs, b"/data/abs/nope/deeper") == Resolution(
+        NodeKind.MISSING, b"/etc", b"nope", final=False, links=((b"/data", b"abs"),)
+    )
+    assert resolve(fs, b"/data/abs/nope").final
+
+
+def test_resolve_follows_exactly_max_symlinks_links() -> None:
+    nodes: dict[str, str | bytes] = {"/d": "dir"}
+    for i in range(MAX_SYMLINKS):
+        nodes[f"/l{i}"] = f"/l{i + 1}".encode()
+    nodes[f"/l{MAX_SYMLINKS}"] = b"/d"
+    fs = FakeFs(nodes)
+    assert resolve(fs, b"/l1").path == b"/d"  # MAX_SYMLINKS links
+    with pytest.raises(ResolveError) as err:
+        resolve(fs, b"/l0")  # one more
+    assert (err.value.code, str(err.value)) == ("ELOOP", "too many symbolic links resolving b'/l0'")
