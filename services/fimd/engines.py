@@ -44,6 +44,7 @@ from typing import Protocol
 import attrs
 import posix_ipc
 
+from libs.backoff import delay as backoff_delay
 from libs.fimnotify_api import control, wire
 from services.fimd import queues
 
@@ -113,7 +114,7 @@ def backoff(failures: int) -> float:
     immediate, then 0.5 s doubling up to BACKOFF_MAX."""
     if failures <= 1:
         return 0.0
-    return float(min(BACKOFF_BASE * 2 ** (failures - 2), BACKOFF_MAX))
+    return backoff_delay(failures - 1, base=BACKOFF_BASE, cap=BACKOFF_MAX)
 
 
 class State(enum.Enum):
