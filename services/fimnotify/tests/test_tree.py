@@ -28,6 +28,7 @@ from libs.fimnotify_api.subject import SubjectConfig
 from libs.fimnotify_api.wire import MAX_EVENT_PATH, ErrorRecord, EventRecord, decode
 from services.fimnotify.tree import (
     ANCHOR_MASK,
+    DRAIN_EVERY,
     ENTRY_BITS,
     LINK_MASK,
     MAX_SYMLINKS,
@@ -707,3 +708,59 @@ def test_resolve_follows_exactly_max_symlinks_links() -> None:
     with pytest.raises(ResolveError) as err:
         resolve(fs, b"/l0")  # one more
     assert (err.value.code, str(err.value)) == ("ELOOP", "too many symbolic links resolving b'/l0'")
+
+
+def test_a_long_walk_lets_the_engine_drain_inotify_every_drain_every_directories() -> None:
+    nodes: dict[str, str | bytes] = {"/data": "dir"}
+    for i in range(2 * DRAIN_EVERY + 10):
+        nodes[f"/data/d{i}"] = "dir"
+    fs = MaskFs(nodes)
+    core = Core((subject("/data", events=("create",), recursive=True),), fs, lambda: 1)
+    drains: list[int] = []
+    core.drain = lambda: drains.append(len(fs.calls))
+    core.start()
+    assert len(fs.calls) == 2 * DRAIN_EVERY + 11
+    assert drains == [DRAIN_EVERY - 1, 2 * DRAIN_EVERY - 1]  # before the 512th, 1024th watch
+
+
+def test_a_tree_reached_through_a_symlink_is_watched_there_and_reported_here() -> None:
+    fs = MaskFs({"/etc": "dir", "/etc/sub": "dir", "/data": "dir", "/data/link": b"/etc"})
+    core = core_for(fs, subject("/data/link", events=("create",), recursive=True))
+    assert [(path, listing) for path, _, listing in fs.calls[1:]] == [
+        (b"/etc", True),
+        (b"/etc/sub", True),
+    ]
+    core.handle(fs.wds[b"/etc/sub"], IN_CREATE, 0, b"x", 2)
+    fs.nodes[b"/etc/new"] = "dir"
+    fs.nodes[b"/etc/new/in"] = "dir"
+    fs.calls.clear()
+    core.handle(fs.wds[b"/etc"], IN_CREATE | IN_ISDIR, 0, b"new", 2)
+    core.end_batch()
+    assert _kinds(core) == [
+        ("EventRecord", 0, b"/data/link/sub/x", IN_CREATE, False),
+        ("EventRecord", 0, b"/data/link/new", IN_CREATE | IN_ISDIR, False),
+        ("EventRecord", 0, b"/data/link/new/in", IN_CREATE | IN_ISDIR, True),
+    ]
+    assert [path for path, _, _ in fs.calls] == [b"/etc/new", b"/etc/new/in"]
+
+
+def test_a_directory_vanishing_between_resolve_and_watch_is_resolved_again_bounded() -> None:
+    class Vanishing(MaskFs):
+        """/data/d exists for lookups, but watching it fails `fails` times (ENOENT)."""
+
+        fails = 3
+
+        def watch_dir(
+            self, path: bytes, mask: int, listing: bool
+        ) -> tuple[int, list[tuple[bytes, bool]]]:
+            if path == b"/data/d" and self.fails:
+                self.fails -= 1
+                self.calls.append((path, mask, listing))
+                raise OSError(errno.ENOENT, "gone")
+            return super().watch_dir(path, mask, listing)
+
+    fs = Vanishing({"/data": "dir", "/data/d": "dir"})
+    core = core_for(fs, subject("/data/d", events=("create",)))
+    assert [path for path, _, _ in fs.calls] == [b"/data/d"] * 4  # 3 retries
+    assert _roles(core) == [("TREE", 0, b"")]
+    assert _errors(core) == []
