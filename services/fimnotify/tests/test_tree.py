@@ -764,3 +764,44 @@ def test_a_directory_vanishing_between_resolve_and_watch_is_resolved_again_bound
     assert [path for path, _, _ in fs.calls] == [b"/data/d"] * 4  # 3 retries
     assert _roles(core) == [("TREE", 0, b"")]
     assert _errors(core) == []
+
+
+def _moved(fs: MaskFs, old: str, new: str) -> None:
+    """Renames `old` and everything below it in the fake filesystem."""
+    fs.nodes = {
+        new.encode() + k[len(old) :] if k == old.encode() or k.startswith(old.encode() + b"/")
+        else k: v
+        for k, v in fs.nodes.items()
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("max_depth", [0, 3])
+@pytest.mark.parametrize(
+    ("new", "to_dir", "depths"),
+    [
+        ("/data/z", "/data", {b"/data/z": 1, b"/data/z/b": 2}),
+        ("/data/c/a", "/data/c", {b"/data/c/a": 2, b"/data/c/a/b": 3}),
+    ],
+)
+def test_a_subtree_renamed_inside_a_recursive_watch_is_reported_under_its_new_path(
+    max_depth: int, new: str, to_dir: str, depths: dict[bytes, int]
+) -> None:
+    fs = MaskFs({"/data": "dir", "/data/a": "dir", "/data/a/b": "dir", "/data/c": "dir"})
+    config = subject("/data", events=("create", "move"), recursive=True, max_depth=max_depth)
+    core = core_for(fs, config)
+    b = fs.wds[b"/data/a/b"]
+    destination = fs.wds[to_dir.encode()]
+    _moved(fs, "/data/a", new)
+    core.handle(fs.wds[b"/data"], IN_MOVED_FROM | IN_ISDIR, 9, b"a", 3)
+    core.handle(destination, IN_MOVED_TO | IN_ISDIR, 9, new.rsplit("/", 1)[1].encode(), 3)
+    core.end_batch()
+    assert _kinds(core) == [
+        ("EventRecord", 0, b"/data/a", IN_MOVED_FROM | IN_ISDIR, False),
+        ("EventRecord", 0, new.encode(), IN_MOVED_TO | IN_ISDIR, False),
+    ]
+    trees = {path: role.depth for path, role in core.trees[0].items()}
+    assert {p: d for p, d in trees.items() if p.startswith(new.encode())} == depths
+    assert not [p for p in trees if p.startswith(b"/data/a")]
+    core.handle(fs.wds.get(new.encode() + b"/b", b), IN_CREATE, 0, b"x", 4)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, new.encode() + b"/b/x", IN_CREATE, False)]
