@@ -805,3 +805,43 @@ def test_a_subtree_renamed_inside_a_recursive_watch_is_reported_under_its_new_pa
     core.handle(fs.wds.get(new.encode() + b"/b", b), IN_CREATE, 0, b"x", 4)
     core.end_batch()
     assert _kinds(core) == [("EventRecord", 0, new.encode() + b"/b/x", IN_CREATE, False)]
+
+
+def test_a_watched_file_created_with_its_directory_gets_a_synthetic_create() -> None:
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data/a/f", events=("create", "modify")))
+    fs.nodes[b"/data/a"] = "dir"
+    fs.nodes[b"/data/a/f"] = "file"  # both there before the engine saw /data/a
+    core.handle(fs.wds[b"/data"], IN_CREATE | IN_ISDIR, 0, b"a", 3)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/a/f", IN_CREATE, True)]
+    assert _roles(core) == [("FILE", 0, b"f")]
+
+
+def test_only_the_watched_directory_reports_its_own_events() -> None:
+    fs = MaskFs({"/data": "dir", "/data/s": "dir"})
+    core = core_for(fs, subject("/data", events=("attrib", "create"), recursive=True))
+    core.handle(fs.wds[b"/data/s"], IN_ATTRIB, 0, b"", 3)  # a subdirectory's own: its parent
+    core.handle(fs.wds[b"/data"], IN_MODIFY, 0, b"", 3)  # not an event asked for
+    core.handle(fs.wds[b"/data"], IN_ATTRIB | IN_ISDIR, 0, b"s", 3)  # the parent's report
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/s", IN_ATTRIB | IN_ISDIR, False)]
+
+
+def test_a_symlink_removed_and_created_again_is_followed() -> None:
+    fs = MaskFs({"/etc": "dir", "/data": "dir", "/data/l": b"/etc"})
+    core = core_for(fs, subject("/data/l", events=("create",)))
+    del fs.nodes[b"/data/l"]
+    fs.calls.clear()
+    core.handle(fs.wds[b"/data"], IN_DELETE, 0, b"l", 4)
+    core.end_batch()
+    assert (_kinds(core), _roles(core)) == ([], [("ANCHOR", 0, b"l")])
+    assert fs.calls == [(b"/data", ANCHOR_MASK | IN_MASK_ADD, False)]
+    fs.nodes[b"/data/l"] = b"/etc"
+    core.handle(fs.wds[b"/data"], IN_CREATE, 0, b"l", 5)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/l", IN_CREATE, False)]
+    assert _roles(core) == [("LINK", 0, b"l"), ("TREE", 0, b"")]
+    core.handle(fs.wds[b"/data"], IN_CREATE, 0, b"other", 6)  # another name: nothing
+    core.end_batch()
+    assert _kinds(core) == []
