@@ -845,3 +845,30 @@ def test_a_symlink_removed_and_created_again_is_followed() -> None:
     core.handle(fs.wds[b"/data"], IN_CREATE, 0, b"other", 6)  # another name: nothing
     core.end_batch()
     assert _kinds(core) == []
+
+
+def test_a_directory_holding_a_file_or_anchor_role_is_re_armed_only_when_it_goes() -> None:
+    fs = MaskFs({"/data": "dir", "/data/f": "file"})
+    core = core_for(fs, subject("/data/f", events=("create", "modify", "attrib")))
+    data = fs.wds[b"/data"]
+    core.handle(data, IN_ATTRIB | IN_ISDIR, 0, b"", 2)  # the directory's own: not the file's
+    core.end_batch()
+    assert (_kinds(core), _roles(core)) == ([], [("FILE", 0, b"f")])
+    fs.calls.clear()
+    core.handle(data, IN_DELETE_SELF, 0, b"", 3)  # (and back at once: the file is there)
+    core.end_batch()
+    assert _kinds(core) == []  # the file did not appear: no synthetic CREATE
+    assert _roles(core) == [("FILE", 0, b"f")]
+    assert len(fs.calls) == 1
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data/a/b", events=("create",)))
+    data = fs.wds[b"/data"]
+    core.handle(data, IN_ATTRIB | IN_ISDIR, 0, b"", 2)
+    core.end_batch()
+    assert (_kinds(core), _roles(core)) == ([], [("ANCHOR", 0, b"a")])
+    del fs.nodes[b"/data"]
+    fs.calls.clear()
+    core.handle(data, IN_DELETE_SELF, 0, b"", 3)
+    core.end_batch()
+    assert (_kinds(core), _roles(core)) == ([], [("ANCHOR", 0, b"data")])
+    assert fs.calls == [(b"/", ANCHOR_MASK | IN_MASK_ADD, False)]
