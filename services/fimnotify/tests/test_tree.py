@@ -872,3 +872,45 @@ def test_a_directory_holding_a_file_or_anchor_role_is_re_armed_only_when_it_goes
     core.end_batch()
     assert (_kinds(core), _roles(core)) == ([], [("ANCHOR", 0, b"data")])
     assert fs.calls == [(b"/", ANCHOR_MASK | IN_MASK_ADD, False)]
+
+
+def test_watch_failures_are_exact_error_records() -> None:
+    fs = MaskFs({"/data": "dir", "/data/f": "file"})
+    fs.limit = 0  # every new inotify watch: ENOSPC
+    core = core_for(fs, subject("/data/f", events=("modify",)))
+    assert _errors(core) == [
+        (0, 0, "ENOSPC", b"/data", "inotify watch limit reached (fs.inotify.max_user_watches)")
+    ]
+    assert _roles(core) == []
+
+    class Failing(MaskFs):
+        error = OSError(errno.EACCES, "Permission denied")
+
+        def watch_dir(
+            self, path: bytes, mask: int, listing: bool
+        ) -> tuple[int, list[tuple[bytes, bool]]]:
+            if path == b"/data/d":
+                raise self.error
+            return super().watch_dir(path, mask, listing)
+
+    for error, code, message in [
+        (OSError(errno.EACCES, "Permission denied"), "EACCES", "Permission denied"),
+        (OSError("odd failure"), "EIO", "odd failure"),  # no errno: EIO, its text
+    ]:
+        Failing.error = error
+        fs = Failing({"/data": "dir", "/data/d": "dir"})
+        core = core_for(fs, subject("/data", events=("create",), recursive=True))
+        assert _errors(core) == [(0, 0, code, b"/data/d", message)]
+
+
+def test_a_rescan_watches_what_appeared_without_reporting_it() -> None:
+    fs = MaskFs({"/data": "dir", "/data/d": "dir"})
+    core = core_for(fs, subject("/data", events=("create",), recursive=True))
+    fs.nodes[b"/data/new"] = "dir"
+    fs.nodes[b"/data/d/g"] = "file"
+    fs.calls.clear()
+    core.rescan()
+    assert records(core) == []  # lost events are reported as the overflow, not invented
+    assert sorted(path for path, _, _ in fs.calls) == [b"/data", b"/data/d", b"/data/new"]
+    assert sorted(core.trees[0]) == [b"/data", b"/data/d", b"/data/new"]
+    assert fs.unwatched == []  # the same directories keep their watches
