@@ -318,7 +318,9 @@ def test_directory_cap_watches_exactly_max_dirs_and_names_the_first_left_out() -
     assert (core.watch_count, core.dir_count) == (2, 2)
     errors = [r for r in records(core) if isinstance(r, ErrorRecord)]
     assert [(e.code, e.watch, e.subject, e.path) for e in errors] == [("EDIRCAP", 7, 0, b"/d/c/x")]
-    assert "directory cap of 2" in errors[0].message
+    assert errors[0].message == (
+        "directory cap of 2 per watch reached: this directory and what is below it are not watched"
+    )
     assert core.limited == 3  # /d/c/x, /d/b, /d/a; what is below them is never visited
 
 
@@ -914,3 +916,18 @@ def test_a_rescan_watches_what_appeared_without_reporting_it() -> None:
     assert sorted(path for path, _, _ in fs.calls) == [b"/data", b"/data/d", b"/data/new"]
     assert sorted(core.trees[0]) == [b"/data", b"/data/d", b"/data/new"]
     assert fs.unwatched == []  # the same directories keep their watches
+
+
+def test_non_utf8_paths_and_ignore_patterns_keep_their_bytes() -> None:
+    # A configured path and an ignore pattern with bytes that are not UTF-8 (surrogateescape).
+    fs = MaskFs({"/data": "dir"})
+    fs.nodes[b"/data/\xff"] = "dir"
+    fs.nodes[b"/data/\xff/\xfeskip"] = "dir"
+    fs.nodes[b"/data/\xff/keep"] = "dir"
+    config = subject("/data/\udcff", events=("create",), recursive=True, ignore=("\udcfe*",))
+    core = core_for(fs, config)
+    assert sorted(path for path, _, _ in fs.calls) == [b"/data/\xff", b"/data/\xff/keep"]
+    core.handle(fs.wds[b"/data/\xff"], IN_CREATE, 0, b"\xfeother", 2)
+    core.handle(fs.wds[b"/data/\xff"], IN_CREATE, 0, b"x", 2)
+    core.end_batch()
+    assert _kinds(core) == [("EventRecord", 0, b"/data/\xff/x", IN_CREATE, False)]
