@@ -931,3 +931,46 @@ def test_non_utf8_paths_and_ignore_patterns_keep_their_bytes() -> None:
     core.handle(fs.wds[b"/data/\xff"], IN_CREATE, 0, b"x", 2)
     core.end_batch()
     assert _kinds(core) == [("EventRecord", 0, b"/data/\xff/x", IN_CREATE, False)]
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_only_a_new_directory_of_a_recursive_watch_is_walked(recursive: bool) -> None:
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data", events=("create", "delete"), recursive=recursive))
+    data = fs.wds[b"/data"]
+    fs.nodes[b"/data/f"] = "file"
+    fs.nodes[b"/data/d"] = "dir"
+    fs.calls.clear()
+    core.handle(data, IN_CREATE, 0, b"f", 2)
+    core.handle(data, IN_DELETE | IN_ISDIR, 0, b"gone", 2)
+    assert fs.calls == []
+    core.handle(data, IN_CREATE | IN_ISDIR, 0, b"d", 2)
+    core.end_batch()
+    assert [path for path, _, _ in fs.calls] == ([b"/data/d"] if recursive else [])
+    assert _kinds(core) == [
+        ("EventRecord", 0, b"/data/f", IN_CREATE, False),
+        ("EventRecord", 0, b"/data/gone", IN_DELETE | IN_ISDIR, False),
+        ("EventRecord", 0, b"/data/d", IN_CREATE | IN_ISDIR, False),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("max_depth", "watched"), [(1, [b"/data/a"]), (2, [b"/data/a", b"/data/a/b"])]
+)
+def test_a_new_directory_is_walked_down_to_max_depth_only(
+    max_depth: int, watched: list[bytes]
+) -> None:
+    fs = MaskFs({"/data": "dir"})
+    core = core_for(fs, subject("/data", events=("create",), recursive=True, max_depth=max_depth))
+    for path in (b"/data/a", b"/data/a/b", b"/data/a/b/c"):
+        fs.nodes[path] = "dir"
+    fs.calls.clear()
+    core.handle(fs.wds[b"/data"], IN_CREATE | IN_ISDIR, 0, b"a", 3)
+    core.end_batch()
+    assert [path for path, _, _ in fs.calls] == watched
+    # Synthetic CREATEs for what the watched directories held when listed.
+    listed = [b"/data/a/b", b"/data/a/b/c"][: len(watched)]
+    assert _kinds(core) == [
+        ("EventRecord", 0, b"/data/a", IN_CREATE | IN_ISDIR, False),
+        *[("EventRecord", 0, path, IN_CREATE | IN_ISDIR, True) for path in listed],
+    ]
