@@ -974,3 +974,34 @@ def test_a_new_directory_is_walked_down_to_max_depth_only(
         ("EventRecord", 0, b"/data/a", IN_CREATE | IN_ISDIR, False),
         *[("EventRecord", 0, path, IN_CREATE | IN_ISDIR, True) for path in listed],
     ]
+
+
+def test_a_symlink_role_re_arms_only_for_its_name_or_its_directory_going() -> None:
+    fs = MaskFs({"/etc": "dir", "/data": "dir", "/data/l": b"/etc"})
+    core = core_for(fs, subject("/data/l", events=("create",)))
+    data = fs.wds[b"/data"]
+    fs.calls.clear()
+    core.handle(data, IN_ATTRIB | IN_ISDIR, 0, b"", 2)  # the directory's own, not a removal
+    core.handle(data, IN_ATTRIB, 0, b"l", 2)  # the link's metadata: it still points there
+    core.handle(data, IN_CREATE, 0, b"other", 2)
+    core.end_batch()
+    assert fs.calls == []
+    core.handle(data, IN_DELETE_SELF, 0, b"", 3)  # its directory went (and came back)
+    core.end_batch()
+    assert [path for path, _, _ in fs.calls] == [b"/data", b"/etc"]
+
+
+def test_a_followed_directory_follows_only_its_own_rename() -> None:
+    fs = MaskFs({"/data": "dir", "/data/d": "dir"})
+    core = core_for(fs, subject("/data/d", events=("create",), follow_move=True))
+    data = fs.wds[b"/data"]
+    before = dict(core.trees[0])
+    core.handle(data, IN_MOVED_FROM | IN_ISDIR, 5, b"other", 2)  # another directory leaves
+    core.handle(data, IN_MOVED_TO | IN_ISDIR, 5, b"other2", 2)
+    core.handle(data, IN_MOVED_TO | IN_ISDIR, 77, b"x", 2)  # something else arrives
+    core.end_batch()
+    assert core.trees[0] == before
+    core.handle(data, IN_MOVED_FROM | IN_ISDIR, 6, b"d", 3)
+    core.handle(data, IN_MOVED_TO | IN_ISDIR, 6, b"d2", 3)
+    core.end_batch()
+    assert sorted(core.trees[0]) == [b"/data/d2"]
