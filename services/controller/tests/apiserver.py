@@ -190,6 +190,17 @@ def fimwatcher(
     }
 
 
+def post_watcher(kube: Kube, ns: str, name: str, spec: JsonObject) -> JsonObject:
+    """POSTs a FimWatcher with this spec as it is (the API server's validation decides)."""
+    body = {
+        "apiVersion": "fim-k8s.io/v1alpha1",
+        "kind": "FimWatcher",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    }
+    return kube.request("POST", watcher_path(ns), body=body)
+
+
 def watcher_path(ns: str, name: str = "") -> str:
     return f"{WATCHERS}/namespaces/{ns}/fimwatchers" + (f"/{name}" if name else "")
 

@@ -31,14 +31,7 @@ def kube(env: Env) -> Any:
 
 
 def _create(kube: Any, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    body = {
-        "apiVersion": "fim-k8s.io/v1alpha1",
-        "kind": "FimWatcher",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": spec,
-    }
-    created: dict[str, Any] = kube.request("POST", apiserver.watcher_path(NS), body=body)
-    return created
+    return apiserver.post_watcher(kube, NS, name, spec)
 
 
 def _spec(coalesce: str | None = None, **fields: Any) -> dict[str, Any]:
