@@ -41,6 +41,9 @@ Semantics (the FimWatcher subject fields):
   directory beyond is not watched (nor anything below it) and counted in `limited`; the first
   one of each arm or rescan is reported as an EDIRCAP error record naming it, so one hostile
   tree costs a bounded number of kernel watches and bytes.
+* **A racing directory**: a configured directory that vanishes between being resolved and
+  being watched is resolved again, up to 3 times; after that it is reported as one EVANISHED
+  error record and its parent is watched for it to be created again.
 * **Overflow**: the shell calls `rescan`: every path is resolved and walked again
   (watches on unchanged inodes are kept), watches no longer needed are removed.
 
@@ -589,9 +592,17 @@ class Core:
         if synthetic_self and rule.mask & IN_CREATE:
             self._emit(t, target.path, IN_CREATE | IN_ISDIR, None, synthetic=True)
         logical = res.path if res.path == target.path else target.path  # one object: less RSS
-        if not self._walk(t, res.path, logical, 0, synthetic=appeared) and attempts > 0:
-            # vanished between resolve and watch: resolve again (bounded)
+        if self._walk(t, res.path, logical, 0, synthetic=appeared):
+            return
+        if attempts > 0:  # vanished between resolve and watch: resolve again (bounded)
             self._rearm(t, appeared, synthetic_self=False, attempts=attempts - 1)
+            return
+        # It vanished every time (a container racing us): say so, and wait for it to come back.
+        message = "vanished each time it was watched; not watched until it is created again"
+        self._error(t, "EVANISHED", target.path, message)
+        parent, name = split(res.path)
+        final = res.path == target.path
+        self._add_role(parent, ANCHOR_MASK, Role(RoleKind.ANCHOR, t, name=name, final=final))
 
     def _add_role(self, path: bytes, mask: int, role: Role) -> int | None:
         try:

@@ -768,6 +768,38 @@ def test_a_directory_vanishing_between_resolve_and_watch_is_resolved_again_bound
     assert _errors(core) == []
 
 
+class _AlwaysVanishing(MaskFs):
+    """/data/d exists for lookups, but watching it fails (ENOENT) while `fails` is set."""
+
+    fails = True
+
+    def watch_dir(
+        self, path: bytes, mask: int, listing: bool
+    ) -> tuple[int, list[tuple[bytes, bool]]]:
+        if path == b"/data/d" and self.fails:
+            self.calls.append((path, mask, listing))
+            raise OSError(errno.ENOENT, "gone")
+        return super().watch_dir(path, mask, listing)
+
+
+def test_a_directory_that_vanishes_on_every_retry_is_reported_and_awaited() -> None:
+    fs = _AlwaysVanishing({"/data": "dir", "/data/d": "dir"})
+    core = core_for(fs, subject("/data/d", events=("create",)))
+    # Gave up after 3 retries; then its parent is watched for it to come back.
+    assert [path for path, _, _ in fs.calls] == [b"/data/d"] * 4 + [b"/data"]
+    message = "vanished each time it was watched; not watched until it is created again"
+    assert _errors(core) == [(0, 0, "EVANISHED", b"/data/d", message)]
+    assert _roles(core) == [("ANCHOR", 0, b"d")]
+    # It comes back: the anchor reports its creation and watches it.
+    fs.fails = False
+    core.handle(fs.wds[b"/data"], IN_CREATE | IN_ISDIR, 0, b"d", 2)
+    core.end_batch()
+    assert _roles(core) == [("TREE", 0, b"")]
+    assert [k for k in _kinds(core) if k[0] == "EventRecord"] == [
+        ("EventRecord", 0, b"/data/d", IN_CREATE | IN_ISDIR, False)
+    ]
+
+
 def _moved(fs: MaskFs, old: str, new: str) -> None:
     """Renames `old` and everything below it in the fake filesystem."""
     fs.nodes = {
