@@ -199,6 +199,10 @@ def test_metadata_rejects(changes: dict[str, Any], message: str) -> None:
         ({"message": "m" * 32769}, "message: must be at most 32768 characters"),
         ({"last_transition_time": datetime(2024, 5, 1)}, "lastTransitionTime: must be a"),
         ({"observed_generation": -1}, "observedGeneration: must be between 0 and"),
+        (
+            {"observed_generation": 2**63},
+            "observedGeneration: must be between 0 and 9223372036854775807, got",
+        ),
     ],
 )
 def test_condition_rejects(changes: dict[str, Any], message: str) -> None:
@@ -208,6 +212,8 @@ def test_condition_rejects(changes: dict[str, Any], message: str) -> None:
 def test_condition_accepts_metav1_shapes() -> None:
     built = condition(type="fim-k8s.io/" + "T" * 63, reason="Some_Reason:a,b1", message="m" * 32768)
     assert built.observed_generation is None
+    # Bounds are inclusive: the largest generation the API server can hold is accepted.
+    assert condition(observed_generation=2**63 - 1).observed_generation == 2**63 - 1
 
 
 @pytest.mark.parametrize(
