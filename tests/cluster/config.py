@@ -60,6 +60,7 @@ class Binaries:
     kubernetes_version: str
     etcd_version: str
     cri_tools_version: str
+    registry_version: str
     cache: Path
 
     @classmethod
@@ -70,6 +71,7 @@ class Binaries:
             versions["KUBERNETES_VERSION"],
             versions["ETCD_VERSION"],
             versions["CRI_TOOLS_VERSION"],
+            versions["REGISTRY_VERSION"],
             cache,
         )
 
@@ -86,6 +88,11 @@ class Binaries:
         return self.cache / f"cri-tools-{self.cri_tools_version}" / "bin" / "crictl"
 
     @property
+    def registry(self) -> Path:
+        """The CNCF distribution registry (`registry serve CONFIG`)."""
+        return self.cache / f"registry-{self.registry_version}" / "bin" / "registry"
+
+    @property
     def images(self) -> Path:
         """Where `python -m images.build` writes the image archives."""
         return self.cache / "images"
@@ -95,7 +102,7 @@ class Binaries:
 
     def require(self, *names: str) -> None:
         """Raises BinariesMissingError naming every missing binary and how to build it."""
-        special = {"etcd": self.etcd, "crictl": self.crictl}
+        special = {"etcd": self.etcd, "crictl": self.crictl, "registry": self.registry}
         paths = [special.get(name) or self.kube(name) for name in names]
         missing = [str(path) for path in paths if not os.access(path, os.X_OK)]
         if missing:
