@@ -4,6 +4,7 @@ release's OpenAPI schemas, and keeps the security and wiring properties issue 7 
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 import subprocess
 import tempfile
@@ -151,9 +152,14 @@ def test_local_overlay_runs_the_bazel_images_without_pulling() -> None:
     }
 
 
-def test_production_overlay_uses_registry_images() -> None:
-    for image, policy in _images(render("production")):
-        assert image.startswith("registry.example.com/fim-k8s/")
+def test_production_overlay_uses_registry_images_pinned_by_digest() -> None:
+    images = _images(render("production"))
+    assert {image.split("@")[0] for image, _ in images} == {
+        "registry.example.com/fim-k8s/controller",
+        "registry.example.com/fim-k8s/fimd",
+    }
+    for image, policy in images:
+        assert re.fullmatch(r"[^@:]+@sha256:[0-9a-f]{64}", image), image  # no tag: a digest
         assert policy == "IfNotPresent"
     assert find(render("production"), "Deployment", "fim-controller")["spec"]["replicas"] == 2
 
