@@ -1,5 +1,6 @@
 """The two small images every cluster needs: the pod sandbox (pause) and a workload image
-with a shell (busybox from Debian's busybox-static) for tests and the demo."""
+with a shell (busybox from Debian's busybox-static) for tests and the demo; and the
+OpenTelemetry Collector of deploy/logging/otel (built by `tools/cluster/build.sh otelcol`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import tempfile
 from pathlib import Path
 
 from images.oci import Entry, Image, directory, file, host_file, symlink
+from tests.cluster.config import Binaries
 
 PAUSE_IMAGE = "localhost/fim-k8s/pause:local"
 WORKLOAD_IMAGE = "localhost/fim-k8s/workload:local"
+OTELCOL_IMAGE = "localhost/fim-k8s/otelcol:local"
 BUSYBOX = Path("/bin/busybox")
 _HERE = Path(__file__).resolve().parent
 
@@ -72,3 +75,18 @@ def workload_image() -> Image:
     ]
     layer += [symlink(f"bin/{applet}", "busybox") for applet in applets if applet != "busybox"]
     return Image(WORKLOAD_IMAGE, [layer], entrypoint=[], cmd=["/bin/sh"], env=["PATH=/bin"])
+
+
+def otelcol_image() -> Image:
+    """The static collector binary alone (no shell, no libc): it reads /var/log/pods and
+    writes its output directory, both mounted by the DaemonSet, and its config from a
+    ConfigMap."""
+    binaries = Binaries.from_env()
+    binaries.require("otelcol")
+    layer: list[Entry] = [
+        directory("etc"),
+        host_file("otelcol-fim", binaries.otelcol, 0o755),
+        file("etc/passwd", _PASSWD),
+        file("etc/group", _GROUP),
+    ]
+    return Image(OTELCOL_IMAGE, [layer], entrypoint=["/otelcol-fim"], env=[])

@@ -1,6 +1,6 @@
 """Builds the images into `${FIM_CACHE:-/var/cache/fim-k8s}/images/<name>.tar`.
 
-    python -m images.build [pause] [workload]      (default: all)
+    python -m images.build [pause] [workload] [otelcol]      (default: all)
 
 Each tar is both an OCI layout and a docker archive (see images.oci); the manifest digest
 of each image is printed and written next to it (`<name>.digest`).
@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from images.base import pause_image, workload_image
+from images.base import otelcol_image, pause_image, workload_image
 from images.oci import Image
 
-BUILDERS: dict[str, Callable[[], Image]] = {"pause": pause_image, "workload": workload_image}
+BUILDERS: dict[str, Callable[[], Image]] = {
+    "pause": pause_image,
+    "workload": workload_image,
+    "otelcol": otelcol_image,
+}
 
 
 def image_dir() -> Path:

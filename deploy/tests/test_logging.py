@@ -1,4 +1,5 @@
-"""The log-ingestion and alerting configurations parse, and the alerts fire as documented."""
+"""The log-ingestion and alerting configurations parse (no shipper runs here: parse-checked
+only, see docs/logging.md), and the alerts fire as documented."""
 
 from __future__ import annotations
 
@@ -30,3 +31,32 @@ def test_yaml_configs_parse(name: str) -> None:
 def test_elastic_pipeline_parses_the_message_as_json() -> None:
     pipeline = json.loads((LOGGING / "elastic-ingest-pipeline.json").read_text())
     assert pipeline["processors"][0]["json"]["field"] == "message"
+
+
+def _fluent_bit_sections(path: Path) -> list[tuple[str, dict[str, str]]]:
+    """Fluent Bit's classic format: `[SECTION]` headers, then `Key value` lines."""
+    sections: list[tuple[str, dict[str, str]]] = []
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            sections.append((line[1:-1], {}))
+            continue
+        key, _, value = line.partition(" ")
+        assert sections, f"{path}: {line!r} outside a section"
+        assert value.strip(), f"{path}: {key} has no value"
+        sections[-1][1][key] = value.strip()
+    return sections
+
+
+def test_fluent_bit_config_parses_and_names_its_parser() -> None:
+    config = _fluent_bit_sections(LOGGING / "fluent-bit.conf")
+    assert {name for name, _ in config} <= {"SERVICE", "INPUT", "FILTER", "OUTPUT"}
+    (service,) = [keys for name, keys in config if name == "SERVICE"]
+    parsers = _fluent_bit_sections(LOGGING / service["Parsers_File"])
+    assert {name for name, _ in parsers} == {"PARSER"}
+    named = {keys["Name"] for _, keys in parsers}
+    used = {keys["Parser"] for name, keys in config if name == "FILTER" and "Parser" in keys}
+    assert used
+    assert used <= named

@@ -61,6 +61,7 @@ class Binaries:
     etcd_version: str
     cri_tools_version: str
     registry_version: str
+    otelcol_version: str
     cache: Path
 
     @classmethod
@@ -72,6 +73,7 @@ class Binaries:
             versions["ETCD_VERSION"],
             versions["CRI_TOOLS_VERSION"],
             versions["REGISTRY_VERSION"],
+            versions["OTELCOL_CONTRIB_VERSION"],
             cache,
         )
 
@@ -93,6 +95,11 @@ class Binaries:
         return self.cache / f"registry-{self.registry_version}" / "bin" / "registry"
 
     @property
+    def otelcol(self) -> Path:
+        """The OpenTelemetry Collector of deploy/logging/otel (`build.sh otelcol`)."""
+        return self.cache / f"otelcol-{self.otelcol_version}" / "bin" / "otelcol-fim"
+
+    @property
     def images(self) -> Path:
         """Where `python -m images.build` writes the image archives."""
         return self.cache / "images"
@@ -102,7 +109,12 @@ class Binaries:
 
     def require(self, *names: str) -> None:
         """Raises BinariesMissingError naming every missing binary and how to build it."""
-        special = {"etcd": self.etcd, "crictl": self.crictl, "registry": self.registry}
+        special = {
+            "etcd": self.etcd,
+            "crictl": self.crictl,
+            "registry": self.registry,
+            "otelcol": self.otelcol,
+        }
         paths = [special.get(name) or self.kube(name) for name in names]
         missing = [str(path) for path in paths if not os.access(path, os.X_OK)]
         if missing:

@@ -19,7 +19,8 @@ from tests.cluster.netguard import remove_cgroup
 
 # Set by the kubelet at start (machine facts); restored on teardown.
 SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
-# Created by the kubelet, containerd or CNI if missing; removed on teardown if they were.
+# Created by the kubelet, containerd or CNI if missing (and /var/log/fim-otel by the hostPath
+# of deploy/logging/otel's collector); removed on teardown if they were.
 HOST_DIRS = (
     "/var/lib/kubelet",
     "/var/log/pods",
@@ -30,6 +31,7 @@ HOST_DIRS = (
     "/var/lib/cni",
     "/etc/cni",
     "/opt/cni",
+    "/var/log/fim-otel",
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"

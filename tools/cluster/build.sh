@@ -5,9 +5,11 @@
 #   ${FIM_CACHE:-/var/cache/fim-k8s}/etcd-<version>/bin/etcd
 #   ${FIM_CACHE:-/var/cache/fim-k8s}/cri-tools-<version>/bin/crictl (teardown of pod sandboxes)
 #   ${FIM_CACHE:-/var/cache/fim-k8s}/registry-<version>/bin/registry (the cluster's OCI registry)
+#   ${FIM_CACHE:-/var/cache/fim-k8s}/otelcol-<version>/bin/otelcol-fim (deploy/logging/otel's
+#     OpenTelemetry Collector, made by the collector builder from otelcol-builder.yaml)
 # Usage: tools/cluster/build.sh [all | apiserver | NAME...]   (NAME: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet, kubectl, crictl, registry). Binaries already in the cache
-# are not rebuilt. Builds run at nice 19: the machine's two cores are shared.
+# kube-controller-manager, kube-scheduler, kubelet, kubectl, crictl, registry, otelcol). Binaries
+# already in the cache are not rebuilt. Builds run at nice 19: the machine's two cores are shared.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -17,6 +19,7 @@ k8s_dir="$cache/k8s-$KUBERNETES_VERSION"
 etcd_dir="$cache/etcd-$ETCD_VERSION"
 crictl_dir="$cache/cri-tools-$CRI_TOOLS_VERSION"
 registry_dir="$cache/registry-$REGISTRY_VERSION"
+otelcol_dir="$cache/otelcol-$OTELCOL_CONTRIB_VERSION"
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 # Go 1.26+ (Kubernetes 1.37's go.mod): preinstalled on these machines in /usr/local/go.
@@ -170,11 +173,56 @@ build_registry() {
   log "built registry ($((SECONDS - start)) s)"
 }
 
+# The OpenTelemetry Collector of deploy/logging/otel. The collector builder (ocb, at the core
+# release) generates the collector's main module from otelcol-builder.yaml; its own dependency
+# step (`go mod tidy`) is skipped because tidy also resolves the tests of every component, and
+# some modules only those tests import are not on the module proxy: `go build -mod=mod`
+# resolves exactly what the binary imports.
+build_otelcol() {
+  local bin="$otelcol_dir/bin/otelcol-fim"
+  [[ -x "$bin" ]] && { log "cached: otelcol-fim ($otelcol_dir/bin)"; return 0; }
+  local src="$otelcol_dir/src" start=$SECONDS
+  if [[ ! -f "$src/.ready" ]]; then
+    log "generating the collector module with ocb $OTELCOL_CORE_VERSION (contrib $OTELCOL_CONTRIB_VERSION)"
+    rm -rf "$src" && mkdir -p "$src"
+    GOBIN="$src/ocb" nice -n 19 go install "${BUILD_FLAGS[@]}" \
+      "go.opentelemetry.io/collector/cmd/builder@$OTELCOL_CORE_VERSION"
+    sed -e "s#@OTELCOL_DIST_VERSION@#${OTELCOL_CONTRIB_VERSION#v}#" \
+        -e "s#@OTELCOL_CONTRIB_VERSION@#$OTELCOL_CONTRIB_VERSION#" \
+        -e "s#@OTELCOL_CORE_VERSION@#$OTELCOL_CORE_VERSION#" \
+        -e "s#@OTELCOL_CORE_STABLE_VERSION@#$OTELCOL_CORE_STABLE_VERSION#" \
+        -e "s#@OUTPUT_PATH@#$src/collector#" "$here/otelcol-builder.yaml" > "$src/builder.yaml"
+    grep -q '@[A-Z_]*@' "$src/builder.yaml" && { log "FAILED: unfilled placeholder in $src/builder.yaml"; exit 1; }
+    (cd "$src" && nice -n 19 ./ocb/builder --config builder.yaml --skip-compilation --skip-get-modules)
+    # The module: the manifest's components and the collector core at their pinned versions.
+    local mods=("go.opentelemetry.io/collector/otelcol@$OTELCOL_CORE_VERSION"
+                "go.opentelemetry.io/collector/service@$OTELCOL_CORE_VERSION")
+    mods+=($(sed -n 's/^ *- gomod: \([^ ]*\) \(v[^ ]*\)$/\1@\2/p' "$src/builder.yaml"))
+    (cd "$src/collector" && go mod init fimk8s.local/otelcol && nice -n 19 go get "${mods[@]}")
+    touch "$src/.ready"
+  fi
+  mkdir -p "$otelcol_dir/bin"
+  log "building otelcol-fim $OTELCOL_CONTRIB_VERSION"
+  (cd "$src/collector" && nice -n 19 go build -v "${BUILD_FLAGS[@]}" -ldflags "-s -w" \
+    -o "$otelcol_dir/bin/.otelcol-fim.tmp" . 2>&1 | progress otelcol-fim)
+  [[ "${PIPESTATUS[0]}" == 0 ]] || { log "FAILED: otelcol-fim"; exit 1; }
+  # One release: every collector module the binary holds is at the pinned core, stable-core or
+  # contrib version (MVS could have raised one through another module's requirement).
+  local strays
+  strays="$(go version -m "$otelcol_dir/bin/.otelcol-fim.tmp" | awk -v core="$OTELCOL_CORE_VERSION" \
+    -v stable="$OTELCOL_CORE_STABLE_VERSION" -v contrib="$OTELCOL_CONTRIB_VERSION" '
+      $1 == "dep" && $2 ~ /^go\.opentelemetry\.io\/collector(\/|$)/ && $3 != core && $3 != stable { print $2, $3 }
+      $1 == "dep" && $2 ~ /^github\.com\/open-telemetry\/opentelemetry-collector-contrib\// && $3 != contrib { print $2, $3 }')"
+  [[ -z "$strays" ]] || { log "FAILED: collector modules off the pinned release: $strays"; exit 1; }
+  mv "$otelcol_dir/bin/.otelcol-fim.tmp" "$bin"
+  log "built otelcol-fim ($((SECONDS - start)) s)"
+}
+
 main() {
   local targets=("$@")
   ((${#targets[@]})) || targets=(all)
   case "${targets[*]}" in
-    all) targets=(etcd "${K8S_COMMANDS[@]}" crictl registry) ;;
+    all) targets=(etcd "${K8S_COMMANDS[@]}" crictl registry otelcol) ;;
     apiserver) targets=(etcd kube-apiserver) ;;
   esac
   local start=$SECONDS
@@ -183,10 +231,11 @@ main() {
       etcd) build_etcd ;;
       crictl) build_crictl ;;
       registry) build_registry ;;
+      otelcol) build_otelcol ;;
       *) build_k8s "$t" ;;
     esac
   done
-  log "done in $((SECONDS - start)) s: $k8s_dir/bin, $etcd_dir/bin"
+  log "done in $((SECONDS - start)) s: $k8s_dir/bin, $etcd_dir/bin, $otelcol_dir/bin"
 }
 
 main "$@"
