@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The fim-k8s demo on this machine, in one command: builds what is missing, starts the local
 # single-node Kubernetes cluster (tests/cluster), deploys fim-k8s with
-# `kubectl apply -k deploy/overlays/local`, starts a demo workload and a FimWatcher on it,
+# `kubectl apply -k deploy/overlays/standard`, starts a demo workload and a FimWatcher on it,
 # and streams fimd's event lines live while the workload changes files. Ctrl-C stops
 # everything and restores the host.
 #
@@ -40,13 +40,13 @@ if [[ -f "$state/state.json" ]]; then
   cluster down
 fi
 
-say "4/6 local cluster (etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet)"
+say "4/6 local cluster (etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet, kube-proxy)"
 trap stop INT TERM HUP PIPE EXIT
 cluster up
 cluster import "$bin/images/controller.tar" "$bin/images/fimd.tar"
 
-say "5/6 deploying fim-k8s: kubectl apply -k deploy/overlays/local"
-"$kubectl" apply -k deploy/overlays/local
+say "5/6 deploying fim-k8s: kubectl apply -k deploy/overlays/standard"
+"$kubectl" apply -k deploy/overlays/standard
 "$kubectl" -n fim-system rollout status daemonset/fimd --timeout=180s
 "$kubectl" -n fim-system rollout status deployment/fim-controller --timeout=180s
 

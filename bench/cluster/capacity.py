@@ -2,7 +2,7 @@
 (default 110 x 5 = 550 watches on one node), on the local single-node cluster.
 
 Brings up the local cluster of tests/cluster (or uses KUBECONFIG), imports the Bazel-built
-images and deploys fim-k8s with `kubectl apply -k deploy/overlays/local` exactly as the e2e
+images and deploys fim-k8s with `kubectl apply -k deploy/overlays/standard` exactly as the e2e
 suite does, creates one Deployment of P busybox pods, then the W watchers in one apply, and
 prints, against the contract:
 
@@ -39,7 +39,6 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -50,7 +49,8 @@ from types import FrameType
 
 from tests.cluster.cluster import Cluster
 from tests.cluster.config import Binaries
-from tests.cluster.controlplane import LOOPBACK, STANDARD_APISERVER_PORT
+from tests.cluster.controlplane import STANDARD_APISERVER_PORT
+from tests.cluster.node import BRIDGE, bridge_exists
 from tests.e2e import nodestats
 from tests.e2e.capacity import Capacity, Converged, FanOut, FimdRestarts
 from tests.e2e.kube import Kube, KubectlError
@@ -91,12 +91,11 @@ def cluster_kube(keep_state: bool) -> Iterator[Kube]:
         say(f"using KUBECONFIG={os.environ['KUBECONFIG']}")
         yield Kube(kubectl, Path(os.environ["KUBECONFIG"]))
         return
-    with socket.socket() as probe:
-        if probe.connect_ex((LOOPBACK, STANDARD_APISERVER_PORT)) == 0:
-            raise SystemExit(
-                f"{LOOPBACK}:{STANDARD_APISERVER_PORT} is in use: another local cluster is "
-                "running (`python3 -m tests.cluster status`); stop it or set KUBECONFIG"
-            )
+    if bridge_exists():
+        raise SystemExit(
+            f"bridge {BRIDGE} exists: another local cluster is running "
+            "(`python3 -m tests.cluster status`); stop it or set KUBECONFIG"
+        )
     state = Path(tempfile.mkdtemp(prefix="fim-capacity-"))
     cluster = Cluster(state, apiserver_only=False, apiserver_port=STANDARD_APISERVER_PORT)
     say(f"starting the local cluster (state {state})")

@@ -18,7 +18,7 @@ import yaml  # type: ignore[import-untyped]
 from libs.pki.bootstrap import Names, server_name
 from tests.cluster.config import Binaries, read_versions
 
-OVERLAYS = ["local", "production"]
+OVERLAYS = ["standard", "production"]
 NAMESPACE = "fim-system"
 Obj = dict[str, Any]
 
@@ -31,13 +31,18 @@ def _release() -> str:
 
 @functools.cache
 def render(overlay: str) -> list[Obj]:
+    """The rendered objects of deploy/overlays/<overlay> (`base`: deploy/base itself)."""
     binaries = Binaries.from_env()
     binaries.require("kubectl")
     with tempfile.TemporaryDirectory() as scratch:
         # A real copy: kustomize refuses files that symlink out of its root (Bazel runfiles).
         tree = shutil.copytree("deploy", Path(scratch, "deploy"))
         out = subprocess.run(
-            [str(binaries.kube("kubectl")), "kustomize", str(tree / "overlays" / overlay)],
+            [
+                str(binaries.kube("kubectl")),
+                "kustomize",
+                str(tree / ("base" if overlay == "base" else f"overlays/{overlay}")),
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -69,7 +74,7 @@ def test_every_object_validates_against_the_pinned_release(overlay: str) -> None
 
 
 def test_validation_rejects_an_unknown_field() -> None:
-    deployment = find(render("local"), "Deployment", "fim-controller")
+    deployment = find(render("standard"), "Deployment", "fim-controller")
     broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, _release(), strict=True)
@@ -145,11 +150,34 @@ def _images(objects: list[Obj]) -> set[tuple[str, str]]:
     }
 
 
-def test_local_overlay_runs_the_bazel_images_without_pulling() -> None:
-    assert _images(render("local")) == {
-        ("localhost/fim-k8s/controller:local", "Never"),
-        ("localhost/fim-k8s/fimd:local", "Never"),
+def test_standard_overlay_runs_the_bazel_images_with_the_default_pull_policy() -> None:
+    assert _images(render("standard")) == {
+        ("localhost/fim-k8s/controller:local", ""),
+        ("localhost/fim-k8s/fimd:local", ""),
     }
+
+
+def _without_images(obj: Obj) -> Obj:
+    """obj with every container's image reference replaced by a marker."""
+    copy: Obj = yaml.safe_load(yaml.safe_dump(obj))
+    if copy["kind"] in {"Deployment", "DaemonSet", "Job", "CronJob"}:
+        for container in pod_spec(copy)["containers"]:
+            container["image"] = "IMAGE"
+    return copy
+
+
+def test_standard_overlay_is_the_base_but_for_image_references() -> None:
+    """Any conformant cluster runs deploy/base as it is: no host network, no API server
+    address, no replica or policy patches; the local cluster provides what base needs."""
+    base, standard = render("base"), render("standard")
+    assert [_without_images(o) for o in standard] == [_without_images(o) for o in base]
+    assert standard != base  # the images do differ
+    for obj in workloads(standard):
+        spec = pod_spec(obj)
+        assert not spec.get("hostNetwork")
+        for container in spec["containers"]:
+            assert "KUBERNETES_SERVICE_HOST" not in {e["name"] for e in container.get("env", [])}
+    assert find(standard, "Deployment", "fim-controller")["spec"]["replicas"] == 2
 
 
 def test_production_overlay_uses_registry_images_pinned_by_digest() -> None:

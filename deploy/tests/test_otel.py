@@ -24,7 +24,7 @@ from tests.cluster.config import Binaries, read_versions
 from tests.e2e.otlp import Record, records, rfc3339_unix_nano
 
 OTEL = Path("deploy/logging/otel")
-OVERLAYS = ["local", "production"]
+OVERLAYS = ["standard", "production"]
 NAMESPACE = "fim-system"
 Obj = dict[str, Any]
 

@@ -149,7 +149,7 @@ def test_pin_wraps_an_overlay_with_the_pushed_digests(
 ) -> None:
     pushed = push_all(registry, IMAGES)
     kubectl = str(Binaries.from_env().kube("kubectl"))
-    overlay = deploy / "overlays" / "local"
+    overlay = deploy / "overlays" / "standard"
     assert not set(_images(_render(overlay))) & {image.reference for image in pushed}
     out = pin(overlay, tmp_path / "pinned", pushed, kubectl)
     rendered = _render(out)

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from tests.cluster.config import Binaries
-from tests.cluster.controlplane import ControlPlane
-from tests.cluster.node import BRIDGE, Node
+from tests.cluster.controlplane import LOOPBACK, ControlPlane
+from tests.cluster.node import BRIDGE, BRIDGE_ADDRESS, Node
 from tests.cluster.supervisor import Supervisor
 
 # Images every full cluster imports into containerd (built by `python -m images.build`).
@@ -42,7 +42,14 @@ class Cluster:
         )
         self.supervisor.extra.setdefault("apiserver_only", apiserver_only)
         self.binaries = Binaries.from_env()
-        self.control_plane = ControlPlane(self.supervisor, self.binaries, apiserver_port)
+        # The API server binds 127.0.0.1 alone, the bridge's address with a node (pods reach
+        # it through the `kubernetes` Service; see controlplane).
+        self.control_plane = ControlPlane(
+            self.supervisor,
+            self.binaries,
+            apiserver_port,
+            address=LOOPBACK if self.apiserver_only else BRIDGE_ADDRESS,
+        )
         self.node = Node(self.supervisor, self.binaries, self.control_plane)
         self.images = images
         self.startup_seconds = 0.0
@@ -79,6 +86,8 @@ class Cluster:
         """Starts the cluster; on any failure stops what was started before re-raising."""
         started = time.monotonic()
         try:
+            if not self.apiserver_only:
+                self.node.prepare_network()
             self.control_plane.start(timeout)
             if not self.apiserver_only:
                 self.node.start(self.image_archives(), timeout)

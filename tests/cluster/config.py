@@ -22,6 +22,7 @@ KUBE_COMMANDS = (
     "kube-scheduler",
     "kubelet",
     "kubectl",
+    "kube-proxy",
 )
 
 

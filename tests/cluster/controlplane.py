@@ -1,4 +1,11 @@
-"""etcd + kube-apiserver on 127.0.0.1: the API-server-only cluster.
+"""etcd + kube-apiserver: the API-server-only cluster, and the control plane of the full one.
+
+The API server binds one address. Alone (API-server-only) that is 127.0.0.1. In a full
+cluster it is the address the harness gives the cluster's own bridge (`node.BRIDGE_ADDRESS`,
+10.244.77.1): pods reach it through the `kubernetes` Service (ClusterIP 10.96.0.1, DNATed by
+kube-proxy to that address, which the API server advertises), and every host client
+(kubectl, kubelet, controller-manager, scheduler, kube-proxy) uses it too. It exists only on
+this machine (a bridge without any port but the pods' veths); etcd stays on 127.0.0.1.
 
 RBAC and Node authorization on, client-certificate authentication, service-account tokens
 signed by a key of this cluster, and an admin kubeconfig (`system:masters`) at
@@ -22,7 +29,8 @@ from tests.cluster.supervisor import Supervisor
 
 LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/24"
-# In-cluster clients without kube-proxy are pointed at this port explicitly (local overlay).
+SERVICE_CLUSTER_IP = "10.96.0.1"  # the `kubernetes` Service: the first address of the range
+# The full cluster's (and the CLI's) API server port, the usual one.
 STANDARD_APISERVER_PORT = 6443
 # Every request that changes something, at Metadata level (who, what, when; no bodies):
 # tests read it to prove which client wrote what when (e.g. two controllers never overlap).
@@ -52,11 +60,14 @@ class ControlPlane:
         supervisor: Supervisor,
         binaries: Binaries,
         apiserver_port: int | None = None,
+        address: str = LOOPBACK,
     ) -> None:
         self.supervisor = supervisor
         self.binaries = binaries
         self.dir = supervisor.state_dir
         self.pki = Pki(self.dir / "pki")
+        # Recorded, so that `Cluster.attach` (another process) talks to the same address.
+        self.address: str = supervisor.extra.setdefault("apiserver_address", address)
         ports = supervisor.extra.setdefault("ports", {})
         ports.setdefault("apiserver", apiserver_port or free_port())
         ports.setdefault("etcd", free_port())
@@ -70,7 +81,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://{LOOPBACK}:{self.ports['apiserver']}"
+        return f"https://{self.address}:{self.ports['apiserver']}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -125,9 +136,9 @@ class ControlPlane:
             "apiserver",
             "kube-apiserver",
             server_names=(
-                LOOPBACK,
+                *dict.fromkeys((self.address, LOOPBACK)),
                 "localhost",
-                "10.96.0.1",
+                SERVICE_CLUSTER_IP,
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
@@ -144,8 +155,8 @@ class ControlPlane:
         return [
             str(self.binaries.kube("kube-apiserver")),
             f"--etcd-servers=http://{LOOPBACK}:{self.ports['etcd']}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={self.ports['apiserver']}",
             f"--tls-cert-file={serving.cert}",
             f"--tls-private-key-file={serving.key}",
@@ -161,8 +172,9 @@ class ControlPlane:
             f"--kubelet-client-key={kubelet_client.key}",
             f"--kubelet-certificate-authority={self.pki.ca.cert}",
             "--kubelet-preferred-address-types=InternalIP",
-            # Its only address is loopback, which the endpoint reconciler refuses every 10 s.
-            "--endpoint-reconciler-type=none",
+            # The `kubernetes` Service's endpoints: the advertised address (lease reconciler),
+            # except on loopback, which the reconciler refuses every 10 s.
+            f"--endpoint-reconciler-type={'none' if self.address == LOOPBACK else 'lease'}",
             f"--cert-dir={self.dir / 'apiserver-certs'}",
             "--profiling=false",
             f"--audit-policy-file={policy}",

@@ -38,10 +38,10 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
 
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """The full single-node cluster (containerd, kubelet, controller-manager, scheduler) for
-    the whole session, API server on 127.0.0.1:6443 (the port the local overlay's in-cluster
-    clients use). Base images are imported; teardown restores the host and fails the session
-    if the network guard stopped anything."""
+    """The full single-node cluster (containerd, kubelet, kube-proxy, controller-manager,
+    scheduler) for the whole session, API server on 10.244.77.1:6443 (the bridge's address;
+    pods use the `kubernetes` Service). Base images are imported; teardown restores the host
+    and fails the session if the network guard stopped anything."""
     cluster = Cluster(
         tmp_path_factory.mktemp("cluster"),
         apiserver_only=False,

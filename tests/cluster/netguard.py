@@ -10,8 +10,11 @@ leaving through loopback or the cluster's own bridge pass; anything else is logg
 and counted. Dropping means a component that tries (the kubelet's cloud metadata lookup, a
 DNS query, a telemetry call) fails fast instead of hanging; counting means the harness can
 fail loudly afterwards (`check()`), naming how many packets were stopped. A FORWARD rule does
-the same for pod traffic that would leave the bridge. Measuring eth0 counters instead would
-be wrong here: other work on the machine legitimately uses the network.
+the same for pod traffic that would leave the bridge (pods have a default route via the
+bridge's address, and the CNI plugin turns on IP forwarding), and another drops whatever
+another interface would forward into the bridge (pods are reachable from this machine only).
+Measuring eth0 counters instead would be wrong here: other work on the machine legitimately
+uses the network.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ class NetworkGuard:
     def _forward_rule(self) -> list[str]:
         return ["FORWARD", "-i", self.bridge, "!", "-o", self.bridge, "-j", self.chain]
 
+    def _inbound_rule(self) -> list[str]:
+        """Nothing from another interface is forwarded to the pods (not counted: it would
+        be traffic arriving from elsewhere, not a component reaching out)."""
+        return ["FORWARD", "!", "-i", self.bridge, "-o", self.bridge,
+                "-m", "comment", "--comment", f"{self.chain} inbound", "-j", "DROP"]  # fmt: skip
+
     def install(self) -> None:
         """Creates the cgroup and the rules (idempotent)."""
         if not (UNIFIED / "cgroup.procs").exists():
@@ -83,6 +92,17 @@ class NetworkGuard:
                 self.pod_cgroup.mkdir(exist_ok=True)
                 _run(tool, "-I", *self._output_rule(self.pod_cgroup))
                 _run(tool, "-I", *self._forward_rule())
+                _run(tool, "-I", *self._inbound_rule())
+
+    def forward_rules_first(self) -> None:
+        """Moves the FORWARD rules back to the top of the chain: kube-proxy inserts its own
+        jumps (KUBE-FORWARD accepts marked and established traffic) before them."""
+        if not self.bridge:
+            return
+        for tool in _TOOLS:
+            for rule in (self._forward_rule(), self._inbound_rule()):
+                _run(tool, "-D", *rule, check=False)
+                _run(tool, "-I", *rule)
 
     def dropped(self) -> int:
         """Packets stopped so far (IPv4 + IPv6); 0 if the guard isn't installed."""
@@ -115,6 +135,7 @@ class NetworkGuard:
             if self.pod_cgroup is not None:
                 _run(tool, "-D", *self._output_rule(self.pod_cgroup), check=False)
                 _run(tool, "-D", *self._forward_rule(), check=False)
+                _run(tool, "-D", *self._inbound_rule(), check=False)
             _run(tool, "-F", self.chain, check=False)
             _run(tool, "-X", self.chain, check=False)
         remove_cgroup(self.cgroup)

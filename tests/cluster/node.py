@@ -1,12 +1,20 @@
-"""The node half of the local cluster: containerd + runc + a CNI bridge, the kubelet, and
-the controller-manager and scheduler that a node's pods need.
+"""The node half of the local cluster: containerd + runc + a CNI bridge, the kubelet,
+kube-proxy, and the controller-manager and scheduler that a node's pods need.
 
-All of it follows the machine facts: cgroupfs driver, cgroup v1 allowed, runc, an own bridge
-on a private /24 without gateway, routes or NAT (pods cannot reach anything but each other),
-an unreachable route for the service range, streaming and every server on 127.0.0.1, the
-node named `127.0.0.1` so its InternalIP is loopback. containerd keeps its content store in
-the cache (images survive between runs: warm bring-up imports nothing); everything else lives
-in the cluster's state directory or is undone by `tests.cluster.hoststate` on teardown.
+All of it follows the machine facts: cgroupfs driver, cgroup v1 allowed, runc, streaming and
+every server but the API server on 127.0.0.1, the node named `127.0.0.1` so its InternalIP is
+loopback. The pod network is the harness's own bridge `fimk8s0` on a private /24 whose
+gateway address 10.244.77.1 the harness puts on the bridge before the control plane starts:
+the API server binds it (see `controlplane`), pods get a default route to it, kube-proxy
+(iptables mode) DNATs the `kubernetes` Service to it, and the host reaches pod IPs through
+the bridge (kubelet probes, tests). Nothing of the pod network leaves the machine: no NAT,
+the network guard drops (and counts) anything forwarded from the bridge to another
+interface, and drops whatever another interface would forward into it; the service range
+keeps an unreachable route, so a service address without a kube-proxy rule goes nowhere.
+containerd keeps its content store in the cache (images survive between runs: warm
+bring-up imports nothing); everything else lives in the cluster's state directory or is
+undone by `tests.cluster.hoststate` on teardown (kube-proxy's rules by `kube-proxy --cleanup`,
+then checked).
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.config import Binaries, system_tool
-from tests.cluster.controlplane import LOOPBACK, SERVICE_CIDR, ControlPlane
+from tests.cluster.config import SYSTEM_PATH, Binaries, system_tool
+from tests.cluster.controlplane import LOOPBACK, SERVICE_CIDR, ControlPlane, free_port
 from tests.cluster.hoststate import HostSnapshot
 from tests.cluster.kubeconfig import write_kubeconfig
 from tests.cluster.supervisor import Supervisor, log_tail
@@ -33,14 +41,17 @@ from tests.cluster.supervisor import Supervisor, log_tail
 NODE_NAME = LOOPBACK
 BRIDGE = "fimk8s0"
 POD_CIDR = "10.244.77.0/24"
+# The bridge's own address: the pods' gateway, and the address the API server binds.
+BRIDGE_ADDRESS = "10.244.77.1"
 # The kubelet's default maxPods is 110, exactly the capacity contract's workload (issue 10:
 # 110 pods x 5 FimWatchers on one node). fim-k8s's own pods (fimd, the controller, the PKI
 # Job's pod while it runs) and a test's other pods come on top, so the node admits 130. Pod
-# IPs are not the limit: POD_CIDR's /24 holds 254, and host-network pods take none.
+# IPs are not the limit: POD_CIDR's /24 holds 253 pods (.1 is the bridge's own address).
 MAX_PODS = 130
 KUBELET_PORT = 10250
 RUN_DIR = Path("/run/fim-k8s")  # containerd's state and sockets (short socket paths)
-NODE_COMPONENTS = ("kube-scheduler", "kube-controller-manager", "kubelet", "containerd")
+# Stopped in this order (containerd last: pods are removed through it first).
+NODE_COMPONENTS = ("kube-proxy", "kube-scheduler", "kube-controller-manager", "kubelet")
 
 
 class Node:
@@ -63,17 +74,33 @@ class Node:
         """Directories whose mounts teardown must undo."""
         return [self.dir, self.containerd_root, RUN_DIR]
 
-    def start(self, images: list[Path], timeout: float) -> None:
-        """Starts containerd (importing missing images), then the kubelet, controller-manager
-        and scheduler; returns when the node is Ready."""
+    def prepare_network(self) -> None:
+        """Records the host, then makes the bridge with its address (the API server binds
+        it, so this comes before the control plane) and the service range's unreachable
+        route."""
         self.binaries.require(
-            "kubelet", "kube-controller-manager", "kube-scheduler", "kubectl", "crictl"
-        )
+            "kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl",
+            "crictl",
+        )  # fmt: skip
+        if bridge_exists():
+            raise RuntimeError(
+                f"bridge {BRIDGE} exists: another full local cluster is running (`python3 -m "
+                f"tests.cluster status`), or a killed one left it (`ip link delete {BRIDGE}`)"
+            )
         if "host" not in self.supervisor.extra:
             self.supervisor.extra["host"] = HostSnapshot.take().to_json()
             self.supervisor.save()
+        _ip("link", "add", BRIDGE, "type", "bridge")
+        _ip("addr", "replace", f"{BRIDGE_ADDRESS}/{POD_CIDR.split('/')[1]}", "dev", BRIDGE)
+        _ip("link", "set", BRIDGE, "up")
         _ip("route", "replace", "unreachable", SERVICE_CIDR)
         self.supervisor.extra["service_route"] = True
+        self.supervisor.save()
+
+    def start(self, images: list[Path], timeout: float) -> None:
+        """Starts containerd (importing missing images), then the kubelet, kube-proxy,
+        controller-manager and scheduler; returns when the node is Ready and kube-proxy has
+        programmed the `kubernetes` Service. `prepare_network` must have run."""
         self._write_cni_config()
         self.supervisor.start(
             "containerd", [system_tool("containerd"), "--config", str(self._containerd_config())]
@@ -83,16 +110,21 @@ class Node:
         self.supervisor.start(
             "kubelet", self._kubelet_argv(), env={"AWS_EC2_METADATA_DISABLED": "true"}
         )
+        self.supervisor.extra["kube_proxy"] = True  # its rules are cleaned up even if it dies
+        self.supervisor.start("kube-proxy", self._kube_proxy_argv())
         self.supervisor.start("kube-controller-manager", self._controller_manager_argv())
         self.supervisor.start("kube-scheduler", self._scheduler_argv())
         self._wait_for(self.ready, "node Ready", timeout)
+        what = "kube-proxy's rules for the kubernetes Service"
+        self._wait_for(self._service_programmed, what, timeout)
+        self.supervisor.guard.forward_rules_first()
         # Pods are rejected until the controller-manager made the namespace's ServiceAccount.
         self._wait_for(self._default_service_account, "default ServiceAccount", timeout)
 
     def stop(self) -> list[str]:
         """Stops the node's processes and pods and restores the host; returns problems."""
         running = {record.name for record in self.supervisor.records}
-        for name in NODE_COMPONENTS[:3]:
+        for name in NODE_COMPONENTS:
             if name in running:
                 self.supervisor.stop(name)
         if "containerd" in running:
@@ -100,6 +132,8 @@ class Node:
             self.supervisor.stop("containerd")
         self._kill_leftovers()
         self._remove_runtime_dirs()
+        if self.supervisor.extra.pop("kube_proxy", False):
+            self._kube_proxy_cleanup()
         problems: list[str] = []
         host = self.supervisor.extra.pop("host", None)
         if host is not None:
@@ -220,12 +254,17 @@ class Node:
                 {
                     "type": "bridge",
                     "bridge": BRIDGE,
-                    "isGateway": False,
+                    # A default route via BRIDGE_ADDRESS in every pod (service traffic reaches
+                    # kube-proxy's rules on the host); the plugin turns on net.ipv4.ip_forward
+                    # (restored on teardown). Forwarding off the bridge: the guard drops it.
+                    "isGateway": True,
+                    "isDefaultGateway": True,
                     "ipMasq": False,
-                    "hairpinMode": False,
+                    # A pod reaching itself through a Service (kube-proxy masquerades that).
+                    "hairpinMode": True,
                     "ipam": {
                         "type": "host-local",
-                        "ranges": [[{"subnet": POD_CIDR}]],
+                        "ranges": [[{"subnet": POD_CIDR, "gateway": BRIDGE_ADDRESS}]],
                         "dataDir": str(self.dir / "cni" / "ipam"),
                     },
                 },
@@ -365,10 +404,70 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
             f"--service-cluster-ip-range={SERVICE_CIDR}",
         ]
 
+    def _kube_proxy_argv(self) -> list[str]:
+        """kube-proxy in iptables mode (no IPVS here) as a host process, configured to change
+        no host sysctl: conntrack sizing and timeouts left as they are (maxPerCore 0, zero
+        timeouts), no localhost NodePorts (route_localnet stays 0), NodePorts only on the
+        bridge address, no health server, metrics on a free port of 127.0.0.1, oomScoreAdj 0
+        (negative values fail here without CAP_SYS_RESOURCE)."""
+        pki = self.cp.pki
+        pair = pki.issue("kube-proxy", "system:kube-proxy")  # bound to system:node-proxier
+        kubeconfig = write_kubeconfig(
+            self.dir / "kube-proxy.kubeconfig", self.cp.server, pki.ca.cert, pair, "kube-proxy"
+        )
+        config = {
+            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+            "kind": "KubeProxyConfiguration",
+            "clientConnection": {"kubeconfig": str(kubeconfig)},
+            "hostnameOverride": NODE_NAME,
+            "bindAddress": LOOPBACK,
+            "healthzBindAddress": "",
+            "metricsBindAddress": f"{LOOPBACK}:{free_port()}",
+            "mode": "iptables",
+            "clusterCIDR": POD_CIDR,
+            "detectLocalMode": "ClusterCIDR",
+            "nodePortAddresses": [f"{BRIDGE_ADDRESS}/32"],
+            "oomScoreAdj": 0,
+            "iptables": {"localhostNodePorts": False, "masqueradeAll": False,
+                         "syncPeriod": "30s", "minSyncPeriod": "1s"},
+            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s",
+                          "tcpCloseWaitTimeout": "0s", "udpTimeout": "0s",
+                          "udpStreamTimeout": "0s"},
+        }  # fmt: skip
+        path = self.dir / "kube-proxy.json"
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        return [str(self.binaries.kube("kube-proxy")), f"--config={path}", "--v=1"]
+
+    def _service_programmed(self) -> bool:
+        """kube-proxy has DNATed the `kubernetes` Service to the API server's address."""
+        rules = subprocess.run(
+            [system_tool("iptables"), "-t", "nat", "-S"], capture_output=True, text=True,
+            check=False,
+        ).stdout  # fmt: skip
+        target = f"{self.cp.address}:{self.cp.ports['apiserver']}"
+        return f"--to-destination {target}" in rules
+
+    def _kube_proxy_cleanup(self) -> None:
+        """`kube-proxy --cleanup`: removes every proxy mode's rules and chains (IPv4 and
+        IPv6). Whatever is left is found (and reported) by the host snapshot's check."""
+        done = subprocess.run(
+            [str(self.binaries.kube("kube-proxy")), "--cleanup", "--v=1"],
+            capture_output=True, text=True, check=False, env={"PATH": SYSTEM_PATH},
+        )  # fmt: skip
+        log = self.supervisor.log_dir / "kube-proxy-cleanup.log"
+        log.write_text(done.stdout + done.stderr)
+        # Non-zero also when only the IPVS/ipset cleanup failed (unavailable here): the
+        # iptables comparison in HostSnapshot.restore decides.
+
     def _scheduler_argv(self) -> list[str]:
         return self._client_component_argv(
             "kube-scheduler", "scheduler", "system:kube-scheduler", "scheduler"
         )
+
+
+def bridge_exists() -> bool:
+    """A full local cluster is running (or a killed one left its bridge)."""
+    return Path("/sys/class/net", BRIDGE).exists()
 
 
 def archive_names(archive: Path) -> list[str]:

@@ -3,9 +3,10 @@
 Against `KUBECONFIG` when it is set (any cluster where the images are loadable, e.g. kind
 after `kind load image-archive`); otherwise against the local single-node cluster of
 tests/cluster, started for the session, with the Bazel-built images imported. Either way
-fim-k8s is deployed with `kubectl apply -k` of FIM_E2E_OVERLAY (deploy/overlays/local).
-Under Bazel pass the variables through: `bazel test //tests/e2e:e2e_test
---test_env=KUBECONFIG=/path/to/kubeconfig`.
+fim-k8s is deployed with `kubectl apply -k` of FIM_E2E_OVERLAY (default
+deploy/overlays/standard: deploy/base with the image references only). Under Bazel pass the
+variables through: `bazel test //tests/e2e:e2e_test --test_env=KUBECONFIG=/path/to/kubeconfig
+--test_env=FIM_E2E_OVERLAY=/abs/path/to/overlay`.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ def artifact(relative: str) -> Path:
 
 def overlay_dir() -> Path:
     """The kustomize overlay to deploy: FIM_E2E_OVERLAY (absolute, or relative to the
-    repository), default deploy/overlays/local."""
-    name = os.environ.get("FIM_E2E_OVERLAY", "deploy/overlays/local")
+    repository), default deploy/overlays/standard."""
+    name = os.environ.get("FIM_E2E_OVERLAY", "deploy/overlays/standard")
     if Path(name).is_absolute():
         return Path(name)
     for root in [Path(os.environ.get("TEST_SRCDIR", "")) / "fim_k8s", REPO]:

@@ -8,8 +8,11 @@
 #   ${FIM_CACHE:-/var/cache/fim-k8s}/otelcol-<version>/bin/otelcol-fim (deploy/logging/otel's
 #     OpenTelemetry Collector, made by the collector builder from otelcol-builder.yaml)
 # Usage: tools/cluster/build.sh [all | apiserver | NAME...]   (NAME: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kubelet, kubectl, crictl, registry, otelcol). Binaries
-# already in the cache are not rebuilt. Builds run at nice 19: the machine's two cores are shared.
+# kube-controller-manager, kube-scheduler, kubelet, kubectl, kube-proxy, crictl, registry,
+# otelcol). Binaries already in the cache are not rebuilt. Builds run at nice 19: the machine's
+# two cores are shared. kube-proxy (iptables mode) gives the local cluster the `kubernetes`
+# Service, so deploy/base runs there unpatched; it shares nearly all its packages with the
+# other Kubernetes commands.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=versions.env
@@ -20,7 +23,7 @@ etcd_dir="$cache/etcd-$ETCD_VERSION"
 crictl_dir="$cache/cri-tools-$CRI_TOOLS_VERSION"
 registry_dir="$cache/registry-$REGISTRY_VERSION"
 otelcol_dir="$cache/otelcol-$OTELCOL_CONTRIB_VERSION"
-K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 
 # Go 1.26+ (Kubernetes 1.37's go.mod): preinstalled on these machines in /usr/local/go.
 command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
