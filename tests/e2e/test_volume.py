@@ -11,8 +11,11 @@ Asserted, from fimd's log (`kubectl logs`) after the loop:
   counts of the summary lines, plus the counts of `events_dropped` lines; with no drop, also
   per file and event kind for the coalesced watcher, and every file appears in a line or a
   summary's paths for the budgeted one;
-- the lines are few: the coalesced watcher wrote at most 3 x 9 lines per second and window,
-  the budgeted one at most 51 per second;
+- the lines are few: the coalesced watcher wrote at most 2 x 3 x 9 lines per second of the
+  loop (one per event kind, file and window, a window's line late by up to a window), the
+  budgeted one at most 50 per second plus its summaries. Lines per second of event time
+  (`first`) is only a figure: a starved fimd opens its windows late, so several windows of
+  one key can start within one second of event time;
 - fimd's log stays unrotated: below the kubelet's 10 MiB (on the local cluster, also no
   rotated file beside it in /var/log/pods), and no inotify overflow was reported.
 
@@ -165,7 +168,6 @@ def test_an_append_loop_leaves_fimds_log_small_and_every_event_counted(
         assert co["per_key"] == {(k, p): rounds * 100 for k in KINDS for p in paths}
     windows = SECONDS + 5
     assert co["event_lines"] <= len(KINDS) * FILES * windows * 2
-    assert co["busiest_second"] <= len(KINDS) * FILES * 2
     bud = found[f"{namespace}/budgeted"]
     assert bud["summaries"] >= SECONDS // 2
     assert bud["event_lines"] <= BUDGET * windows
