@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fim-k8s demo on this machine, in one command: builds what is missing, starts the local
-# single-node Kubernetes cluster (tests/cluster), deploys fim-k8s with
-# `kubectl apply -k deploy/overlays/standard`, starts a demo workload and a FimWatcher on it,
+# single-node Kubernetes cluster (tests/cluster) with its OCI registry on 127.0.0.1:5000,
+# pushes the images there by digest, deploys fim-k8s with `kubectl apply -k` of
+# deploy/overlays/standard pinned to those digests, starts a demo workload and a FimWatcher on it,
 # and streams fimd's event lines live while the workload changes files. Ctrl-C stops
 # everything and restores the host.
 #
@@ -43,10 +44,12 @@ fi
 say "4/6 local cluster (etcd, kube-apiserver, controller-manager, scheduler, containerd, kubelet, kube-proxy)"
 trap stop INT TERM HUP PIPE EXIT
 cluster up
-cluster import "$bin/images/controller.tar" "$bin/images/fimd.tar"
 
-say "5/6 deploying fim-k8s: kubectl apply -k deploy/overlays/standard"
-"$kubectl" apply -k deploy/overlays/standard
+say "5/6 pushing controller and fimd to the cluster's registry by digest; deploying fim-k8s"
+# The overlay, wrapped in a kustomization that pins the pushed digests (images/push.py).
+PYTHONPATH=. python3 -m images.push 127.0.0.1:5000 --images-dir "$bin/images" \
+  --pin deploy/overlays/standard --out "$state/pinned" --kubectl "$kubectl"
+"$kubectl" apply -k "$state/pinned"
 "$kubectl" -n fim-system rollout status daemonset/fimd --timeout=180s
 "$kubectl" -n fim-system rollout status deployment/fim-controller --timeout=180s
 

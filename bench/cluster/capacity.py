@@ -47,6 +47,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from images.push import Pushed
 from tests.cluster.cluster import Cluster
 from tests.cluster.config import Binaries
 from tests.cluster.controlplane import STANDARD_APISERVER_PORT
@@ -55,13 +56,12 @@ from tests.e2e import nodestats
 from tests.e2e.capacity import Capacity, Converged, FanOut, FimdRestarts
 from tests.e2e.kube import Kube, KubectlError
 from tests.e2e.system import (
-    SERVICE_IMAGES,
     SYSTEM_NAMESPACE,
     FimSystem,
-    artifact,
+    deployable,
     ignore_missing,
-    materialized,
     overlay_dir,
+    push_service_images,
 )
 
 CONVERGE_SECONDS = 60.0
@@ -84,12 +84,15 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def cluster_kube(keep_state: bool) -> Iterator[Kube]:
-    """KUBECONFIG's cluster, or a local cluster started now and stopped at the end."""
+def cluster_kube(keep_state: bool) -> Iterator[tuple[Kube, tuple[Pushed, ...]]]:
+    """KUBECONFIG's cluster, or a local cluster started now and stopped at the end; with
+    the service images pushed to its registry (FIM_E2E_REGISTRY for KUBECONFIG's, if set)."""
     kubectl = Binaries.from_env().kube("kubectl")
     if os.environ.get("KUBECONFIG"):
         say(f"using KUBECONFIG={os.environ['KUBECONFIG']}")
-        yield Kube(kubectl, Path(os.environ["KUBECONFIG"]))
+        registry = os.environ.get("FIM_E2E_REGISTRY", "")
+        images = tuple(push_service_images(registry)) if registry else ()
+        yield Kube(kubectl, Path(os.environ["KUBECONFIG"])), images
         return
     if bridge_exists():
         raise SystemExit(
@@ -102,18 +105,19 @@ def cluster_kube(keep_state: bool) -> Iterator[Kube]:
     cluster.up()
     try:
         say(f"node Ready after {cluster.startup_seconds:.1f} s")
-        cluster.import_images([artifact(image) for image in SERVICE_IMAGES])
-        yield Kube(kubectl, cluster.kubeconfig)
+        images = tuple(push_service_images(cluster.registry))
+        say(f"pushed {', '.join(image.reference for image in images)}")
+        yield Kube(kubectl, cluster.kubeconfig), images
     finally:
         say("stopping the local cluster (by PID) and restoring the host")
         cluster.down(remove_state=not keep_state)
 
 
 @contextmanager
-def fim_k8s(kube: Kube) -> Iterator[FimSystem]:
+def fim_k8s(kube: Kube, images: tuple[Pushed, ...]) -> Iterator[FimSystem]:
     """fim-k8s deployed as the e2e suite does; removed afterwards if this deployed it."""
     existed = kube.exists("daemonset", "fimd", SYSTEM_NAMESPACE)
-    system = FimSystem(kube)
+    system = FimSystem(kube, images)
     started = time.monotonic()
     system.deploy(overlay_dir())
     say(f"fim-k8s deployed and ready in {time.monotonic() - started:.1f} s")
@@ -124,7 +128,8 @@ def fim_k8s(kube: Kube) -> Iterator[FimSystem]:
             say("removing fim-k8s (this bench deployed it)")
             with tempfile.TemporaryDirectory() as scratch:
                 kube.run(
-                    "delete", "-k", str(materialized(overlay_dir(), Path(scratch))),
+                    "delete", "-k",
+                    str(deployable(overlay_dir(), Path(scratch), images, kube.kubectl)),
                     "--ignore-not-found", "--timeout=300s", timeout=330,
                 )  # fmt: skip
 
@@ -162,7 +167,11 @@ class Report:
 
 
 def run(args: argparse.Namespace, report: Report, sysctls_before: dict[str, str]) -> None:
-    with cluster_kube(args.keep_state) as kube, fim_k8s(kube) as system, namespace(kube) as ns:
+    with (
+        cluster_kube(args.keep_state) as (kube, images),
+        fim_k8s(kube, images) as system,
+        namespace(kube) as ns,
+    ):
         scenario = Capacity(kube, system, ns, args.pods, args.watchers)
         say(f"creating {args.pods} pods (one Deployment)")
         pods_seconds = scenario.create_pods(timeout=args.pods_timeout)

@@ -69,6 +69,11 @@ class Cluster:
     def kubeconfig(self) -> Path:
         return self.control_plane.kubeconfig
 
+    @property
+    def registry(self) -> str:
+        """host:port of the node's OCI registry (images pushed there are pulled by the node)."""
+        return self.node.registry.address
+
     def image_archives(self) -> list[Path]:
         archives = [self.binaries.images / f"{name}.tar" for name in self.images]
         missing = [str(path) for path in archives if not path.exists()]

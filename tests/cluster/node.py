@@ -15,6 +15,10 @@ containerd keeps its content store in the cache (images survive between runs: wa
 bring-up imports nothing); everything else lives in the cluster's state directory or is
 undone by `tests.cluster.hoststate` on teardown (kube-proxy's rules by `kube-proxy --cleanup`,
 then checked).
+
+Images: the pause and workload images are imported archives; the fim-k8s service images are
+pulled from the cluster's OCI registry on 127.0.0.1:5000 (`tests.cluster.registry`) by
+digest, through containerd's registry host configuration.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from tests.cluster.config import SYSTEM_PATH, Binaries, system_tool
 from tests.cluster.controlplane import LOOPBACK, SERVICE_CIDR, ControlPlane, free_port
 from tests.cluster.hoststate import HostSnapshot
 from tests.cluster.kubeconfig import write_kubeconfig
+from tests.cluster.registry import Registry
 from tests.cluster.supervisor import Supervisor, log_tail
 
 NODE_NAME = LOOPBACK
@@ -65,6 +70,7 @@ class Node:
         self.cp = control_plane
         self.dir = supervisor.state_dir
         self.containerd_root = binaries.cache / "containerd"
+        self.registry = Registry(supervisor, binaries)
 
     @property
     def containerd_socket(self) -> Path:
@@ -80,7 +86,7 @@ class Node:
         route."""
         self.binaries.require(
             "kubelet", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubectl",
-            "crictl",
+            "crictl", "registry",
         )  # fmt: skip
         if bridge_exists():
             raise RuntimeError(
@@ -98,14 +104,16 @@ class Node:
         self.supervisor.save()
 
     def start(self, images: list[Path], timeout: float) -> None:
-        """Starts containerd (importing missing images), then the kubelet, kube-proxy,
-        controller-manager and scheduler; returns when the node is Ready and kube-proxy has
-        programmed the `kubernetes` Service. `prepare_network` must have run."""
+        """Starts the registry and containerd (importing missing images), then the kubelet,
+        kube-proxy, controller-manager and scheduler; returns when the node is Ready and
+        kube-proxy has programmed the `kubernetes` Service. `prepare_network` must have run."""
         self._write_cni_config()
+        self.registry.start(timeout)
         self.supervisor.start(
             "containerd", [system_tool("containerd"), "--config", str(self._containerd_config())]
         )
         self._wait_for(self.containerd_socket.exists, "containerd socket", timeout)
+        self.forget_other_imports(images)
         self.import_images(images)
         self.supervisor.start(
             "kubelet", self._kubelet_argv(), env={"AWS_EC2_METADATA_DISABLED": "true"}
@@ -180,6 +188,28 @@ class Node:
             for path in paths:
                 path.write_text(digest)
             print(f"[cluster] imported {archive.name} in {time.monotonic() - started:.1f} s")
+
+    def forget_other_imports(self, archives: list[Path]) -> None:
+        """Removes images an earlier bring-up imported from archives other than these (the
+        service images did, before they came from the registry): the persistent store then
+        holds no stale import that a pod could run instead of the pulled image."""
+        markers = self.containerd_root / "imported"
+        if not markers.is_dir():
+            return
+        wanted = {name.replace("/", "_") for archive in archives for name in archive_names(archive)}
+        stale = {marker.name: marker for marker in markers.iterdir() if marker.name not in wanted}
+        if not stale:
+            return
+        for name in self.images():  # a marker names its image with `/` as `_`
+            if name.replace("/", "_") in stale:
+                self._ctr("images", "remove", name)
+                print(f"[cluster] removed {name}, imported by an earlier bring-up")
+        for marker in stale.values():
+            marker.unlink()
+
+    def images(self) -> list[str]:
+        """Image references in containerd's k8s.io namespace."""
+        return sorted(self._ctr("images", "list", "--quiet").stdout.split())
 
     def _ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [
@@ -304,6 +334,9 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
 {runc[:-1]}.options]
   BinaryName = "/usr/sbin/runc"
   SystemdCgroup = false
+{cri[:-1]}.registry]
+  # certs.d/<host>/hosts.toml: the cluster's registry on 127.0.0.1, plain HTTP.
+  config_path = "{self.registry.hosts_dir}"
 {cri[:-1]}.cni]
   bin_dir = "/usr/lib/cni"
   conf_dir = "{self.dir / "cni" / "net.d"}"

@@ -1,29 +1,34 @@
 """Fixtures of the end-to-end suite.
 
-Against `KUBECONFIG` when it is set (any cluster where the images are loadable, e.g. kind
-after `kind load image-archive`); otherwise against the local single-node cluster of
-tests/cluster, started for the session, with the Bazel-built images imported. Either way
-fim-k8s is deployed with `kubectl apply -k` of FIM_E2E_OVERLAY (default
-deploy/overlays/standard: deploy/base with the image references only). Under Bazel pass the
-variables through: `bazel test //tests/e2e:e2e_test --test_env=KUBECONFIG=/path/to/kubeconfig
---test_env=FIM_E2E_OVERLAY=/abs/path/to/overlay`.
+Against `KUBECONFIG` when it is set (any cluster); otherwise against the local single-node
+cluster of tests/cluster, started for the session. The Bazel-built service images are pushed
+by digest to a registry: the local cluster's own (127.0.0.1:5000, containerd pulls from it),
+or for another cluster FIM_E2E_REGISTRY (one its nodes can pull from; without it the overlay's
+image names are used as they are, e.g. after `kind load image-archive`). fim-k8s is deployed
+with `kubectl apply -k` of FIM_E2E_OVERLAY (default deploy/overlays/standard: deploy/base
+with the image references only), pinned to the pushed digests by a generated kustomization
+(tests.e2e.system.deployable). Under Bazel pass the variables through: `bazel test
+//tests/e2e:e2e_test --test_env=KUBECONFIG=/path/to/kubeconfig
+--test_env=FIM_E2E_REGISTRY=registry.example:5000 --test_env=FIM_E2E_OVERLAY=/abs/overlay`.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from images.push import Pushed
 from tests.cluster.cluster import Cluster
 from tests.cluster.config import Binaries
 from tests.cluster.fixtures import local_cluster  # noqa: F401 (a fixture)
 from tests.e2e import nodestats
 from tests.e2e.kube import Kube
-from tests.e2e.system import SERVICE_IMAGES, FimSystem, artifact, ignore_missing, overlay_dir
+from tests.e2e.system import FimSystem, ignore_missing, overlay_dir, push_service_images
 
 # Lines scenarios report (timings, sizes), printed in pytest's terminal summary: output of a
 # fixture's teardown would be captured, and shown only for a failure.
@@ -57,13 +62,30 @@ def kube(request: pytest.FixtureRequest, host_sysctls: dict[str, str]) -> Kube:
     if os.environ.get("KUBECONFIG"):
         return Kube(kubectl, Path(os.environ["KUBECONFIG"]))
     cluster: Cluster = request.getfixturevalue("local_cluster")
-    cluster.import_images([artifact(image) for image in SERVICE_IMAGES])
     return Kube(kubectl, cluster.kubeconfig)
 
 
 @pytest.fixture(scope="session")
-def system(kube: Kube) -> FimSystem:
-    fim = FimSystem(kube)
+def service_images(
+    kube: Kube, request: pytest.FixtureRequest, figures: list[str]
+) -> tuple[Pushed, ...]:
+    """controller and fimd as pushed for this session (empty: deployed as the overlay names
+    them, for a cluster that has them already)."""
+    registry = os.environ.get("FIM_E2E_REGISTRY", "")
+    if not os.environ.get("KUBECONFIG"):
+        cluster: Cluster = request.getfixturevalue("local_cluster")
+        registry = cluster.registry
+    if not registry:
+        return ()
+    started = time.monotonic()
+    pushed = tuple(push_service_images(registry))
+    figures.append(f"images pushed by digest to {registry} in {time.monotonic() - started:.1f} s")
+    return pushed
+
+
+@pytest.fixture(scope="session")
+def system(kube: Kube, service_images: tuple[Pushed, ...]) -> FimSystem:
+    fim = FimSystem(kube, service_images)
     fim.deploy(overlay_dir())
     return fim
 

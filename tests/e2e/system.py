@@ -1,4 +1,10 @@
-"""fim-k8s as deployed in a cluster: deploying it, finding its pods, reading its event lines."""
+"""fim-k8s as deployed in a cluster: deploying it, finding its pods, reading its event lines.
+
+The service images reach a cluster through a registry, by digest: `push_service_images`
+pushes the Bazel-built OCI layouts (`images.push`), and `FimSystem.deploy` applies the overlay
+wrapped in a generated kustomization that pins those digests (never committed: they change
+with every code change).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,18 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from images.push import Pushed, pin, push_all
 from tests.e2e.kube import Kube, KubectlError, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_NAMESPACE = "fim-system"
 FIMD_LABEL = "app.kubernetes.io/name=fimd"
 CONTROLLER_LABEL = "app.kubernetes.io/name=fim-controller"
-SERVICE_IMAGES = ("images/controller.tar", "images/fimd.tar")
 
 
 def artifact(relative: str) -> Path:
@@ -47,6 +54,25 @@ def overlay_dir() -> Path:
     raise FileNotFoundError(f"overlay {name} not found")
 
 
+def images_dir() -> Path:
+    """Where Bazel put the service images (`<name>.oci`, `<name>.digest`)."""
+    return artifact("images/controller.digest").parent
+
+
+def push_service_images(registry: str) -> list[Pushed]:
+    """Pushes controller and fimd to REGISTRY/fim-k8s/<name> by their built digests."""
+    return push_all(registry, images_dir())
+
+
+def deployable(overlay: Path, scratch: Path, images: Sequence[Pushed], kubectl: Path) -> Path:
+    """The directory to `kubectl apply -k`: the overlay as real files, and with pushed
+    images a kustomization around it pinning them by digest (images.push.pin)."""
+    tree = materialized(overlay, scratch)
+    if not images:
+        return tree
+    return pin(tree, scratch / "pinned", list(images), str(kubectl))
+
+
 def materialized(overlay: Path, scratch: Path) -> Path:
     """The overlay as real files: kustomize does not load the symlinks Bazel runfiles are
     made of, so a symlinked overlay is applied from a copy of its deploy tree (the overlay
@@ -61,14 +87,17 @@ def materialized(overlay: Path, scratch: Path) -> Path:
 
 @dataclass(frozen=True)
 class FimSystem:
-    """The deployed controller and fimd DaemonSet, seen through kubectl."""
+    """The deployed controller and fimd DaemonSet, seen through kubectl. With `images`
+    (pushed to a registry), the overlay is deployed pinned to their digests."""
 
     kube: Kube
+    images: tuple[Pushed, ...] = ()
 
     def deploy(self, overlay: Path, timeout: float = 180.0) -> None:
         """`kubectl apply -k overlay` (real kustomize), then waits for fimd and controller."""
         with tempfile.TemporaryDirectory() as scratch:
-            self.kube.run("apply", "-k", str(materialized(overlay, Path(scratch))), timeout=timeout)
+            tree = deployable(overlay, Path(scratch), self.images, self.kube.kubectl)
+            self.kube.run("apply", "-k", str(tree), timeout=timeout)
         try:
             self.wait_ready(timeout)
         except TimeoutError as error:

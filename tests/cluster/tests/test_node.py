@@ -1,18 +1,22 @@
 """The full single-node cluster: pods run through containerd + runc + CNI on the pod network,
 reach the API server through the `kubernetes` Service (kube-proxy), are reachable from the
-host through the bridge, exec and logs work, and teardown leaves the host exactly as it was
-(kube-proxy's iptables rules and the sysctls included)."""
+host through the bridge, exec and logs work, an image pushed to the cluster's registry is
+pulled by digest, and teardown leaves the host exactly as it was (kube-proxy's iptables rules
+and the sysctls included)."""
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.cluster.cluster import Cluster
+from tests.cluster.config import system_tool
 from tests.cluster.controlplane import SERVICE_CLUSTER_IP, STANDARD_APISERVER_PORT
 from tests.cluster.hoststate import fingerprint
 from tests.cluster.node import BRIDGE_ADDRESS, MAX_PODS, NODE_NAME, POD_CIDR
@@ -49,17 +53,42 @@ POD = {
 }
 
 
-def _wait_running(cluster: Cluster, timeout: float = 60.0) -> None:
+def _wait_running(cluster: Cluster, name: str = "probe", timeout: float = 60.0) -> Any:
     deadline = time.monotonic() + timeout
     phase = ""
     while time.monotonic() < deadline:
-        out = cluster.node.kubectl("get", "pod", "probe", "-o", "json", check=False)
+        out = cluster.node.kubectl("get", "pod", name, "-o", "json", check=False)
         if out.returncode == 0:
-            phase = json.loads(out.stdout)["status"].get("phase", "")
+            pod = json.loads(out.stdout)
+            phase = pod["status"].get("phase", "")
             if phase == "Running":
-                return
+                return pod
         time.sleep(0.25)
-    raise AssertionError(f"pod not Running after {timeout} s (phase {phase!r})")
+    raise AssertionError(f"pod {name} not Running after {timeout} s (phase {phase!r})")
+
+
+def _pulled_by_digest(cluster: Cluster, tmp_path: Path) -> None:
+    """The workload image, pushed to the node's registry by digest (skopeo, from its OCI
+    archive), runs in a pod that names only that digest; the kubelet reports it as the
+    image it runs, and containerd holds it under the registry's name."""
+    archive = cluster.binaries.images / "workload.tar"
+    digest = (cluster.binaries.images / "workload.digest").read_text().split()[-1]
+    reference = f"{cluster.registry}/fim-k8s/workload@{digest}"
+    subprocess.run(
+        [system_tool("skopeo"), "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
+         f"oci-archive:{archive}", f"docker://{reference}"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    pod: Any = copy.deepcopy(POD)
+    pod["metadata"]["name"] = "pulled"
+    container = pod["spec"]["containers"][0]
+    container.update(image=reference, imagePullPolicy="IfNotPresent")
+    manifest = tmp_path / "pulled.json"
+    manifest.write_text(json.dumps(pod))
+    cluster.node.kubectl("apply", "-f", str(manifest))
+    status = _wait_running(cluster, "pulled")["status"]["containerStatuses"][0]
+    assert status["imageID"] == reference
+    assert reference in cluster.node.images()
 
 
 def test_pods_run_and_teardown_restores_the_host(tmp_path: Path) -> None:
@@ -80,6 +109,7 @@ def test_pods_run_and_teardown_restores_the_host(tmp_path: Path) -> None:
         assert "x" in exec_out.stdout.split()
         assert "started" in cluster.node.kubectl("logs", "probe").stdout
         _pod_network_and_service(cluster)
+        _pulled_by_digest(cluster, tmp_path)
     finally:
         cluster.down()
     assert fingerprint() == before
