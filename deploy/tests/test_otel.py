@@ -109,10 +109,19 @@ def test_component_adds_the_collector_to_every_overlay(overlay: str) -> None:
     for obj in objects:
         kubernetes_validate.validate(obj, _release(), strict=True)
     added = [o for o in objects if o["metadata"]["name"].startswith("fim-otelcol")]
-    assert sorted(o["kind"] for o in added) == ["ConfigMap", "DaemonSet", "ServiceAccount"]
+    assert sorted(o["kind"] for o in added) == [
+        "ConfigMap",
+        "DaemonSet",
+        "NetworkPolicy",
+        "ServiceAccount",
+    ]
     assert {o["metadata"]["namespace"] for o in added} == {NAMESPACE}
-    # No RBAC: the component adds no role and no binding.
-    assert not [o for o in added if "Role" in o["kind"]]
+    # No RBAC (no role, no binding) and no network: every packet to or from it is denied.
+    policy = find(objects, "NetworkPolicy", "fim-otelcol")
+    assert policy["spec"] == {
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "fim-otelcol"}},
+        "policyTypes": ["Ingress", "Egress"],
+    }
 
     config = find(objects, "ConfigMap", "fim-otelcol-")
     assert config["data"]["collector.yaml"] == (OTEL / "collector.yaml").read_text()

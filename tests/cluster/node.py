@@ -73,6 +73,11 @@ class Node:
         self.registry = Registry(supervisor, binaries)
 
     @property
+    def pod_logs_dir(self) -> Path:
+        """The kubelet's podLogsDir: this cluster's own, never the host's /var/log/pods."""
+        return self.dir / "pod-logs"
+
+    @property
     def containerd_socket(self) -> Path:
         return RUN_DIR / f"containerd-{self.supervisor.guard.ident}.sock"
 
@@ -378,7 +383,7 @@ disabled_plugins = ["io.containerd.tracing.processor.v1.otlp", "io.containerd.in
             "protectKernelDefaults": False,
             "enforceNodeAllocatable": [],
             "resolvConf": "",
-            "podLogsDir": str(self.dir / "pod-logs"),
+            "podLogsDir": str(self.pod_logs_dir),
             "nodeStatusUpdateFrequency": "2s",
             "syncFrequency": "5s",
             # Disk and image GC thresholds of a shared dev machine say nothing about pods.
