@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shutil
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from images.push import push
 from tests.cluster.cluster import Cluster
 from tests.cluster.config import Binaries
 from tests.e2e import expect
@@ -54,7 +56,9 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str]:
 
 
 @pytest.fixture(scope="module")
-def collector(kube: Kube, system: FimSystem, request: pytest.FixtureRequest) -> Iterator[None]:
+def collector(
+    kube: Kube, system: FimSystem, request: pytest.FixtureRequest
+) -> Iterator[dict[str, str]]:
     """deploy/logging/otel added on top of the suite's overlay, the way docs/logging.md says
     (a kustomization with the overlay as resource and the component). Only the objects the
     component adds are applied (the deployed fim-k8s stays as the suite made it), and they
@@ -62,10 +66,12 @@ def collector(kube: Kube, system: FimSystem, request: pytest.FixtureRequest) -> 
     # Where the kubelets keep pod logs: the local cluster's own directory, else
     # FIM_E2E_POD_LOGS_DIR (the kubelet's podLogsDir), by default /var/log/pods.
     pod_logs = os.environ.get("FIM_E2E_POD_LOGS_DIR", "/var/log/pods")
+    registry = os.environ.get("FIM_E2E_REGISTRY", "")
     if not os.environ.get("KUBECONFIG"):
         cluster: Cluster = request.getfixturevalue("local_cluster")
-        cluster.import_images([Binaries.from_env().images / "otelcol.tar"])
         pod_logs = str(cluster.node.pod_logs_dir)
+        registry = cluster.registry
+    image = _otelcol_image(registry)
     with tempfile.TemporaryDirectory() as scratch:
         overlay = materialized(overlay_dir(), Path(scratch))
         component = overlay.parents[1] / "logging" / "otel"
@@ -81,13 +87,7 @@ def collector(kube: Kube, system: FimSystem, request: pytest.FixtureRequest) -> 
                     "kind": "Kustomization",
                     "resources": [os.path.relpath(overlay, top)],
                     "components": [os.path.relpath(component, top)],
-                    "images": [
-                        {
-                            "name": "fim-otelcol",
-                            "newName": OTELCOL_IMAGE[0],
-                            "newTag": OTELCOL_IMAGE[1],
-                        }
-                    ],
+                    "images": [image],
                 }
             )
         )
@@ -105,11 +105,33 @@ def collector(kube: Kube, system: FimSystem, request: pytest.FixtureRequest) -> 
             selector = "--selector=app.kubernetes.io/name=fim-otelcol"
             pods = kube.run("describe", "pods", f"--namespace={SYSTEM_NAMESPACE}", selector)
             raise TimeoutError(f"{error}\n{pods}") from error
-        yield
+        yield image
     finally:
         for kind, namespace, name in sorted(added, key=lambda o: o[0] != "DaemonSet"):
             _delete(kube, kind, namespace, name)
         _remove_output(kube)
+
+
+def _otelcol_image(registry: str) -> dict[str, str]:
+    """The kustomize `images:` entry for the collector: pushed by digest to the registry (the
+    local cluster's own, or FIM_E2E_REGISTRY) like the service images, from the layout in
+    the archive `python3 -m images.build otelcol` wrote; without a registry, the tag the
+    nodes were loaded with."""
+    if not registry:
+        return {"name": "fim-otelcol", "newName": OTELCOL_IMAGE[0], "newTag": OTELCOL_IMAGE[1]}
+    built = Binaries.from_env().images
+    with tempfile.TemporaryDirectory() as scratch:
+        layout = Path(scratch, "otelcol.oci")
+        with tarfile.open(built / "otelcol.tar") as archive:
+            for member in archive.getmembers():  # regular files, relative names only
+                content = archive.extractfile(member) if member.isfile() else None
+                if content is None or member.name.startswith("/") or ".." in member.name:
+                    continue
+                (layout / member.name).parent.mkdir(parents=True, exist_ok=True)
+                (layout / member.name).write_bytes(content.read())
+        shutil.copy(built / "otelcol.digest", Path(scratch, "otelcol.digest"))
+        pushed = push(registry, Path(scratch), "otelcol")
+    return {"name": "fim-otelcol", "newName": pushed.repository, "digest": pushed.digest}
 
 
 def _use_pod_logs_dir(objects: list[dict[str, Any]], directory: str) -> None:
@@ -165,7 +187,7 @@ def _exported(kube: Kube, namespace: str) -> list[Record]:
 
 
 def test_event_lines_become_otel_records(
-    kube: Kube, system: FimSystem, namespace: str, collector: None, figures: list[str]
+    kube: Kube, system: FimSystem, namespace: str, collector: dict[str, str], figures: list[str]
 ) -> None:
     kube.apply(pod("web", namespace, {"app": "otel"}, "mkdir -p /data && exec sleep 3600"))
     node = running(kube, namespace, "web")["spec"]["nodeName"]
@@ -258,4 +280,10 @@ def test_event_lines_become_otel_records(
     assert armed
     assert all(r.severity_text == "info" == r.attributes["level"] for r in armed)
     assert all(r.severity_number == 9 and r.resource == resource for r in armed)
+    if "digest" in collector:  # pulled from the registry by digest, like the service images
+        (otelcol,) = kube.get(
+            "pods", "", SYSTEM_NAMESPACE, "--selector=app.kubernetes.io/name=fim-otelcol"
+        )["items"]
+        (running_image,) = otelcol["status"]["containerStatuses"]
+        assert running_image["imageID"].endswith("@" + collector["digest"])
     figures.append(f"otel: fimd's lines exported as OTLP records within {latency:.1f} s")
