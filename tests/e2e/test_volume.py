@@ -1,5 +1,5 @@
 """Scenario 10 (issue 15): event volume on the cluster. One pod appends to 9 files in a loop
-for 30 s (busybox, as fast as it goes) under two FimWatchers with `events: [all]`:
+for 30 s (busybox, up to 16,200 events/s) under two FimWatchers with `events: [all]`:
 
 - `coalesced`: `coalesce: 1s`, one line per (event, path) and second;
 - `budgeted`: no coalescing, `lineBudget: 50`: 50 lines then one summary line per second.
@@ -42,17 +42,28 @@ BUDGET = 50
 KINDS = ("OPEN", "MODIFY", "CLOSEWRITE")
 ROTATE_BYTES = 10 << 20  # the kubelet's containerLogMaxSize default
 
-# Appends in rounds of 100 over the 9 files, checking the clock between rounds (a `date`
-# per append would fork more than it appends); prints the rounds done.
+# Appends in rounds of 100 over the 9 files (2,700 events), checking the clock between
+# rounds (a `date` per append would fork more than it appends), at most ROUNDS_PER_SECOND
+# rounds in each second of the clock: 16,200 events/s, 486,000 events in the loop (without
+# the volume controls, lines far above the 10 MiB that rotates the log). Unthrottled
+# (about 60,000/s) or at 32,400/s, busybox on this 2-core node sometimes outran an engine
+# that the scheduler left waiting, and the kernel's inotify queue overflowed: a loss fimd
+# reports, after which the exact accounting this test checks cannot hold. Prints the
+# rounds done.
+ROUNDS_PER_SECOND = 6
 LOOP = f"""
-end=$(( $(date +%s) + {SECONDS} )); rounds=0
-while [ "$(date +%s)" -lt "$end" ]; do
+end=$(( $(date +%s) + {SECONDS} )); rounds=0; second=0; in_second=0
+while :; do
+  now=$(date +%s)
+  [ "$now" -lt "$end" ] || break
+  if [ "$now" != "$second" ]; then second=$now; in_second=0; fi
+  if [ $in_second -ge {ROUNDS_PER_SECOND} ]; then usleep 20000; continue; fi
   n=0
   while [ $n -lt 100 ]; do
     for f in {" ".join(str(i) for i in range(FILES))}; do echo x >> /data/f$f; done
     n=$((n + 1))
   done
-  rounds=$((rounds + 1))
+  rounds=$((rounds + 1)); in_second=$((in_second + 1))
 done
 echo "$rounds"
 """
