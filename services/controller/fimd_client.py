@@ -25,6 +25,11 @@ from services.controller.state import OVER_CAPACITY, NodeState, Observed
 #: cannot find, a node budget used up) while it keeps serving every other call.
 REJECTION_CODES = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION", OVER_CAPACITY})
 
+#: gRPC waits up to this long between reconnection attempts to an unreachable fimd (its
+#: default, 120 s, would leave a node that comes back unnoticed for up to two minutes after
+#: a long outage, however often the sweep asks; calls fail fast while the channel waits).
+MAX_RECONNECT_BACKOFF_MS = 10_000
+
 
 class FimdError(Exception):
     """A failed fimd call; `code` is the gRPC status code name (e.g. UNAVAILABLE)."""
@@ -169,7 +174,11 @@ class FimdPool:
     ) -> None:
         self._load_tls = load_tls
         #: Names this replica in fimd's view of its callers (gRPC's user-agent prefix).
-        self._options = [("grpc.primary_user_agent", user_agent)] if user_agent else []
+        self._options: list[tuple[str, str | int]] = [
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)
+        ]
+        if user_agent:
+            self._options.append(("grpc.primary_user_agent", user_agent))
         self._tls = load_tls() if load_tls else None
         self._deadline = deadline
         self._lock = threading.Lock()

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fim.v1 import fim_pb2
+from services.controller.fimd_client import MAX_RECONNECT_BACKOFF_MS
 from services.controller.kube import ApiError
 from services.controller.tests import apiserver
 from services.controller.tests.apiserver import eventually
@@ -69,9 +70,13 @@ def test_deletion_never_hangs_on_a_dead_node_and_its_orphans_go_when_it_returns(
     assert keys(world)[n1] == set()  # the reachable node's watches went at once
     assert set(second.fimd.snapshot()) == {(audit, web1, "app")}  # the dead one still has it
 
-    # n2 returns with its state (same fimd instance): the sweep destroys the orphan.
+    # n2 returns with its state (same fimd instance): the sweep destroys the orphan, once
+    # gRPC's next reconnection attempt finds it (capped at 10 s, with 20% jitter).
     world.fimds[n2] = FakeFimdServer(second.fimd, port=second.port)
-    eventually(lambda: keys(world)[n2] == set(), timeout=SWEEP + 5, what="orphan destroyed")
+    reconnect = MAX_RECONNECT_BACKOFF_MS / 1000 * 1.2
+    eventually(
+        lambda: keys(world)[n2] == set(), timeout=reconnect + SWEEP + 3, what="orphan destroyed"
+    )
     assert set(third.fimd.snapshot()) == {(db, db0, "app")}  # n3 is still down: untouched
 
 
