@@ -184,7 +184,8 @@ def test_failed_watch_is_retried_with_backoff(resolver: FakeResolver) -> None:
         assert "watch failed (FAILED: EACCES); restart in 0.5s" in _status(daemon).message
         launcher.holding(2)  # added again after the backoff
         assert _active(daemon).restarts == 1
-        assert capture.ops("watch_resumed")
+        # The op line goes through the writer thread, after the status changed.
+        wait_for(lambda: capture.ops("watch_resumed"), what="watch_resumed line")
 
 
 def test_status_records_become_op_lines_and_state(resolver: FakeResolver) -> None:
