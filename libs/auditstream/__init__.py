@@ -1,0 +1,1 @@
+"""The tamper-evident line stream: keys, the sealer fimd uses, the verifier (stdlib only)."""
