@@ -70,6 +70,7 @@ from typing import Any
 
 import attrs
 
+from libs.fimlines import raw_path as raw_path  # noqa: PLC0414 (re-exported: split_path's inverse)
 from libs.fimnotify_api.masks import IN_ISDIR, names_for
 from services.fimd.logformat import JSON_EXTRA_ESCAPES, Template, escape_value
 from services.fimd.volume import Line, Summary
@@ -107,11 +108,6 @@ def split_path(raw: bytes) -> tuple[str, str]:
         return raw.decode("utf-8"), ""
     except UnicodeDecodeError:
         return raw.decode("utf-8", "replace"), base64.b64encode(raw).decode("ascii")
-
-
-def raw_path(path: str, path_bytes: str = "") -> bytes:
-    """The raw path back from the `path` and `pathBytes` of a line (the inverse of split_path)."""
-    return base64.b64decode(path_bytes, validate=True) if path_bytes else path.encode("utf-8")
 
 
 def decode_path(raw: bytes) -> str:

@@ -37,6 +37,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from libs.fimlines import BIDI_FORMATTING
 from libs.k8s.logformat import PLACEHOLDERS, TemplateError, parse
 
 __all__ = [
@@ -48,7 +49,8 @@ __all__ = [
     "escape_value",
 ]
 
-_BIDI = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+# The one list, shared with the readers of the lines (libs.fimlines).
+_BIDI = BIDI_FORMATTING
 
 #: Characters that JSON (with ensure_ascii=False) leaves raw but no line may hold raw:
 #: DEL, C1, U+2028, U+2029, bidirectional formatting characters, and lone surrogates (which
