@@ -3,6 +3,7 @@
     kubectl fim events [-n NS] [--watcher NAME] [--pod GLOB] [--event NAMES] [--since 5m]
                        [-f] [-o compact|json] [--ops none|loud|all] [--color auto|always|never]
     kubectl fim status [-n NS]
+    kubectl fim verify (--key FILE | --secret [NS/]NAME) [...] FILE...   (libs.auditstream)
 
 Connection flags on every command (kubectl does not pass its own global flags to plugins):
 `--kubeconfig`, `--context`, `--cluster`, `--user`, `--request-timeout`, and `--kubectl`
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
+from libs.auditstream import cli as verify_cli
 from libs.fimlines import neutralise, parse
 from plugins.kubectl_fim import filters, render, status
 from plugins.kubectl_fim.follow import FIMD_SELECTOR, Line, LogStreams
@@ -162,6 +164,15 @@ def parser() -> argparse.ArgumentParser:
         help="FimWatchers with observed and watched pods; each node's fimd and its capacity",
     )
     state.add_argument("-n", "--namespace", help="only FimWatchers of this namespace")
+    # Every argument after `verify` is the verifier's own (`kubectl fim verify --help`):
+    # no option of this parser may take them (prefix_chars that no argument starts with).
+    verify = commands.add_parser(
+        "verify",
+        add_help=False,
+        prefix_chars="\0",
+        help="verify collected fimd lines against the audit key (tampering, gaps, order)",
+    )
+    verify.add_argument("args", nargs="*", metavar="ARG")
     return top
 
 
@@ -276,14 +287,34 @@ def status_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def verify_command(args: argparse.Namespace, err: TextIO) -> int:
+    """`kubectl fim verify ARGS`: libs.auditstream's verifier. It reads the key Secret with
+    `$KUBECTL` and the kubeconfig of `$KUBECONFIG`, so `--kubectl`/`--kubeconfig` reach it
+    through those; a context, cluster or user other than the current one cannot."""
+    unsupported = [f"--{n}" for n in ("context", "cluster", "user") if getattr(args, n, None)]
+    if unsupported:
+        err.write(
+            f"{PROG} verify: error: {', '.join(unsupported)} cannot be passed on to verify; "
+            "use --key FILE, or a KUBECONFIG whose current context is the cluster\n"
+        )
+        return 2
+    kubectl = getattr(args, "kubectl", None) or os.environ.get("FIM_KUBECTL")
+    if kubectl:
+        os.environ["KUBECTL"] = kubectl
+    if getattr(args, "kubeconfig", None):
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    return verify_cli.main(list(args.args))
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.command == "events":
-            return events(args, out, err)
-        return status_command(args, out, err)
+        if args.command == "verify":
+            return verify_command(args, err)
+        command = events if args.command == "events" else status_command
+        return command(args, out, err)
     except filters.FilterError as error:
         err.write(f"{PROG} {args.command}: error: {error}\n")
         return 2

@@ -9,7 +9,8 @@ plugin makes from files in $FAKE_KUBECTL_DIR, as the API server and kubelet woul
   stderr.
 - `get --raw PATH`: prints `raw/<last path component>` of the path's pod (`POD.metrics`), or
   fails when missing.
-- `get fimwatchers.fim-k8s.io ...`: prints `fimwatchers.json`.
+- `get fimwatchers.fim-k8s.io ...`: prints `fimwatchers.json`; `get secret NAME`:
+  `secret-NAME.json`.
 Every call's argv is appended to `calls.log`, one JSON array per line.
 """
 
@@ -48,20 +49,14 @@ def _logs(state: Path, args: list[str]) -> int:
         time.sleep(0.02)
 
 
-def main(args: list[str]) -> int:
-    state = Path(os.environ["FAKE_KUBECTL_DIR"])
-    with open(state / "calls.log", "a") as calls:
-        calls.write(json.dumps(args) + "\n")
-    words = _positional(args)
-    if words[:1] == ["logs"]:
-        return _logs(state, args)
-    if words[:2] == ["get", "pods"]:
+def _get(state: Path, args: list[str], words: list[str]) -> int:
+    if words[1] == "pods":
         sys.stdout.write((state / "pods.json").read_text())
-        return 0
-    if words[:2] == ["get", "fimwatchers.fim-k8s.io"]:
+    elif words[1] == "fimwatchers.fim-k8s.io":
         sys.stdout.write((state / "fimwatchers.json").read_text())
-        return 0
-    if words[:1] == ["get"] and "--raw" in args:
+    elif words[1] == "secret":
+        sys.stdout.write((state / f"secret-{words[2]}.json").read_text())
+    else:
         path = args[args.index("--raw") + 1]
         pod = path.split("/pods/")[1].split(":")[0]
         metrics = state / f"{pod}.metrics"
@@ -69,7 +64,18 @@ def main(args: list[str]) -> int:
             sys.stderr.write(f'Error from server (ServiceUnavailable): no endpoints for "{pod}"\n')
             return 1
         sys.stdout.write(metrics.read_text())
-        return 0
+    return 0
+
+
+def main(args: list[str]) -> int:
+    state = Path(os.environ["FAKE_KUBECTL_DIR"])
+    with open(state / "calls.log", "a") as calls:
+        calls.write(json.dumps(args) + "\n")
+    words = _positional(args)
+    if words[:1] == ["logs"]:
+        return _logs(state, args)
+    if words[:1] == ["get"] and len(words) > 1:
+        return _get(state, args, words)
     sys.stderr.write(f"fake kubectl: unexpected call {args}\n")
     return 2
 

@@ -17,7 +17,7 @@ def test_help_through_the_shebang() -> None:
     done = subprocess.run([str(BIN), "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "usage: kubectl fim" in done.stdout
-    for command in ("events", "status"):
+    for command in ("events", "status", "verify"):
         assert command in done.stdout
 
 
@@ -29,6 +29,12 @@ def test_standard_library_only() -> None:
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "unknown event name 'nosuch'" in done.stderr
+    verify = subprocess.run(
+        ["python3", "-S", "-I", str(BIN), "verify", "--help"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert verify.returncode == 0, verify.stderr
+    assert "usage: kubectl fim verify" in verify.stdout
     names = zipfile.ZipFile(BIN).namelist()
     assert "__main__.py" in names
     assert "plugins/kubectl_fim/cli.py" in names
