@@ -209,35 +209,36 @@ def _show(items: list[Item], args: argparse.Namespace, style: render.Style, out:
         out.flush()
 
 
+def _pump(
+    streams: LogStreams, wanted: filters.Filter, args: argparse.Namespace, out: TextIO
+) -> None:
+    """Reads, filters, merges and prints lines until the streams are done (never, with -f)."""
+    merger: Merger[Item] = Merger(args.merge_window if args.follow else float("inf"))
+    style = render.Style(use_colour(args.color, out))
+    while not streams.done:
+        for line in streams.poll(0.1):
+            record = parse(line.text)
+            if wanted.matches(record):
+                item = (line, record)
+                merger.add(line.pod, _key(line, record), item, time.monotonic(), len(line.text))
+        _show(merger.release(time.monotonic()), args, style, out)
+    _show(merger.release(time.monotonic(), flush=True), args, style, out)
+
+
 def events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     wanted = filters.build(args.namespace, args.watcher, args.pod, args.event, args.ops)
     fim_namespace = option(args, "fim_namespace")
     streams = LogStreams(
         kubectl_of(args), fim_namespace, follow=args.follow, since=args.since or ""
     )
-    pods = streams.start()
-    if not pods:
-        where = f"namespace {fim_namespace} (selector {FIMD_SELECTOR})"
-        if not args.follow:
-            err.write(f"{PROG}: no fimd pods in {where}\n")
-            return 1
-        err.write(f"{PROG}: no fimd pods in {where} yet; waiting\n")
-    merger: Merger[Item] = Merger(args.merge_window if args.follow else float("inf"))
-    style = render.Style(use_colour(args.color, out))
     try:
-        while not streams.done:
-            for line in streams.poll(0.1):
-                record = parse(line.text)
-                if wanted.matches(record):
-                    merger.add(
-                        line.pod,
-                        _key(line, record),
-                        (line, record),
-                        time.monotonic(),
-                        len(line.text),
-                    )
-            _show(merger.release(time.monotonic()), args, style, out)
-        _show(merger.release(time.monotonic(), flush=True), args, style, out)
+        if not streams.start():
+            where = f"namespace {fim_namespace} (selector {FIMD_SELECTOR})"
+            if not args.follow:
+                err.write(f"{PROG}: no fimd pods in {where}\n")
+                return 1
+            err.write(f"{PROG}: no fimd pods in {where} yet; waiting\n")
+        _pump(streams, wanted, args, out)
     finally:
         streams.stop()
     return _report(streams, err)

@@ -11,7 +11,8 @@ plugin makes from files in $FAKE_KUBECTL_DIR, as the API server and kubelet woul
   fails when missing.
 - `get fimwatchers.fim-k8s.io ...`: prints `fimwatchers.json`; `get secret NAME`:
   `secret-NAME.json`.
-Every call's argv is appended to `calls.log`, one JSON array per line.
+Every call's argv is appended to `calls.log`, one JSON array per line, and its PID to
+`pids.log`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def main(args: list[str]) -> int:
     state = Path(os.environ["FAKE_KUBECTL_DIR"])
     with open(state / "calls.log", "a") as calls:
         calls.write(json.dumps(args) + "\n")
+    with open(state / "pids.log", "a") as pids:
+        pids.write(f"{os.getpid()}\n")
     words = _positional(args)
     if words[:1] == ["logs"]:
         return _logs(state, args)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -170,6 +172,46 @@ def test_follow_picks_up_new_pods_and_resumes_a_restarted_one(cluster: Cluster) 
     finally:
         streams.stop()
     assert streams.stats.errors == []
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting to be reaped does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_sigterm_stops_the_plugin_and_its_kubectl_processes(cluster: Cluster) -> None:
+    cluster.set_pods(_pod("fimd-a", "n1"), _pod("fimd-b", "n2"))
+    cluster.append("fimd-a", event("2026-12-01T10:00:01.000000000Z", "n1", "/a1"))
+    argv = [sys.executable, "-m", "plugins.kubectl_fim", "events", "-f", "-o", "json"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "FIM_KUBECTL": cluster.kubectl.binary,
+    }
+    plugin = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert plugin.stdout is not None
+        first = plugin.stdout.readline()  # blocks until the plugin printed a line
+        assert json.loads(first)["path"] == "/a1"
+        pids: list[int] = []
+        deadline = time.monotonic() + 20
+        while len(pids) < 3:  # get pods, logs fimd-a, logs fimd-b: each writes its PID
+            assert time.monotonic() < deadline, pids
+            pids = [int(p) for p in (cluster.root / "pids.log").read_text().split()]
+        plugin.send_signal(signal.SIGTERM)
+        assert plugin.wait(timeout=20) == 130
+    finally:
+        if plugin.poll() is None:
+            plugin.kill()
+            plugin.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, [pid for pid in pids if _alive(pid)]
+        time.sleep(0.05)
 
 
 def test_overlong_lines_and_failures_are_reported(cluster: Cluster) -> None:
