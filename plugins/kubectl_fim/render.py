@@ -15,7 +15,8 @@ Compact formats (fields of docs/architecture.md, *Lines on fimd's stdout*)::
     TIME NODE SUMMARY NAMESPACE/POD:CONTAINER COUNT events in LINES lines over budget BUDGET/s ...
     TIME NODE OP LEVEL MSG [NAMESPACE/POD:CONTAINER] [KEY=VALUE ...]
     TIME NODE KIND KEY=VALUE ...        (any other kind)
-    POD | TEXT                          (a line that is not a JSON object, e.g. a logFormat line)
+    POD | TEXT                          (a line that is not a JSON object, e.g. a logFormat line;
+                                         its seal trailer is left out)
 
 TIME is fimd's `time` to the millisecond (`2026-12-01T13:04:05.123Z`); a directory's path
 ends in `/`; a coalesced line shows `xCOUNT`; the watcher's namespace is left out when it is
@@ -28,6 +29,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from libs.auditstream import seal
 from libs.fimlines import EVENT, OP, SUMMARY, has_unsafe, neutralise, shown_path
 
 RESET = "\x1b[0m"
@@ -60,9 +62,9 @@ LEVEL_COLOURS: dict[str, str] = {"warning": _YELLOW, "error": _RED}
 #: Fields the compact form of a kind shows in its own place (not again as KEY=VALUE).
 _IDENTITY = ("namespace", "pod", "container")
 _SHOWN_ELSEWHERE = frozenset({"kind", "time", "node", "level", "msg", *_IDENTITY})
-#: Integrity fields of the tamper-evident stream (issue 13): for `kubectl fim verify`, not
-#: for reading.
-_INTEGRITY = frozenset({"seq", "mac", "keyId", "key"})
+#: The seal of the tamper-evident stream (libs/auditstream/seal.py): for `kubectl fim
+#: verify`, not for reading.
+_INTEGRITY = frozenset({"seq", "boot", "kid", "mac"})
 #: A KEY=VALUE list in compact output stops after this many characters (the JSON line has
 #: everything: `-o json`).
 MAX_EXTRA = 400
@@ -183,7 +185,9 @@ def compact(record: Mapping[str, Any] | None, line: str, source: str, style: Sty
     """The compact line (no line break) of one fimd line: `record` is its JSON object (None
     for a line that is not one), `line` its text, `source` the fimd pod it came from."""
     if record is None:
-        return f"{style(_DIM, neutralise(source) + ' |')} {neutralise(line)}"
+        sealed = seal.parse(line.encode("utf-8", "surrogateescape"))
+        body = sealed.body.decode("utf-8", "replace") if sealed is not None else line
+        return f"{style(_DIM, neutralise(source) + ' |')} {neutralise(body)}"
     kind = record.get("kind")
     if kind == EVENT:
         return _event(record, style)

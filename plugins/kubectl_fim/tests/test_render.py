@@ -89,6 +89,10 @@ def test_summary_op_other_and_plain_lines() -> None:
     drift = {"kind": "drift", "time": "t", "node": "n1", "change": "CHANGED", "path": "/etc/x"}
     assert compact(drift, "", "f", PLAIN) == "t n1 DRIFT        change=CHANGED path=/etc/x"
     assert compact(None, "Traceback \x1b[1m", "fimd-a", PLAIN) == "fimd-a | Traceback \\x1b[1m"
+    sealed = "MODIFY /etc/x fim-seal seq=4 boot=0123456789abcdef kid=n1/1 mac=" + "ab" * 32
+    assert compact(None, sealed, "fimd-a", PLAIN) == "fimd-a | MODIFY /etc/x"
+    op_sealed = {**op, "boot": "0123456789abcdef", "kid": "n1/1"}
+    assert compact(op_sealed, "", "f", PLAIN) == compact(op, "", "f", PLAIN)
     long_op = {"kind": "op", "time": "t", "node": "n", "msg": "m", "level": "info",
                "detail": "x" * 1000}  # fmt: skip
     assert compact(long_op, "", "f", PLAIN).endswith("...")
