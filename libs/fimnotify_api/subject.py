@@ -14,6 +14,10 @@ in bytes where they size memory (UTF-8 encoded), and cap what one subject can co
 - max_depth in 0..MAX_DEPTH (0 = unlimited); non-zero only with recursive.
 - at most MAX_TAGS tags; keys 1..MAX_TAG_KEY_BYTES, values at most MAX_TAG_VALUE_BYTES, no NUL.
   (The model also checks Kubernetes label syntax, which is stricter.)
+- attributes (bool) and hash ("" or one of HASH_ALGORITHMS, at most MAX_HASH_BYTES): event
+  lines of regular files carry the file's attributes (and its hash); `hash` implies
+  attributes. Neither goes with coalescing (a coalesced line stands for many events, whose
+  files differ), so `coalescing` (the subject has a coalesce window) refuses them.
 
 Errors are `SubjectError(field, reason)` with the field relative to the subject (`paths[2]`),
 so each caller prefixes its own location (`spec.subjects[1].`).
@@ -35,6 +39,9 @@ MAX_DEPTH = 128
 MAX_TAGS = 32
 MAX_TAG_KEY_BYTES = 317  # a qualified label key: 253-byte prefix + "/" + 63-byte name
 MAX_TAG_VALUE_BYTES = 1024
+#: Content hashes a subject may ask for (the CRD's `hash` enum).
+HASH_ALGORITHMS = ("sha256",)
+MAX_HASH_BYTES = 16
 
 
 class SubjectError(ValueError):
@@ -105,6 +112,9 @@ def check_subject(
     recursive: bool = False,
     max_depth: int = 0,
     tags: Mapping[str, str] | None = None,
+    attributes: bool = False,
+    hash: str = "",
+    coalescing: bool = False,
 ) -> None:
     """Raises SubjectError for the first invalid field (see the module docstring)."""
     _count("paths", paths, 1, MAX_PATHS)
@@ -136,6 +146,22 @@ def check_subject(
             raise SubjectError("tags", "a tag key must not be empty")
         _size("tags key", key, MAX_TAG_KEY_BYTES)
         _size(f"tags[{key!r}]", value, MAX_TAG_VALUE_BYTES)
+    check_attributes(attributes=attributes, hash=hash, coalescing=coalescing)
+
+
+def check_attributes(*, attributes: bool, hash: str, coalescing: bool) -> None:
+    """`hash` is "" or a known algorithm; neither it nor `attributes` with coalescing."""
+    if not isinstance(attributes, bool):
+        raise SubjectError("attributes", f"must be true or false, got {attributes!r}")
+    if hash:
+        _size("hash", hash, MAX_HASH_BYTES)
+        if hash not in HASH_ALGORITHMS:
+            raise SubjectError(
+                "hash", f"unknown hash {hash!r}; expected one of: " + ", ".join(HASH_ALGORITHMS)
+            )
+    if coalescing and (attributes or hash):
+        field = "hash" if hash else "attributes"
+        raise SubjectError(field, "cannot be combined with coalesce (a line per event)")
 
 
 def _unknown(index: int, name: str) -> SubjectError:
@@ -170,6 +196,14 @@ class SubjectConfig:
     follow_move: bool = False
     #: Not sent to the engine: fimd resolves them from the subject index of each event.
     tags: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    #: Not sent to the engine either: fimd reads the attributes and hashes of files.
+    attributes: bool = False
+    hash: str = ""
+
+    @property
+    def with_attributes(self) -> bool:
+        """Event lines of regular files carry attributes (`hash` implies them)."""
+        return self.attributes or bool(self.hash)
 
     def __attrs_post_init__(self) -> None:
         check_subject(
@@ -179,4 +213,6 @@ class SubjectConfig:
             recursive=self.recursive,
             max_depth=self.max_depth,
             tags=self.tags,
+            attributes=self.attributes,
+            hash=self.hash,
         )

@@ -24,6 +24,8 @@ resource can cost a node). A subject is checked by the one subject validation of
   control character but tab and no line separator (one line per event).
 - `coalesce` (per subject): "" (none) or a duration `<digits>ms|s|m` of 1 ms up to
   MAX_COALESCE_MS = 60000 (one minute); gRPC carries it as `coalesce_ms`.
+- `attributes` (per subject) and `hash` ("" or "sha256"): event lines of regular files carry
+  the file's attributes and hash; not with `coalesce` (`subject.check_attributes`).
 - `lineBudget`: event lines per second per watched container, 0 (fimd's default) up to
   MAX_LINE_BUDGET = 1000000. `check_coalesce_ms` and `check_line_budget` are the one check of
   both numbers (fimd's request validation calls them too).
@@ -201,6 +203,10 @@ class Subject:
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=frozen_map, hash=False)
     #: Coalescing window as written ("" = none); see `coalesce_ms`.
     coalesce: str = ""
+    #: Event lines of regular files carry their attributes (size, mode, uid, gid, mtime).
+    attributes: bool = False
+    #: "" or "sha256": event lines of regular files carry their content hash too.
+    hash: str = ""
 
     @property
     def coalesce_ms(self) -> int:
@@ -217,6 +223,9 @@ class Subject:
                 recursive=self.recursive,
                 max_depth=self.max_depth,
                 tags=self.tags,
+                attributes=self.attributes,
+                hash=self.hash,
+                coalescing=bool(self.coalesce),
             )
         except SubjectError as err:
             raise ModelError(err.reason, err.field) from None

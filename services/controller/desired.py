@@ -60,6 +60,8 @@ def _subject_proto(subject: Subject) -> fim_pb2.Subject:
         follow_move=subject.follow_move,
         tags=dict(subject.tags),
         coalesce_ms=subject.coalesce_ms,
+        attributes=subject.attributes,
+        hash=subject.hash,
     )
 
 

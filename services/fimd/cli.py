@@ -5,7 +5,8 @@
         [--health-listen 0.0.0.0:7444] [--metrics-listen 127.0.0.1:9464] \\
         [--fimnotify-cmd "python -m services.fimnotify"] [--engines N] [--max-dirs 10000] \\
         [--max-watches 4000] [--inotify-watch-budget N] [--memory-budget 900Mi] \\
-        [--line-budget 0] [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.]
+        [--line-budget 0] [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.] \
+        [--hash-max-bytes 64Mi] [--hash-workers 2] [--hash-backlog 10000]
 
 fimd runs `--engines` fimnotify engine processes (default min(CPUs, 4)), each with one
 inotify instance and one message queue, and spreads the watches over them (engines.py).
@@ -16,6 +17,9 @@ with RESOURCE_EXHAUSTED. The `started` operational line reports the engines and 
 `--line-budget` is the event lines per second of a watch whose FimWatcher sets no
 `lineBudget` (0, the default: none); beyond it a second's remaining lines are summarised
 (volume.py, docs/logging.md).
+Subjects with `attributes` or `hash` have their files read by `--hash-workers` threads
+(hashing.py), at most `--hash-backlog` files waiting; a file over `--hash-max-bytes` is not
+hashed (`hashSkipped`).
 
 `--insecure` instead of the three TLS flags serves plaintext gRPC for local development,
 with a loud warning on stderr and as an operational line. The TLS files are re-read when they
@@ -38,7 +42,8 @@ import types
 from libs.fimnotify_api import control, wire
 from libs.k8s.errors import ModelError
 from libs.k8s.model import check_line_budget
-from services.fimd import budget, queues
+from libs.rootfs.reader import DEFAULT_MAX_HASH_BYTES
+from services.fimd import budget, hashing, queues
 from services.fimd.capacity import CgroupMemory, MemoryReading, inotify_limits
 from services.fimd.daemon import Daemon
 from services.fimd.engines import ProcessLauncher
@@ -111,6 +116,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="event lines per second a watch may write before the rest of that second is "
         "one summary line, for watches whose FimWatcher sets no lineBudget (0: no budget)",
     )
+    parser.add_argument(
+        "--hash-max-bytes",
+        type=_byte_count,
+        default=DEFAULT_MAX_HASH_BYTES,
+        help="files larger than this (e.g. 64Mi, the default) are not hashed: hashSkipped",
+    )
+    parser.add_argument(
+        "--hash-workers", type=int, default=hashing.DEFAULT_WORKERS, help="hashing threads"
+    )
+    parser.add_argument(
+        "--hash-backlog",
+        type=int,
+        default=hashing.DEFAULT_BACKLOG,
+        help="files waiting to be hashed beyond which an event's file is not read "
+        "(hashSkipped, counted in fimd_hash_skipped_total)",
+    )
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
     parser.add_argument("--queue-prefix", default=queues.DEFAULT_PREFIX, help="queue names")
@@ -135,6 +156,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--tls-cert, --tls-key and --client-ca are required (or --insecure)")
     if args.engines < 1 or args.max_dirs < 1 or args.max_watches < 0:
         parser.error("--engines and --max-dirs must be >= 1, --max-watches >= 0")
+    if args.hash_workers < 1 or args.hash_backlog < 1:
+        parser.error("--hash-workers and --hash-backlog must be >= 1")
     if args.inotify_watch_budget is not None and args.inotify_watch_budget < 0:
         parser.error("--inotify-watch-budget must be >= 0")
     if args.queue_messages < 1 or args.queue_message_size < wire.MIN_MESSAGE_SIZE:
@@ -211,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         queue_geometry=geometry,
         max_dirs=args.max_dirs,
         line_budget=args.line_budget,
+        hashing=hashing.HashPool(args.hash_workers, args.hash_backlog, args.hash_max_bytes),
     )
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 import attrs
@@ -33,8 +33,11 @@ from libs.fimnotify_api import control, wire
 from libs.fimnotify_api.identity import ProcessIdentity
 from libs.fimnotify_api.subject import SubjectConfig
 from libs.k8s.container_id import ContainerId, ContainerIdError, parse_container_id
-from services.fimd import budget, engines, queues
+from libs.rootfs.target import Target as PinnedRoot
+from libs.rootfs.target import TargetGoneError, TargetMismatchError
+from services.fimd import attributes, budget, engines, queues
 from services.fimd.capacity import MemoryReading, inotify_limits
+from services.fimd.hashing import HashPool, Job
 from services.fimd.lines import EventRenderer, Identity, decode_path, format_time, path_fields
 from services.fimd.logformat import Template
 from services.fimd.metrics import Metrics, Snapshot
@@ -100,6 +103,18 @@ class Entry:
 
 
 @attrs.define(eq=False)
+class Deferred:
+    """An event of a watch with attributes, waiting for its file to be read (`job`) or for
+    the events before it, so that a watch's lines keep their order."""
+
+    record: wire.EventRecord
+    names: list[str]
+    now: float
+    job: Job | None = None
+    skipped: str = ""  # why its file is not read (e.g. the hash backlog was full)
+
+
+@attrs.define(eq=False)
 class Handle:
     """One watch incarnation held by one engine."""
 
@@ -109,6 +124,15 @@ class Handle:
     renderer: EventRenderer
     engine: str = ""
     volume: Volume | None = None
+    #: Attributes: the target process it was started on, the pinned root (opened at the
+    #: first file to read; "" or why it could not be), events waiting in order, and
+    #: whether the incarnation is gone (flushed once nothing waits any more).
+    pid: int = 0
+    identity: ProcessIdentity = attrs.field(factory=ProcessIdentity)
+    root: PinnedRoot | None = None
+    root_error: str = ""
+    deferred: deque[Deferred] = attrs.field(factory=deque)
+    closing: bool = False
 
 
 def key_of(key: fim_pb2.WatchKey) -> Key:
@@ -166,6 +190,7 @@ class Daemon:
         max_dirs: int = control.DEFAULT_MAX_DIRS,
         clock: Callable[[], float] = time.monotonic,
         line_budget: int = 0,
+        hashing: HashPool | None = None,
     ) -> None:
         self.node = node
         #: Lines per second of a watch whose spec sets no line_budget (0 = none).
@@ -189,6 +214,13 @@ class Daemon:
         self._targets: dict[Key, Target] = {}
         #: Incarnations whose Volume holds something back (I/O thread only).
         self._volume_pending: dict[int, Handle] = {}
+        #: Files of watches with attributes are read off the I/O thread by this pool; the
+        #: incarnations with deferred events, and each watch's last known file states.
+        self.hashing = hashing or HashPool()
+        self._deferring: dict[int, Handle] = {}
+        self._known: dict[Key, attributes.LastKnown] = {}
+        self._hash_overflow = 0  # events since the last hash_backlog_full line
+        self._hash_overflow_at = 0.0
         self.pool = engines.EnginePool(
             launcher,
             engine_count,
@@ -259,6 +291,7 @@ class Daemon:
             self._entries.pop(key, None)
             self._gaps.pop(key, None)
             self._targets.pop(key, None)
+            self._known.pop(key, None)
             return existed
 
     def state(self) -> fim_pb2.GetWatchStateResponse:
@@ -295,6 +328,8 @@ class Daemon:
                 inotify_watch_budget=self.budgets.inotify_watches,
                 memory_budget=self.budgets.memory_bytes or 0,
                 memory_working_set=reading.working_set if reading is not None else 0,
+                hash_backlog=self.hashing.backlog,
+                hash_backlog_limit=self.hashing.backlog_limit,
             )
 
     def _status(self, watch: Watch) -> fim_pb2.WatchStatus:
@@ -350,7 +385,10 @@ class Daemon:
         line_budget = entry.spec.line_budget or self.line_budget
         vol = Volume(windows, line_budget) if line_budget or any(windows) else None
         # Routable before the engine can answer.
-        handle = Handle(action.key, action.incarnation, entry, renderer, volume=vol)
+        handle = Handle(
+            action.key, action.incarnation, entry, renderer, volume=vol,
+            pid=watch.target_pid, identity=identity,
+        )  # fmt: skip
         self._handles[action.incarnation] = handle
         try:
             engine = self.pool.assign(add)
@@ -415,6 +453,8 @@ class Daemon:
         while not self._stopping.is_set():
             for happening in self.pool.poll(LOOP_INTERVAL):
                 self._happened(happening)
+            self._drain()
+            self._report_hash_overflow()
             self._tick_volumes()
             with self._lock:
                 self._execute(self._core.tick(self._clock()))
@@ -433,13 +473,19 @@ class Daemon:
                 del self._volume_pending[number]
 
     def _flush_volume(self, handle: Handle) -> None:
-        """Writes everything the incarnation's Volume holds back (it goes away)."""
+        """Writes everything the incarnation's Volume holds back (it goes away); with
+        deferred events, once they are written (`_drain`)."""
+        if handle.deferred:
+            handle.closing = True
+            return
+        self._close_root(handle)
         self._volume_pending.pop(handle.incarnation, None)
         if handle.volume is not None:
             lines = self._volume_lines(handle, handle.volume.flush(self._clock()))
             self._put_events(handle, lines)
 
     def _flush_all_volumes(self) -> None:
+        self._drain(wait=True)
         for handle in list(self._handles.values()):
             self._flush_volume(handle)
 
@@ -544,6 +590,11 @@ class Daemon:
                 unrouted += 1
                 continue
             names = [name.upper() for name in record.names]
+            if handle.deferred or self._wants_file(handle, record):
+                self._defer(handle, record, names, now)
+                for name in names:
+                    seen[handle.entry.identity.watcher, name] += 1
+                continue
             try:
                 rendered = self._event_lines(handle, record, names, now)
             except IndexError:
@@ -565,6 +616,7 @@ class Daemon:
         if out and not self._writer.put_events(out):
             for watcher, count in per_watcher.items():
                 self._metrics.dropped.labels(watcher, "output").inc(count)
+        self._drain()
 
     def _count_batch(
         self, seen: Counter[tuple[str, str]], plain_lines: Counter[str], touched: dict[int, Handle]
@@ -579,16 +631,132 @@ class Daemon:
             self._count_volume(handle)
 
     def _event_lines(
-        self, handle: Handle, record: wire.EventRecord, names: list[str], now: float
+        self,
+        handle: Handle,
+        record: wire.EventRecord,
+        names: list[str],
+        now: float,
+        extra: str = "",
     ) -> list[str]:
         """The lines of one event record now (through the watch's Volume, if it has one);
         IndexError for a subject the watch does not have."""
         if handle.volume is None:
-            return handle.renderer.render(record.time_ns, record.mask, record.subject, record.path)
+            return handle.renderer.render(
+                record.time_ns, record.mask, record.subject, record.path, extra
+            )
         items = handle.volume.add(
-            record.time_ns, record.subject, names, record.path, is_dir=record.is_dir, now=now
-        )
+            record.time_ns, record.subject, names, record.path,
+            is_dir=record.is_dir, now=now, extra=extra,
+        )  # fmt: skip
         return self._render(handle, items) if items else []
+
+    # --- file attributes (I/O thread) --------------------------------------------------
+
+    @staticmethod
+    def _wants_file(handle: Handle, record: wire.EventRecord) -> bool:
+        """The event's subject asks for attributes and the event is not about a directory."""
+        subjects = handle.entry.subjects
+        return (
+            not record.is_dir
+            and record.subject < len(subjects)
+            and subjects[record.subject].with_attributes
+        )
+
+    def _defer(
+        self, handle: Handle, record: wire.EventRecord, names: list[str], now: float
+    ) -> None:
+        """Queues the event behind the watch's other deferred events; submits its file to
+        the hash pool if it needs reading (else its line waits only for those before it)."""
+        item = Deferred(record, names, now)
+        if self._wants_file(handle, record):
+            root = self._root(handle)
+            if root is None:
+                item.skipped = handle.root_error
+            else:
+                subject = handle.entry.subjects[record.subject]
+                known = self._known.get(handle.key)
+                job = Job(
+                    root, record.path, bool(subject.hash),
+                    known.get(record.path) if known is not None else None,
+                )  # fmt: skip
+                if self.hashing.submit(job):
+                    item.job = job
+                else:
+                    item.skipped = "the hash backlog is full"
+                    self._hash_backlog_full(handle)
+        handle.deferred.append(item)
+        self._deferring[handle.incarnation] = handle
+
+    def _root(self, handle: Handle) -> int | None:
+        """The pinned root of the watch's target process, opened at its first use."""
+        if handle.root is None and not handle.root_error:
+            try:
+                handle.root = PinnedRoot.open(self._proc_root, handle.pid, handle.identity)
+            except (TargetGoneError, TargetMismatchError, OSError) as err:
+                handle.root_error = f"container root: {err}"[:256]
+        return handle.root.root if handle.root is not None else None
+
+    @staticmethod
+    def _close_root(handle: Handle) -> None:
+        if handle.root is not None:
+            handle.root.close()
+            handle.root = None
+
+    def _hash_backlog_full(self, handle: Handle) -> None:
+        """Counts an event whose file was not read (reported by `_report_hash_overflow`)."""
+        self._metrics.hash_skipped.labels(handle.entry.identity.watcher, "backlog").inc()
+        self._hash_overflow += 1
+        self._report_hash_overflow()
+
+    def _report_hash_overflow(self, *, now: bool = False) -> None:
+        """One op line with the events whose file was not read since the last one, at most
+        once a second (at once with `now`)."""
+        clock = self._clock()
+        if self._hash_overflow and (now or clock - self._hash_overflow_at >= 1.0):
+            self._writer.op(
+                "hash_backlog_full", "warning", count=self._hash_overflow,
+                backlog=self.hashing.backlog_limit,
+            )  # fmt: skip
+            self._hash_overflow, self._hash_overflow_at = 0, clock
+
+    def _drain(self, *, wait: bool = False) -> None:
+        """Writes the lines of deferred events whose turn has come (all, with `wait`)."""
+        for number, handle in list(self._deferring.items()):
+            out = self._drain_handle(handle, wait)
+            self._put_events(handle, out)
+            if handle.volume is not None:
+                self._count_volume(handle)
+            else:
+                self._metrics.lines.labels(handle.entry.identity.watcher, "event").inc(len(out))
+            if not handle.deferred:
+                del self._deferring[number]
+                if handle.closing:
+                    self._flush_volume(handle)
+
+    def _drain_handle(self, handle: Handle, wait: bool) -> list[str]:
+        out: list[str] = []
+        known = self._known.setdefault(handle.key, attributes.LastKnown())
+        while handle.deferred:
+            item = handle.deferred[0]
+            if item.job is not None and not item.job.done.is_set():
+                if not wait:
+                    break
+                item.job.done.wait()
+            handle.deferred.popleft()
+            record = item.record
+            extra = ""
+            if self._wants_file(handle, record):
+                after: attributes.After = attributes.Unread(item.skipped)
+                if item.job is not None and item.job.result is not None:
+                    after = item.job.result
+                previous = known.update(record.path, after)
+                with_hash = bool(handle.entry.subjects[record.subject].hash)
+                extra = attributes.render(after, previous, with_hash=with_hash)
+            try:
+                out += self._event_lines(handle, record, item.names, item.now, extra)
+            except IndexError:
+                self._writer.op("bad_subject", "error", engine=handle.engine, **_who(handle.entry))
+        return out
 
     def _on_engine(self, engine: str) -> list[Handle]:
         return [h for h in list(self._handles.values()) if h.engine == engine]
@@ -683,3 +851,5 @@ class Daemon:
             if isinstance(happening, engines.Records | engines.Lost | engines.BadMessage):
                 self._happened(happening)
         self._flush_all_volumes()
+        self._report_hash_overflow(now=True)
+        self.hashing.stop()

@@ -170,9 +170,12 @@ class EventRenderer:
         self._middle = _compact(identity.fields())[1:-1]
         self._identity_values = identity.fields()
 
-    def render(self, time_ns: int, mask: int, subject: int, path: bytes) -> list[str]:
+    def render(
+        self, time_ns: int, mask: int, subject: int, path: bytes, extra: str = ""
+    ) -> list[str]:
         """The lines (each ending in a newline) for one inotify event; raises IndexError
-        for a subject index the watch does not have."""
+        for a subject index the watch does not have. `extra`: JSON members of the file's
+        attributes (`services.fimd.attributes`), appended to JSON lines only."""
         tags = self._tags_json[subject]
         names = names_for(mask)
         text, path_bytes = split_path(path)
@@ -183,8 +186,8 @@ class EventRenderer:
             values = self._template_values(stamp, text, path_bytes, is_dir, tags)
             return [template.render({**values, "event": n.upper()}) + "\n" for n in names]
         head = f'{{"kind":"event","time":"{stamp}",{self._middle},"event":"'
-        extra = f',"pathBytes":"{path_bytes}"' if path_bytes else ""
-        tail = f'","path":{_compact(text)}{extra},"isDir":{is_dir},"tags":{tags}}}\n'
+        more = f',"pathBytes":"{path_bytes}"' if path_bytes else ""
+        tail = f'","path":{_compact(text)}{more},"isDir":{is_dir},"tags":{tags}{extra}}}\n'
         return [head + name.upper() + tail for name in names]
 
     def render_line(self, line: Line) -> str:
@@ -206,7 +209,7 @@ class EventRenderer:
             volume = f',"count":{line.count},"first":"{stamp}","last":"{last}"'
         return (
             f'{{"kind":"event","time":"{stamp}",{self._middle},"event":"{line.event}",'
-            f'"path":{_compact(text)}{extra},"isDir":{is_dir},"tags":{tags}{volume}}}\n'
+            f'"path":{_compact(text)}{extra},"isDir":{is_dir},"tags":{tags}{volume}{line.extra}}}\n'
         )
 
     def render_summary(self, summary: Summary, now_ns: int) -> str:

@@ -42,6 +42,8 @@ class Snapshot:
     inotify_watch_budget: int = 0  # 0 = none
     memory_budget: int = 0  # bytes; 0 = none
     memory_working_set: int = 0  # bytes; 0 = unknown
+    hash_backlog: int = 0  # files waiting to be read or being read
+    hash_backlog_limit: int = 0
 
 
 class _StateCollector(Collector):
@@ -92,6 +94,16 @@ class _StateCollector(Collector):
             "fimd_memory_working_set_bytes",
             "working set of fimd's memory cgroup (0: unknown)",
             value=snap.memory_working_set,
+        )
+        yield GaugeMetricFamily(
+            "fimd_hash_backlog",
+            "files of events with attributes waiting to be read and hashed, or being read",
+            value=snap.hash_backlog,
+        )
+        yield GaugeMetricFamily(
+            "fimd_hash_backlog_limit",
+            "the hash backlog beyond which an event's file is not read (hashSkipped)",
+            value=snap.hash_backlog_limit,
         )
 
 
@@ -167,6 +179,13 @@ class Metrics:
             "Lines fimd could not write to stdout: kind=event|op, stage=buffer (full) or "
             "write (stdout failed)",
             ["kind", "stage"],
+            registry=self.registry,
+        )
+        self.hash_skipped = Counter(
+            "fimd_hash_skipped",
+            "Events of subjects with attributes whose file fimd did not read: "
+            "reason=backlog (the hash pool's backlog was full)",
+            ["watcher", "reason"],
             registry=self.registry,
         )
         self.grpc_requests = Counter(

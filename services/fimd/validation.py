@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fim.v1 import fim_pb2
-from libs.fimnotify_api.subject import SubjectConfig, SubjectError
+from libs.fimnotify_api.subject import SubjectConfig, SubjectError, check_attributes
 from libs.k8s import model
 from libs.k8s.errors import ModelError
 from services.fimd import logformat
@@ -81,6 +81,9 @@ def _subject(index: int, subject: fim_pb2.Subject) -> SubjectConfig:
     field = f"spec.subjects[{index}].coalesce_ms"
     _model_check(field, model.check_coalesce_ms, subject.coalesce_ms)
     try:
+        check_attributes(
+            attributes=subject.attributes, hash=subject.hash, coalescing=subject.coalesce_ms > 0
+        )
         return SubjectConfig(
             paths=tuple(subject.paths),
             events=tuple(subject.events),
@@ -90,6 +93,8 @@ def _subject(index: int, subject: fim_pb2.Subject) -> SubjectConfig:
             max_depth=subject.max_depth,
             follow_move=subject.follow_move,
             tags=dict(subject.tags),
+            attributes=subject.attributes,
+            hash=subject.hash,
         )
     except SubjectError as err:
         field = f"spec.subjects[{index}]" + (f".{err.field}" if err.field else "")

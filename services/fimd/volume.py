@@ -59,6 +59,8 @@ class Line:
     last_ns: int
     count: int = 1
     coalesced: bool = False
+    #: Rendered JSON members (",..." each) of the file's attributes (`attributes.render`).
+    extra: str = ""
 
 
 @attrs.frozen
@@ -185,6 +187,7 @@ class Volume:
         *,
         is_dir: bool,
         now: float,
+        extra: str = "",
     ) -> list[Item]:
         """One inotify event (one or more event names) of subject `subject`; returns the
         lines (and a summary of a finished interval) to write now. Raises IndexError for
@@ -195,7 +198,8 @@ class Volume:
         self.counts.events += len(events)
         if not window:
             for event in events:
-                self._admit(Line(subject, event, path, is_dir, time_ns, time_ns), now, out)
+                line = Line(subject, event, path, is_dir, time_ns, time_ns, extra=extra)
+                self._admit(line, now, out)
             return out
         buckets = self._buckets[subject]
         for event in events:

@@ -45,7 +45,8 @@ from libs.fimnotify_api.wire import (
     Record,
     encode_record,
 )
-from services.fimnotify.procfs import RootFs, Target, TargetGoneError, TargetMismatchError
+from libs.rootfs.target import Target, TargetGoneError, TargetMismatchError
+from services.fimnotify.procfs import RootFs
 from services.fimnotify.sink import Sink, open_queue
 from services.fimnotify.tree import Core, Lookup
 

@@ -228,3 +228,23 @@ def test_tags_do_not_change_identity() -> None:
     a = SubjectConfig(paths=("/a",), events=("all",), tags={"t": "1"})
     b = SubjectConfig(paths=("/a",), events=("all",), tags={"t": "2"})
     assert hash(a) == hash(b)
+
+
+def test_attributes_and_hash() -> None:
+    check(attributes=True)
+    check(hash="sha256")
+    check(attributes=True, hash="sha256")
+    with pytest.raises(SubjectError, match=r"^hash: unknown hash 'SHA256'"):
+        check(hash="SHA256")
+    with pytest.raises(SubjectError, match=r"^hash: is 17 bytes, at most 16 allowed"):
+        check(hash="s" * 17)
+    with pytest.raises(SubjectError, match=r"^hash: cannot be combined with coalesce"):
+        check(hash="sha256", coalescing=True)
+    with pytest.raises(SubjectError, match=r"^attributes: cannot be combined with coalesce"):
+        check(attributes=True, coalescing=True)
+    with pytest.raises(SubjectError, match=r"^attributes: must be true or false"):
+        check(attributes=1)
+    check(coalescing=True)
+    config = SubjectConfig(paths=("/d",), events=("modify",), hash="sha256")
+    assert config.with_attributes
+    assert not SubjectConfig(paths=("/d",), events=("modify",)).with_attributes

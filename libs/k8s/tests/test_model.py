@@ -67,6 +67,9 @@ def test_subject_defaults() -> None:
         {"recursive": True, "max_depth": model.MAX_DEPTH},
         {"tags": {f"k{i}": "v" for i in range(model.MAX_TAGS)}},
         {"tags": {"example.com/team": "payments", "empty": ""}},
+        {"attributes": True},
+        {"hash": "sha256"},
+        {"attributes": True, "hash": "sha256", "recursive": True},
     ],
 )
 def test_subject_accepts_values_at_the_bounds(changes: dict[str, Any]) -> None:
@@ -110,6 +113,9 @@ def test_subject_accepts_values_at_the_bounds(changes: dict[str, Any]) -> None:
         ({"tags": {"bad key": "v"}}, "tags[bad key]: 'bad key' is not a valid qualified name"),
         ({"tags": {"team": "a b"}}, "tags[team]: 'a b' is not a valid label value"),
         ({"tags": {"team": "x" * 64}}, "tags[team]: must be no more than 63 characters"),
+        ({"hash": "md5"}, "hash: unknown hash 'md5'; expected one of: sha256"),
+        ({"hash": "sha256", "coalesce": "1s"}, "hash: cannot be combined with coalesce"),
+        ({"attributes": True, "coalesce": "1s"}, "attributes: cannot be combined with coalesce"),
     ],
 )
 def test_subject_rejects(changes: dict[str, Any], message: str) -> None:

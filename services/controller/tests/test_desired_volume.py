@@ -1,5 +1,6 @@
-"""The FimWatcher's volume fields (a subject's `coalesce`, the spec's `lineBudget`) reach
-the WatchSpec fimd gets, and a change of either updates the watch (its config hash)."""
+"""The FimWatcher's volume fields (a subject's `coalesce`, the spec's `lineBudget`) and a
+subject's `attributes` and `hash` reach the WatchSpec fimd gets, and a change of any of
+them updates the watch (its config hash)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,27 @@ def test_coalesce_and_line_budget_are_passed_to_fimd() -> None:
         plain.config_hash,
         want.config_hash,
     }
+
+
+def test_attributes_and_hash_are_passed_to_fimd() -> None:
+    base = watcher()
+    assert base.spec is not None
+    hashed = attrs.evolve(base.spec.subjects[0], hash="sha256")
+    attributed = attrs.evolve(base.spec.subjects[0], attributes=True)
+    spec = attrs.evolve(base.spec, subjects=(hashed, attributed, base.spec.subjects[0]))
+    target = pod()
+    want = desired_watch(base, spec, target, target.containers[0])
+    assert [(s.attributes, s.hash) for s in want.spec.subjects] == [
+        (False, "sha256"),
+        (True, ""),
+        (False, ""),
+    ]
+    plain = desired_watch(base, base.spec, target, target.containers[0])
+    only_hash = attrs.evolve(base.spec, subjects=(hashed,))
+    only_attributes = attrs.evolve(base.spec, subjects=(attributed,))
+    hashes = {
+        desired_watch(base, s, target, target.containers[0]).config_hash
+        for s in (base.spec, only_hash, only_attributes)
+    }
+    assert len(hashes) == 3  # switching either on updates the watch
+    assert plain.config_hash in hashes

@@ -18,6 +18,7 @@ from libs.k8s.container_id import ContainerId
 from services.fimd.budget import Budgets
 from services.fimd.capacity import MemoryReading
 from services.fimd.daemon import Daemon
+from services.fimd.hashing import HashPool
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ContainerNotFoundError, Target
@@ -195,6 +196,8 @@ def daemon_parts(
     engines: int = 2,
     budgets: Budgets | None = None,
     memory: Callable[[], MemoryReading | None] = lambda: None,
+    proc_root: str = "/proc",
+    hashing: HashPool | None = None,
     **writer_args: Any,
 ) -> Iterator[tuple[Daemon, LineWriter, Capture, Metrics]]:
     """A running Daemon with its writer (for a servicer), captured stdout and metrics."""
@@ -205,7 +208,8 @@ def daemon_parts(
     prefix = f"/fimk8s-test.{os.getpid()}."
     daemon = Daemon(
         "node-1", resolver, launcher, writer, metrics, engine_count=engines,
-        budgets=budgets, memory=memory, queue_prefix=prefix,
+        budgets=budgets, memory=memory, queue_prefix=prefix, proc_root=proc_root,
+        hashing=hashing,
     )  # fmt: skip
     daemon.start()
     loop = threading.Thread(target=daemon.run)

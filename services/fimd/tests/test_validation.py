@@ -62,6 +62,26 @@ def _mutate(change: Callable[[fim_pb2.WatchSpec], object]) -> fim_pb2.WatchSpec:
         ),
         (_mutate(lambda w: w.identity.ClearField("pod_name")), "spec.identity.pod_name: is"),
         (spec(paths=("/a\x00b",)), "spec.subjects[0].paths[0]: must not contain NUL"),
+        (
+            _mutate(lambda w: setattr(w.subjects[0], "hash", "md5")),
+            "spec.subjects[0].hash: unknown hash 'md5'; expected one of: sha256",
+        ),
+        (
+            _mutate(lambda w: setattr(w.subjects[0], "hash", "x" * 17)),
+            "spec.subjects[0].hash: is 17 bytes, at most 16 allowed",
+        ),
+        (
+            _mutate(
+                lambda w: w.subjects[0].MergeFrom(fim_pb2.Subject(hash="sha256", coalesce_ms=9))
+            ),
+            "spec.subjects[0].hash: cannot be combined with coalesce",
+        ),
+        (
+            _mutate(
+                lambda w: w.subjects[0].MergeFrom(fim_pb2.Subject(attributes=True, coalesce_ms=9))
+            ),
+            "spec.subjects[0].attributes: cannot be combined with coalesce",
+        ),
     ],
 )
 def test_invalid_spec_is_rejected_naming_the_field(watch: fim_pb2.WatchSpec, message: str) -> None:

@@ -1,0 +1,283 @@
+"""File attributes and hashes in the daemon: fake engines over real queues send event
+records, fimd reads the real files through a container root (a temporary directory behind
+a procfs-shaped directory: `<proc>/<pid>/root`) with its hash pool, and writes them on the
+event lines in the order of the events. The reader itself is tested in
+//libs/rootfs:reader_test, the rendering in test_attributes.py."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fim.v1 import fim_pb2
+from libs.fimnotify_api import wire
+from libs.rootfs.reader import FileState, NotRegular
+from services.fimd.daemon import Daemon, accept
+from services.fimd.hashing import HashPool, Job
+from services.fimd.metrics import Metrics
+from services.fimd.tests.harness import FakeLauncher, FakeResolver, running_daemon, wait_for
+from services.fimd.tests.specs import CONTAINER, spec
+
+IN_MODIFY = 0x2
+IN_CLOSE_WRITE = 0x8
+IN_CREATE = 0x100
+IN_DELETE = 0x200
+IN_ISDIR = 0x40000000
+PID = 4242
+WATCHER = "shop/myapp-logs"
+
+
+@pytest.fixture
+def resolver() -> FakeResolver:
+    resolver = FakeResolver()
+    resolver.pids[CONTAINER] = PID
+    return resolver
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> tuple[str, Path]:
+    """(proc root, container root): `<proc>/4242/root` leads to the container root, and
+    the process's stat and cgroup match what the fake resolver resolved."""
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "data").mkdir(parents=True)
+    piddir = tmp_path / "proc" / str(PID)
+    piddir.mkdir(parents=True)
+    (piddir / "root").symlink_to(rootfs)
+    fields = ["S"] + ["0"] * 18 + ["77"]  # field 22, the start time, is the resolver's 77
+    (piddir / "stat").write_text(f"{PID} (app) " + " ".join(fields) + "\n")
+    (piddir / "cgroup").write_text(f"0::/kubepods/pod1/{'ab' * 32}\n")
+    return str(tmp_path / "proc"), rootfs
+
+
+def _watch(*, hash_: str = "sha256", attributes: bool = False) -> fim_pb2.WatchSpec:
+    watch = spec(events=("create", "modify", "closewrite", "delete"))
+    watch.subjects[0].hash = hash_
+    watch.subjects[0].attributes = attributes
+    return watch
+
+
+def _create(daemon: Daemon, watch: fim_pb2.WatchSpec) -> None:
+    daemon.create(accept(fim_pb2.CreateWatchRequest(spec=watch), daemon.node))
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _value(metrics: Metrics, counter: str, *labels: str) -> float:
+    value: float = getattr(metrics, counter).labels(*labels)._value.get()
+    return value
+
+
+def test_lines_carry_the_state_after_and_the_last_known_one(
+    resolver: FakeResolver, container: tuple[str, Path]
+) -> None:
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
+        _create(daemon, _watch())
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        (rootfs / "data" / "app.conf").write_bytes(b"v1")
+        engine.send(wire.EventRecord(1, IN_CLOSE_WRITE, 1, 0, b"/data/app.conf"))
+        wait_for(lambda: len(capture.events()) == 1, what="the first line")
+        (rootfs / "data" / "app.conf").write_bytes(b"version 2")
+        os.chmod(rootfs / "data" / "app.conf", 0o600)
+        engine.send(wire.EventRecord(2, IN_CLOSE_WRITE, 1, 0, b"/data/app.conf"))
+        wait_for(lambda: len(capture.events()) == 2, what="the second line")
+        (rootfs / "data" / "app.conf").unlink()
+        engine.send(wire.EventRecord(3, IN_DELETE, 1, 0, b"/data/app.conf"))
+        first, second, gone = wait_for(lambda: capture.events()[2:] and capture.events())
+    st_mode = "0600"
+    assert first["sha256"] == _sha(b"v1")
+    assert first["size"] == 2
+    assert "previous" not in first
+    assert second["sha256"] == _sha(b"version 2")
+    assert (second["size"], second["mode"]) == (9, st_mode)
+    assert second["uid"] == os.getuid()
+    assert second["gid"] == os.getgid()
+    assert second["previous"]["sha256"] == _sha(b"v1")
+    assert second["previous"]["size"] == 2
+    assert second["previous"]["mtime"] == first["mtime"]
+    assert "sha256" not in gone
+    assert "size" not in gone
+    assert gone["previous"]["sha256"] == _sha(b"version 2")
+    assert gone["event"] == "DELETE"
+
+
+def test_directories_and_subjects_without_attributes_are_unchanged(
+    resolver: FakeResolver, container: tuple[str, Path]
+) -> None:
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    (rootfs / "data" / "f").write_bytes(b"x")
+    with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
+        _create(daemon, _watch(hash_=""))
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        engine.send(
+            wire.EventRecord(1, IN_CREATE | IN_ISDIR, 1, 0, b"/data/d"),
+            wire.EventRecord(2, IN_MODIFY, 1, 0, b"/data/f"),
+        )
+        lines = wait_for(lambda: capture.events()[1:] and capture.events(), what="two lines")
+    assert set(lines[0]) == {
+        "kind", "time", "node", "namespace", "pod", "container", "watcher", "event", "path",
+        "isDir", "tags",
+    }  # fmt: skip
+    assert set(lines[1]) == set(lines[0])
+
+
+def test_attributes_without_hash(resolver: FakeResolver, container: tuple[str, Path]) -> None:
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    (rootfs / "data" / "f").write_bytes(b"abc")
+    with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
+        _create(daemon, _watch(hash_="", attributes=True))
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/f"))
+        (line,) = wait_for(capture.events, what="the line")
+    assert line["size"] == 3
+    assert "sha256" not in line
+    assert "hashSkipped" not in line
+
+
+def test_lines_keep_the_order_of_the_events(
+    resolver: FakeResolver, container: tuple[str, Path]
+) -> None:
+    """Directory events need no file read, but wait for the file events before them."""
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    records: list[wire.Record] = []
+    for i in range(200):
+        (rootfs / "data" / f"f{i}").write_bytes(b"%d" % i * 1000)
+        records.append(wire.EventRecord(i, IN_CLOSE_WRITE, 1, 0, b"/data/f%d" % i))
+        records.append(wire.EventRecord(i, IN_CREATE | IN_ISDIR, 1, 0, b"/data/d%d" % i))
+    with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
+        _create(daemon, _watch())
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        for start in range(0, len(records), 50):
+            engine.send(*records[start : start + 50])
+        lines = wait_for(lambda: len(capture.events()) == 400 and capture.events())
+    expected = [p for i in range(200) for p in (f"/data/f{i}", f"/data/d{i}")]
+    assert [line["path"] for line in lines] == expected
+    for i in range(200):
+        assert lines[2 * i]["sha256"] == _sha(b"%d" % i * 1000)
+
+
+class GatedPool(HashPool):
+    """The real pool whose workers wait for `gate` before their first job, so that its
+    backlog fills deterministically."""
+
+    def __init__(self, backlog: int) -> None:
+        super().__init__(workers=1, backlog=backlog)
+        self.gate = threading.Event()
+
+    def _work(self) -> None:
+        self.gate.wait()
+        super()._work()
+
+
+def test_a_full_backlog_skips_the_hash_counts_and_reports_it(
+    resolver: FakeResolver, container: tuple[str, Path]
+) -> None:
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    pool = GatedPool(backlog=2)
+    for i in range(5):
+        (rootfs / "data" / f"f{i}").write_bytes(b"%d" % i)
+    with running_daemon(resolver, launcher, proc_root=proc, hashing=pool) as (
+        daemon,
+        capture,
+        metrics,
+    ):
+        _create(daemon, _watch())
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        engine.send(*[wire.EventRecord(i, IN_MODIFY, 1, 0, b"/data/f%d" % i) for i in range(5)])
+        wait_for(lambda: capture.ops("hash_backlog_full"), what="the backlog op line")
+        assert daemon.snapshot().hash_backlog == 2
+        assert not capture.events()  # the first two wait for their hash, the rest behind them
+        pool.gate.set()
+        lines = wait_for(lambda: len(capture.events()) == 5 and capture.events())
+        ops = wait_for(
+            lambda: (
+                sum(op["count"] for op in capture.ops("hash_backlog_full")) == 3
+                and capture.ops("hash_backlog_full")
+            ),
+            what="every skipped file in an op line",
+        )
+    assert [line["path"] for line in lines] == [f"/data/f{i}" for i in range(5)]
+    assert [line.get("sha256") for line in lines[:2]] == [_sha(b"0"), _sha(b"1")]
+    for line in lines[2:]:
+        assert line["hashSkipped"] == "the hash backlog is full"
+        assert "sha256" not in line
+    assert ops[0]["count"] == 1  # at once; the next ones at most a second later
+    assert all(op["backlog"] == 2 for op in ops)
+    assert _value(metrics, "hash_skipped", WATCHER, "backlog") == 3
+
+
+def test_a_file_over_the_cap_gets_hash_skipped(
+    resolver: FakeResolver, container: tuple[str, Path]
+) -> None:
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    (rootfs / "data" / "big").write_bytes(b"x" * 2048)
+    pool = HashPool(max_bytes=1024)
+    with running_daemon(resolver, launcher, proc_root=proc, hashing=pool) as (daemon, capture, _):
+        _create(daemon, _watch())
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/big"))
+        (line,) = wait_for(capture.events, what="the line")
+    assert line["hashSkipped"] == "size 2048 is over the cap 1024"
+    assert line["size"] == 2048
+
+
+def test_a_root_that_cannot_be_opened_is_reported_on_the_line(
+    resolver: FakeResolver, tmp_path: Path
+) -> None:
+    launcher = FakeLauncher()
+    with running_daemon(resolver, launcher, proc_root=str(tmp_path)) as (daemon, capture, _):
+        _create(daemon, _watch())
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/f"))
+        (line,) = wait_for(capture.events, what="the line")
+    assert line["hashSkipped"].startswith("container root: process 4242 not found")
+
+
+def test_stopping_writes_every_deferred_line(
+    resolver: FakeResolver, container: tuple[str, Path]
+) -> None:
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    pool = GatedPool(backlog=100)
+    (rootfs / "data" / "f").write_bytes(b"f")
+    with running_daemon(resolver, launcher, proc_root=proc, hashing=pool) as (
+        daemon,
+        capture,
+        _,
+    ):
+        _create(daemon, _watch())
+        engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
+        engine.send(*[wire.EventRecord(i, IN_MODIFY, 1, 0, b"/data/f") for i in range(10)])
+        wait_for(lambda: daemon.hashing.backlog == 10, what="ten files waiting")
+        pool.gate.set()  # fimd stops now; the lines are written before it has stopped
+    lines = capture.events()
+    assert len(lines) == 10
+    assert all(line["sha256"] == _sha(b"f") for line in lines)
+
+
+def _job_result(root: int, path: bytes) -> FileState | NotRegular | Any:
+    job = Job(root, path, hash_content=True)
+    pool = HashPool(workers=1, backlog=1)
+    assert pool.submit(job)
+    job.done.wait(5)
+    pool.stop()
+    return job.result
+
+
+def test_the_pool_survives_a_bad_descriptor() -> None:
+    assert _job_result(-1, b"/x") == NotRegular("EBADF")
+    with pytest.raises(ValueError, match="at least 1"):
+        HashPool(workers=0)
