@@ -337,7 +337,12 @@ packer = wire.Packer(queue.max_message_size)
 sent = 0
 while True:
     for message in packer.pack([wire.EventRecord(sent, 2, 1, 0, b"/data/%d" % sent)]):
-        queue.send(message)
+        while True:
+            try:
+                queue.send(message)
+                break
+            except posix_ipc.SignalError:  # the SIGTERM handler ran during a blocked send
+                pass
     sent += 1
     with open(count_path + ".tmp", "w") as out:
         out.write(str(sent))
