@@ -228,8 +228,13 @@ def _pump(
 def events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     wanted = filters.build(args.namespace, args.watcher, args.pod, args.event, args.ops)
     fim_namespace = option(args, "fim_namespace")
+
+    def warn(message: str) -> None:
+        if args.follow:  # else the report at the end says it
+            err.write(f"{PROG}: {neutralise(message)}\n")
+
     streams = LogStreams(
-        kubectl_of(args), fim_namespace, follow=args.follow, since=args.since or ""
+        kubectl_of(args), fim_namespace, follow=args.follow, since=args.since or "", warn=warn
     )
     try:
         if not streams.start():
@@ -247,8 +252,9 @@ def events(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _report(streams: LogStreams, err: TextIO) -> int:
     for pod, count in sorted(streams.stats.overlong.items()):
         err.write(f"{PROG}: {pod}: {count} line(s) longer than 1 MiB skipped\n")
-    for error in streams.stats.errors:
-        err.write(f"{PROG}: {neutralise(error)}\n")
+    for error, count in streams.stats.errors.items():
+        times = f" ({count} times)" if count > 1 else ""
+        err.write(f"{PROG}: {neutralise(error)}{times}\n")
     return 1 if streams.stats.errors else 0
 
 

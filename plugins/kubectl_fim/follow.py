@@ -19,7 +19,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -51,12 +51,23 @@ class FimdPod:
     running: bool
 
 
+#: Distinct failure messages kept (a pod whose log keeps failing repeats its message).
+MAX_ERRORS = 100
+
+
 @dataclass
 class Stats:
-    """What was skipped or failed, for the report at the end."""
+    """What was skipped or failed: overlong lines per pod, failures by message (counted)."""
 
     overlong: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def failed(self, message: str) -> bool:
+        """Counts `message`; True the first time it is seen (the caller reports it then)."""
+        if message not in self.errors and len(self.errors) >= MAX_ERRORS:
+            message = "(more failures)"
+        self.errors[message] = self.errors.get(message, 0) + 1
+        return self.errors[message] == 1
 
 
 def fimd_pods(items: list[dict[str, Any]]) -> list[FimdPod]:
@@ -144,6 +155,7 @@ class LogStreams:
         since: str = "",
         poll: float = 2.0,
         selector: str = FIMD_SELECTOR,
+        warn: Callable[[str], None] = lambda message: None,
     ) -> None:
         self._kubectl = kubectl
         self._namespace = namespace
@@ -151,6 +163,7 @@ class LogStreams:
         self._since = since
         self._poll = poll
         self._selector = selector
+        self._warn = warn  # told each distinct failure when it first happens (while following)
         self._queue: queue.Queue[Line | _Follower] = queue.Queue(_QUEUE_LINES)
         self._live: dict[str, _Follower] = {}
         self._last: dict[str, str] = {}  # pod -> stamp of its last line
@@ -201,7 +214,11 @@ class LogStreams:
         if item.overlong:
             self.stats.overlong[item.pod] = self.stats.overlong.get(item.pod, 0) + item.overlong
         if item.error:
-            self.stats.errors.append(f"{self._namespace}/{item.pod}: {item.error}")
+            self._failed(f"{self._namespace}/{item.pod}: {item.error}")
+
+    def _failed(self, message: str) -> None:
+        if self.stats.failed(message):
+            self._warn(message)
 
     def _list(self) -> list[FimdPod]:
         listing = self._kubectl.json(
@@ -216,7 +233,7 @@ class LogStreams:
         try:
             pods = self._list()
         except KubectlError as error:
-            self.stats.errors.append(str(error))
+            self._failed(str(error))
             return
         for pod in pods:
             if pod.running and pod.name not in self._live:
@@ -236,7 +253,7 @@ class LogStreams:
         try:
             follower = _Follower(self._kubectl, args, pod, after, self._queue)
         except KubectlError as error:
-            self.stats.errors.append(str(error))
+            self._failed(str(error))
             return
         self._live[pod] = follower
         follower.start()

@@ -171,7 +171,7 @@ def test_follow_picks_up_new_pods_and_resumes_a_restarted_one(cluster: Cluster) 
         assert texts(got) == ["/a1c"]
     finally:
         streams.stop()
-    assert streams.stats.errors == []
+    assert streams.stats.errors == {}
 
 
 def _alive(pid: int) -> bool:
@@ -225,6 +225,21 @@ def test_overlong_lines_and_failures_are_reported(cluster: Cluster) -> None:
     assert [json.loads(x)["path"] for x in out.getvalue().splitlines()] == ["/after"]
     assert "fimd-a: 1 line(s) longer than 1 MiB skipped" in err.getvalue()
     assert "fim-system/fimd-b: Error from server (Forbidden): pods/log" in err.getvalue()
+
+
+def test_repeated_failures_are_counted_and_told_once_while_following(cluster: Cluster) -> None:
+    cluster.set_pods(_pod("fimd-a", "n1"))
+    (cluster.root / "fimd-a.fail").write_text("Error from server (Forbidden): pods/log\n")
+    told: list[str] = []
+    streams = LogStreams(cluster.kubectl, "fim-system", follow=True, poll=0.05, warn=told.append)
+    try:
+        streams.start()
+        key = "fim-system/fimd-a: Error from server (Forbidden): pods/log"
+        collect(streams, lambda _: streams.stats.errors.get(key, 0) >= 3)
+    finally:
+        streams.stop()
+    assert told == [key]
+    assert list(streams.stats.errors) == [key]
 
 
 def test_no_fimd_pods_is_an_error(cluster: Cluster) -> None:
