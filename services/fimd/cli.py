@@ -5,8 +5,9 @@
         [--health-listen 0.0.0.0:7444] [--metrics-listen 127.0.0.1:9464] \\
         [--fimnotify-cmd "python -m services.fimnotify"] [--engines N] [--max-dirs 10000] \\
         [--max-watches 4000] [--inotify-watch-budget N] [--memory-budget 900Mi] \\
-        [--line-budget 0] [--proc-root /proc] [--mqueue-dir /dev/mqueue] [--queue-prefix /fimk8s.] \
-        [--hash-max-bytes 64Mi] [--hash-workers 2] [--hash-backlog 10000]
+        [--line-budget 0] [--proc-root /proc] [--mqueue-dir /dev/mqueue] \\
+        [--queue-prefix /fimk8s.] [--hash-max-bytes 64Mi] [--hash-workers 2] \\
+        [--hash-backlog 10000] [--audit-key /etc/fim/audit/keys.json] [--heartbeat-interval 60]
 
 fimd runs `--engines` fimnotify engine processes (default min(CPUs, 4)), each with one
 inotify instance and one message queue, and spreads the watches over them (engines.py).
@@ -20,6 +21,11 @@ with RESOURCE_EXHAUSTED. The `started` operational line reports the engines and 
 Subjects with `attributes` or `hash` have their files read by `--hash-workers` threads
 (hashing.py), at most `--hash-backlog` files waiting; a file over `--hash-max-bytes` is not
 hashed (`hashSkipped`).
+
+Every line is sealed for the tamper-evident stream (services/fimd/audit.py, libs/auditstream)
+with this node's key from `--audit-key` (the key ring of the Secret fim-audit-key, re-read
+when it changes), and a heartbeat line is written every `--heartbeat-interval` seconds.
+Without `--audit-key` lines are unsealed (`audit_unsealed` warning).
 
 `--insecure` instead of the three TLS flags serves plaintext gRPC for local development,
 with a loud warning on stderr and as an operational line. The TLS files are re-read when they
@@ -44,6 +50,7 @@ from libs.k8s.errors import ModelError
 from libs.k8s.model import check_line_budget
 from libs.rootfs.reader import DEFAULT_MAX_HASH_BYTES
 from services.fimd import budget, hashing, queues
+from services.fimd.audit import AuditStream, KeyFile
 from services.fimd.capacity import CgroupMemory, MemoryReading, inotify_limits
 from services.fimd.daemon import Daemon
 from services.fimd.engines import ProcessLauncher
@@ -132,6 +139,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="files waiting to be hashed beyond which an event's file is not read "
         "(hashSkipped, counted in fimd_hash_skipped_total)",
     )
+    parser.add_argument(
+        "--audit-key",
+        help="key ring (keys.json of the Secret fim-audit-key) that seals every line; "
+        "without it lines are unsealed",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=60.0,
+        help="seconds between heartbeat lines (the counts since the previous one)",
+    )
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
     parser.add_argument("--queue-prefix", default=queues.DEFAULT_PREFIX, help="queue names")
@@ -154,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--insecure excludes --tls-cert/--tls-key/--client-ca")
     if not args.insecure and not all(tls):
         parser.error("--tls-cert, --tls-key and --client-ca are required (or --insecure)")
+    if not 1 <= args.heartbeat_interval <= 3600:
+        parser.error("--heartbeat-interval must be 1..3600 seconds")
     if args.engines < 1 or args.max_dirs < 1 or args.max_watches < 0:
         parser.error("--engines and --max-dirs must be >= 1, --max-watches >= 0")
     if args.hash_workers < 1 or args.hash_backlog < 1:
@@ -212,10 +232,29 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def audit(args: argparse.Namespace, metrics: Metrics) -> AuditStream:
+    """The sealing and heartbeats of the writer, reporting into `metrics`."""
+
+    def beat(when: float, sealed: bool) -> None:
+        metrics.audit_heartbeat.set(when)
+        metrics.audit_sealed.set(1 if sealed else 0)
+
+    key_file = None
+    if args.audit_key:
+        key_file = KeyFile(args.audit_key, args.node_name, on_error=metrics.audit_key_errors.inc)
+    return AuditStream(
+        args.node_name, key_file, interval=args.heartbeat_interval, on_heartbeat=beat
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     metrics = Metrics()
-    writer = LineWriter(sys.stdout.fileno(), args.node_name, on_drop=metrics.output_drop)
+    writer = LineWriter(
+        sys.stdout.fileno(), args.node_name, on_drop=metrics.output_drop, audit=audit(args, metrics)
+    )
+    if not args.audit_key:
+        writer.op("audit_unsealed", "warning", detail="no --audit-key: lines are not sealed")
     geometry = queues.Geometry(args.queue_messages, args.queue_message_size)
     limit = queues.raise_limit(max(args.msgqueue_limit, args.engines * geometry.kernel_bytes()))
     cgroup = CgroupMemory.find()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -186,6 +186,21 @@ class Metrics:
             "Events of subjects with attributes whose file fimd did not read: "
             "reason=backlog (the hash pool's backlog was full)",
             ["watcher", "reason"],
+            registry=self.registry,
+        )
+        self.audit_heartbeat = Gauge(
+            "fimd_audit_heartbeat_timestamp_seconds",
+            "Unix time of the last heartbeat line written to stdout (the tamper-evident stream)",
+            registry=self.registry,
+        )
+        self.audit_sealed = Gauge(
+            "fimd_audit_sealed",
+            "1 while fimd seals its lines with a key from the audit key ring, else 0",
+            registry=self.registry,
+        )
+        self.audit_key_errors = Counter(
+            "fimd_audit_key_errors",
+            "Audit key ring loads that failed (missing, unreadable or invalid keys.json)",
             registry=self.registry,
         )
         self.grpc_requests = Counter(

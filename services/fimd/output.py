@@ -27,6 +27,10 @@ and counted. Waiting would stall every other watch behind the one that is busy.
   report itself was written; after a failed write the report is retried with the next lines,
   or alone after `retry_interval`. This line is written ahead of the buffers, so it always
   has room.
+- With an `audit` stream (services/fimd/audit.py) every line is sealed here, as it is
+  written (seq, boot, kid, mac; libs/auditstream), and a heartbeat line is written every
+  `audit.interval` seconds with the counts since the previous one. A failed write takes the
+  chain back to the last line completely written, so lost lines never leave a seq gap.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from libs.auditstream.seal import ChainState
 from services.fimd import lines
+from services.fimd.audit import AuditStream
 
 #: Called with (kind, stage, count) for every line lost; see the module docstring.
 DropHook = Callable[[str, str, int], None]
@@ -70,6 +76,7 @@ class LineWriter:
         retry_interval: float = 1.0,
         on_drop: DropHook | None = None,
         write: WriteFn = os.write,
+        audit: AuditStream | None = None,
     ) -> None:
         self._fd = fd
         self._node = node
@@ -79,6 +86,7 @@ class LineWriter:
         self._retry_interval = retry_interval
         self._on_drop = on_drop
         self._write = write
+        self._audit = audit
         self._events: deque[tuple[bytes, int]] = deque()  # (data, lines)
         self._ops: deque[bytes] = deque()
         self._event_bytes = 0  # charged, see CHUNK_OVERHEAD
@@ -91,6 +99,8 @@ class LineWriter:
         self._closed = False
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # lines to write / closing
+        if audit is not None:
+            audit.attach(lambda msg, level, fields: self.op(msg, level, **fields))
         self._thread = threading.Thread(target=self._run, name="fimd-writer", daemon=True)
         self._thread.start()
 
@@ -147,6 +157,9 @@ class LineWriter:
         self._thread.join(timeout)
 
     def _dropped(self, kind: str, stage: str, count: int) -> None:
+        if self._audit is not None and count:
+            with self._lock:
+                self._audit.dropped(count)
         if self._on_drop is not None and count:
             self._on_drop(kind, stage, count)
 
@@ -155,7 +168,8 @@ class LineWriter:
 
     def _has_work(self) -> bool:
         report = any(self._lost.values()) and (not self._failing or self._retry_due())
-        return self._closed or bool(self._events) or bool(self._ops) or report
+        beat = self._audit is not None and self._audit.due()
+        return self._closed or bool(self._events) or bool(self._ops) or report or beat
 
     def _wait(self) -> None:
         """Waits (holding the lock) until there is something to do."""
@@ -163,6 +177,9 @@ class LineWriter:
             timeout = None
             if self._failing and any(self._lost.values()):
                 timeout = max(0.0, self._retry_at - time.monotonic())
+            if self._audit is not None:
+                beat = self._audit.until_due()
+                timeout = beat if timeout is None else min(timeout, beat)
             self._ready.wait(timeout)
 
     def _take(self) -> tuple[list[bytes], list[tuple[bytes, int]]]:
@@ -200,7 +217,8 @@ class LineWriter:
         while True:
             with self._lock:
                 self._wait()
-                if not self._events and not self._ops:
+                beat = self._audit is not None and self._audit.due()
+                if not self._events and not self._ops and not beat:
                     # Closed and drained, or only a report to write (alone; when closing,
                     # one last try even if stdout failed).
                     if not any(self._lost.values()) or final_report_tried:
@@ -209,7 +227,23 @@ class LineWriter:
                 ops, events = self._take()
                 lost = dict(self._lost)
                 error = self._error
-            self._write_batch(self._report(lost, error), ops, events, lost)
+            if ops or events or any(lost.values()):
+                self._write_batch(self._report(lost, error), ops, events, lost)
+            if beat:
+                self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        """Writes the heartbeat line alone, after every line it counts."""
+        audit = self._audit
+        assert audit is not None
+        audit.refresh()  # so that `sealed` in the line says what the seal shows
+        with self._lock:
+            line, counts = audit.heartbeat()
+        if self._write_batch(b"", [line], [], dict.fromkeys(_KEYS, 0), heartbeat=True):
+            with self._lock:
+                audit.sent(counts)
+        else:
+            audit.postpone()
 
     def _write_batch(
         self,
@@ -217,15 +251,33 @@ class LineWriter:
         ops: list[bytes],
         events: list[tuple[bytes, int]],
         reported: dict[tuple[str, str], int],
-    ) -> None:
+        *,
+        heartbeat: bool = False,
+    ) -> bool:
+        """Writes the lines (sealed with an audit stream); True if all were written."""
         lead = b"\n" if self._partial else b""
         op_data = b"".join(ops)
-        data = lead + report + op_data + b"".join(chunk for chunk, _ in events)
+        event_data = b"".join(chunk for chunk, _ in events)
+        report_count, op_count = report.count(b"\n"), op_data.count(b"\n")
+        body = report + op_data + event_data
+        marks: list[tuple[int, ChainState]] = []
+        before = ChainState(0, b"")
+        if self._audit is not None:
+            self._audit.refresh()
+            before = self._audit.sealer.state
+            body, marks = self._audit.seal(body)
+        data = lead + body
         written, error = self._write_all(data)
-        ops_end = len(lead) + len(report) + len(op_data)
-        # Lines not completely written: the newlines (one per line) not written.
-        ops_lost = op_data.count(b"\n", max(0, written - len(lead) - len(report)))
-        events_lost = data.count(b"\n", max(written, ops_end))
+        # Lines completely written (each ends in its newline), not counting the lead.
+        done = data.count(b"\n", 0, written) - (1 if lead and written else 0)
+        ops_lost = op_count - min(op_count, max(0, done - report_count))
+        events_lost = event_data.count(b"\n") - max(0, done - report_count - op_count)
+        if self._audit is not None:
+            if error is not None and marks:
+                self._audit.rollback(marks[done - 1][1] if done else before)
+            if not heartbeat:
+                with self._lock:
+                    self._audit.written(done, max(0, done - report_count - op_count))
         with self._lock:
             if error is None:
                 self._partial = self._failing = False
@@ -242,6 +294,7 @@ class LineWriter:
         if error is not None:
             self._dropped(OP, WRITE, ops_lost)
             self._dropped(EVENT, WRITE, events_lost)
+        return error is None
 
     def _write_all(self, data: bytes) -> tuple[int, str | None]:
         """Writes `data`, continuing partial writes; (bytes written, errno name or None)."""

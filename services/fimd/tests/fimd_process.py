@@ -16,7 +16,14 @@ from typing import Any
 import grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
+from libs.auditstream import seal
 from services.fimd.tests.certs import Pki
+
+
+def body_of(line: str) -> str:
+    """A line without its seal (libs/auditstream), or the line itself if it has none."""
+    sealed = seal.parse(line.encode())
+    return line if sealed is None else sealed.body.decode()
 
 
 def free_port() -> int:
@@ -72,6 +79,10 @@ class FimdProcess:
     def raw_lines(self) -> list[str]:
         """Complete lines only: fimd may be mid-write of the last one while we read."""
         return self.stdout_path.read_text().split("\n")[:-1]
+
+    def bodies(self) -> list[str]:
+        """Complete lines without their seal (seq, boot, kid, mac), as fimd rendered them."""
+        return [body_of(line) for line in self.raw_lines()]
 
     def events(self, path: str | None = None) -> list[dict[str, Any]]:
         return [e for e in self.lines() if e.get("kind") == "event" and path in (None, e["path"])]

@@ -7,11 +7,13 @@ refused with RESOURCE_EXHAUSTED; fimd and its watches carry on)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -20,6 +22,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fim.v1 import fim_pb2, fim_pb2_grpc
+from libs.auditstream import keys
+from libs.auditstream.collect import records
+from libs.auditstream.verify import verify
 from services.fimd.tests.certs import Pki, make_pki
 from services.fimd.tests.container import Container
 from services.fimd.tests.fimd_process import FimdProcess
@@ -27,6 +32,7 @@ from services.fimd.tests.harness import wait_for
 from services.fimd.tests.specs import spec
 
 PREFIX = f"/fimk8s-e2e.{os.getpid()}."
+RING = keys.new_ring(datetime.now(UTC))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,12 @@ def stale_queue() -> Iterator[str]:
 def fimd(
     tmp_path_factory: pytest.TempPathFactory, pki: Pki, stale_queue: str
 ) -> Iterator[FimdProcess]:
-    process = FimdProcess(tmp_path_factory.mktemp("fimd"), pki, PREFIX, "--engines", "2")
+    ring_path = tmp_path_factory.mktemp("audit") / "keys.json"
+    ring_path.write_bytes(RING.dumps())
+    process = FimdProcess(
+        tmp_path_factory.mktemp("fimd"), pki, PREFIX, "--engines", "2", "--audit-key",
+        str(ring_path),
+    )  # fmt: skip
     yield process
     if process.proc.poll() is None:
         process.stop()
@@ -113,7 +124,7 @@ def test_log_format_update_and_destroy(fimd: FimdProcess, container: Container) 
     wait_for(lambda: fimd.ops("update_active"), what="update_active line")
     container.write(_data(container, "t.txt"))
     expected = f"FIM CREATE file '{_data(container, 't.txt')}' (web-0:node-1)"
-    wait_for(lambda: expected in fimd.raw_lines(), what="template line")
+    wait_for(lambda: expected in fimd.bodies(), what="template line")
     # The old incarnation is removed from its engine once the new one is READY (no window
     # without a watch); afterwards only the new one holds inotify watches.
     wait_for(lambda: _inotify_watches(fimd) == in_use, what="old incarnation removed")
@@ -335,3 +346,18 @@ def test_sigterm_stops_children_and_removes_queues(fimd: FimdProcess, container:
     assert not _alive(status.watcher_pid)
     assert fimd.ops("stopped")
     assert not [n for n in os.listdir(fimd.mqueue_dir) if ("/" + n).startswith(PREFIX)]
+
+
+def test_every_line_of_the_run_is_sealed_and_verifies(fimd: FimdProcess) -> None:
+    """After the run above (JSON and logFormat lines, engine kills, SIGTERM): the whole
+    stdout of fimd is one boot whose chain verifies from seq 1, without a gap."""
+    assert fimd.proc.wait(timeout=30) == 0
+    data = fimd.stdout_path.read_bytes()
+    reports = verify(records(data, "fimd.out"), RING)
+    assert [(r.node, r.ok, r.first_seq) for r in reports] == [("node-1", True, 1)], reports
+    [report] = reports
+    assert report.verified == report.last_seq == data.count(b"\n")
+    assert report.heartbeats >= 1
+    assert any(b" fim-seal seq=" in line for line in data.split(b"\n"))  # logFormat lines
+    first = json.loads(data.split(b"\n")[0])
+    assert (first["msg"], first["kid"], first["seq"]) == ("heartbeat", "node-1/1", 1)
