@@ -65,7 +65,9 @@ def neutralise(text: str) -> str:
     escape (`\\x1b`, `\\u202e`) and each backslash doubled (so a file named by the byte ESC
     and one named by the four characters `\\x1b` look different). Printing the result can
     neither move the cursor, change colours, start a line nor reorder what is shown."""
-    if _SHOWN_RE.search(text) is None:
+    # Fast path: no control, format, separator or surrogate character (none is printable)
+    # and no backslash.
+    if text.isprintable() and "\\" not in text:
         return text
     return _SHOWN_RE.sub(_visible, text)
 
