@@ -103,9 +103,37 @@ def read_state(
     try:
         fd = openat2(root, path, os.O_PATH | os.O_NOFOLLOW, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     except OSError as err:
-        if err.errno in _ABSENT_ERRNOS:
-            return NotRegular("missing")
-        return NotRegular(errno.errorcode.get(err.errno or 0, "error"))
+        return _absent(err)
+    return read_fd(fd, hash_content=hash_content, max_bytes=max_bytes, known=known)
+
+
+def read_at(
+    dirfd: int,
+    name: bytes,
+    *,
+    hash_content: bool,
+    max_bytes: int = DEFAULT_MAX_HASH_BYTES,
+    known: FileState | None = None,
+) -> FileState | NotRegular:
+    """Like `read_state` for the entry `name` (one component, not followed) of the
+    directory `dirfd`: a walk below a directory already opened inside the root."""
+    try:
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
+    except OSError as err:
+        return _absent(err)
+    return read_fd(fd, hash_content=hash_content, max_bytes=max_bytes, known=known)
+
+
+def _absent(err: OSError) -> NotRegular:
+    if err.errno in _ABSENT_ERRNOS:
+        return NotRegular("missing")
+    return NotRegular(errno.errorcode.get(err.errno or 0, "error"))
+
+
+def read_fd(
+    fd: int, *, hash_content: bool, max_bytes: int, known: FileState | None
+) -> FileState | NotRegular:
+    """The file of the O_PATH descriptor `fd` (closed here)."""
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -7,7 +7,9 @@
         [--max-watches 4000] [--inotify-watch-budget N] [--memory-budget 900Mi] \\
         [--line-budget 0] [--proc-root /proc] [--mqueue-dir /dev/mqueue] \\
         [--queue-prefix /fimk8s.] [--hash-max-bytes 64Mi] [--hash-workers 2] \\
-        [--hash-backlog 10000] [--audit-key /etc/fim/audit/keys.json] [--heartbeat-interval 60]
+        [--hash-backlog 10000] [--audit-key /etc/fim/audit/keys.json] [--heartbeat-interval 60] \\
+        [--baseline-db /var/lib/fim-k8s/baselines.sqlite] [--baseline-max-entries 200000] \\
+        [--baseline-orphan-grace 3600]
 
 fimd runs `--engines` fimnotify engine processes (default min(CPUs, 4)), each with one
 inotify instance and one message queue, and spreads the watches over them (engines.py).
@@ -20,7 +22,8 @@ with RESOURCE_EXHAUSTED. The `started` operational line reports the engines and 
 (volume.py, docs/logging.md).
 Subjects with `attributes` or `hash` have their files read by `--hash-workers` threads
 (hashing.py), at most `--hash-backlog` files waiting; a file over `--hash-max-bytes` is not
-hashed (`hashSkipped`).
+hashed (`hashSkipped`). `--baseline-db` (default none: no baselines) is the node's SQLite
+file of baselines of those subjects, compared on every (re)activation (scanner.py).
 
 Every line is sealed for the tamper-evident stream (services/fimd/audit.py, libs/auditstream)
 with this node's key from `--audit-key` (the key ring of the Secret fim-audit-key, re-read
@@ -49,6 +52,7 @@ from libs.fimnotify_api import control, wire
 from libs.k8s.errors import ModelError
 from libs.k8s.model import check_line_budget
 from libs.rootfs.reader import DEFAULT_MAX_HASH_BYTES
+from libs.rootfs.walk import DEFAULT_MAX_ENTRIES
 from services.fimd import budget, hashing, queues
 from services.fimd.audit import AuditStream, KeyFile
 from services.fimd.capacity import CgroupMemory, MemoryReading, inotify_limits
@@ -57,6 +61,7 @@ from services.fimd.engines import ProcessLauncher
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ProcResolver
+from services.fimd.scanner import DEFAULT_ORPHAN_GRACE, Scanner
 from services.fimd.server import build, build_health, new_health
 from services.fimd.servicer import FimDaemonServicer
 from services.fimd.tls import TlsError, TlsFiles
@@ -150,6 +155,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=60.0,
         help="seconds between heartbeat lines (the counts since the previous one)",
     )
+    parser.add_argument(
+        "--baseline-db",
+        default="",
+        help="the node's baseline database (SQLite, on a hostPath so it outlives the pod); "
+        "empty: no baselines",
+    )
+    parser.add_argument(
+        "--baseline-max-entries",
+        type=int,
+        default=DEFAULT_MAX_ENTRIES,
+        help="entries one subject's baseline holds at most (the walk stops: truncated)",
+    )
+    parser.add_argument(
+        "--baseline-orphan-grace",
+        type=float,
+        default=DEFAULT_ORPHAN_GRACE,
+        help="seconds after which a baseline no watch uses any more is removed",
+    )
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
     parser.add_argument("--queue-prefix", default=queues.DEFAULT_PREFIX, help="queue names")
@@ -176,6 +199,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--heartbeat-interval must be 1..3600 seconds")
     if args.engines < 1 or args.max_dirs < 1 or args.max_watches < 0:
         parser.error("--engines and --max-dirs must be >= 1, --max-watches >= 0")
+    if args.baseline_max_entries < 1 or args.baseline_orphan_grace < 0:
+        parser.error("--baseline-max-entries must be >= 1, --baseline-orphan-grace >= 0")
     if args.hash_workers < 1 or args.hash_backlog < 1:
         parser.error("--hash-workers and --hash-backlog must be >= 1")
     if args.inotify_watch_budget is not None and args.inotify_watch_budget < 0:
@@ -215,6 +240,20 @@ def budgets(
         inotify_watches_source=inotify_source,
         memory_bytes=memory,
         memory_source=memory_source,
+    )
+
+
+def _scanner(args: argparse.Namespace, writer: LineWriter, metrics: Metrics) -> Scanner | None:
+    if not args.baseline_db:
+        return None
+    return Scanner(
+        args.baseline_db,
+        writer,
+        metrics,
+        proc_root=args.proc_root,
+        max_bytes=args.hash_max_bytes,
+        max_entries=args.baseline_max_entries,
+        orphan_grace=args.baseline_orphan_grace,
     )
 
 
@@ -274,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         max_dirs=args.max_dirs,
         line_budget=args.line_budget,
         hashing=hashing.HashPool(args.hash_workers, args.hash_backlog, args.hash_max_bytes),
+        scanner=_scanner(args, writer, metrics),
     )
     if args.insecure:
         print(INSECURE_WARNING, file=sys.stderr, flush=True)

@@ -35,7 +35,7 @@ from libs.fimnotify_api.subject import SubjectConfig
 from libs.k8s.container_id import ContainerId, ContainerIdError, parse_container_id
 from libs.rootfs.target import Target as PinnedRoot
 from libs.rootfs.target import TargetGoneError, TargetMismatchError
-from services.fimd import attributes, budget, engines, queues
+from services.fimd import attributes, baseline, budget, engines, queues
 from services.fimd.capacity import MemoryReading, inotify_limits
 from services.fimd.hashing import HashPool, Job
 from services.fimd.lines import EventRenderer, Identity, decode_path, format_time, path_fields
@@ -43,6 +43,7 @@ from services.fimd.logformat import Template
 from services.fimd.metrics import Metrics, Snapshot
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ContainerNotFoundError, Resolver, Target
+from services.fimd.scanner import Scanner, ScanRequest
 from services.fimd.supervisor import (
     Action,
     ExitKind,
@@ -191,6 +192,7 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         line_budget: int = 0,
         hashing: HashPool | None = None,
+        scanner: Scanner | None = None,
     ) -> None:
         self.node = node
         #: Lines per second of a watch whose spec sets no line_budget (0 = none).
@@ -220,6 +222,10 @@ class Daemon:
         self._deferring: dict[int, Handle] = {}
         self._known: dict[Key, attributes.LastKnown] = {}
         self._hash_overflow = 0  # events since the last hash_backlog_full line
+        #: Compares the trees of baseline subjects with their stored baselines (None: off).
+        self.scanner = scanner
+        if scanner is not None:
+            scanner.live = self.live_keys
         self._hash_overflow_at = 0.0
         self.pool = engines.EnginePool(
             launcher,
@@ -292,7 +298,9 @@ class Daemon:
             self._gaps.pop(key, None)
             self._targets.pop(key, None)
             self._known.pop(key, None)
-            return existed
+        if self.scanner is not None:
+            self.scanner.forget(key)
+        return existed
 
     def state(self) -> fim_pb2.GetWatchStateResponse:
         with self._lock:
@@ -444,7 +452,9 @@ class Daemon:
     # --- I/O loop ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Starts the engines (before `run`)."""
+        """Starts the engines and the baseline scanner (before `run`)."""
+        if self.scanner is not None:
+            self.scanner.start()
         for happening in self.pool.start():
             self._happened(happening)
 
@@ -797,6 +807,7 @@ class Daemon:
                 self._execute(actions, when_ns=record.time_ns)
             if record.rescan:
                 self._writer.op("rescan_done", watches=record.watches, **who)
+            self._compare(handle, "rescan" if record.rescan else "activation")
         elif isinstance(record, wire.GoneRecord):
             with self._lock:
                 if self._handles.pop(record.watch, None) is None:
@@ -805,6 +816,22 @@ class Daemon:
                 detail = f"{record.reason.name}" + (f": {record.message}" if record.message else "")
                 kind = _GONE_KINDS[record.reason]
                 self._execute(self._exited(handle, kind, detail, record.time_ns))
+
+    def _compare(self, handle: Handle, reason: str) -> None:
+        """Asks for a comparison of the watch's baseline subjects with their baselines."""
+        subjects = handle.entry.subjects
+        if self.scanner is None or not any(baseline.has_baseline(s) for s in subjects):
+            return
+        self.scanner.request(
+            ScanRequest(
+                handle.key, handle.entry.identity, handle.pid, handle.identity, subjects, reason
+            )
+        )
+
+    def live_keys(self) -> set[Key]:
+        """The keys of the watches fimd holds (baselines of others are orphans)."""
+        with self._lock:
+            return set(self._core.watches)
 
     def _error_record(self, handle: Handle, record: wire.ErrorRecord) -> None:
         # The path is a container's choice and may be cut by the engine (path_size is its
@@ -853,3 +880,5 @@ class Daemon:
         self._flush_all_volumes()
         self._report_hash_overflow(now=True)
         self.hashing.stop()
+        if self.scanner is not None:
+            self.scanner.stop()

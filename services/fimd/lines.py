@@ -265,6 +265,12 @@ class EventRenderer:
         }
 
 
+def record_line(kind: str, identity: Identity, fields: Mapping[str, Any]) -> str:
+    """A line of `kind` (drift, scan) about one watch: kind, time, its identity, `fields`."""
+    record = {"kind": kind, "time": format_time(time.time_ns()), **identity.fields(), **fields}
+    return _compact(record) + "\n"
+
+
 def op_line(node: str, msg: str, level: str = "info", /, **fields: Any) -> str:
     """One operational line; `fields` must be JSON-serialisable."""
     record = {

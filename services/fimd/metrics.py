@@ -203,6 +203,20 @@ class Metrics:
             "Audit key ring loads that failed (missing, unreadable or invalid keys.json)",
             registry=self.registry,
         )
+        self.drift = Counter(
+            "fimd_drift",
+            "Differences from a stored baseline found by comparisons, by change "
+            "(ADDED, REMOVED, CHANGED)",
+            ["watcher", "change"],
+            registry=self.registry,
+        )
+        self.scans = Counter(
+            "fimd_baseline_scans",
+            "Comparisons of a subject's tree with its baseline, by reason (activation, "
+            "rescan, scheduled, requested)",
+            ["watcher", "reason"],
+            registry=self.registry,
+        )
         self.grpc_requests = Counter(
             "fimd_grpc_requests",
             "gRPC requests by method and status code",

@@ -52,7 +52,8 @@ IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
 # is left alone: the network guards of other clusters on this machine live there.)
 NFT_TABLES = ("ip nat", "ip6 nat", "ip mangle", "ip6 mangle")
 # Created by the kubelet, containerd or CNI if missing (and /var/log/fim-otel by the hostPath
-# of deploy/logging/otel's collector); removed on teardown if they were.
+# of deploy/logging/otel's collector, /var/lib/fim-k8s by fimd's baselines hostPath);
+# removed on teardown if they were.
 HOST_DIRS = (
     "/var/lib/kubelet",
     "/var/log/pods",
@@ -64,6 +65,7 @@ HOST_DIRS = (
     "/etc/cni",
     "/opt/cni",
     "/var/log/fim-otel",
+    "/var/lib/fim-k8s",
 )
 _TOOL = {"ip": "iptables", "ip6": "ip6tables"}
 CGROUP_ROOT = Path("/sys/fs/cgroup")

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import posix_ipc
@@ -22,6 +23,7 @@ from services.fimd.hashing import HashPool
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ContainerNotFoundError, Target
+from services.fimd.scanner import Scanner
 
 _pids = itertools.count(4_000_000)
 
@@ -198,6 +200,7 @@ def daemon_parts(
     memory: Callable[[], MemoryReading | None] = lambda: None,
     proc_root: str = "/proc",
     hashing: HashPool | None = None,
+    scanner: Callable[[LineWriter, Metrics], Scanner] | None = None,
     **writer_args: Any,
 ) -> Iterator[tuple[Daemon, LineWriter, Capture, Metrics]]:
     """A running Daemon with its writer (for a servicer), captured stdout and metrics."""
@@ -209,7 +212,7 @@ def daemon_parts(
     daemon = Daemon(
         "node-1", resolver, launcher, writer, metrics, engine_count=engines,
         budgets=budgets, memory=memory, queue_prefix=prefix, proc_root=proc_root,
-        hashing=hashing,
+        hashing=hashing, scanner=scanner(writer, metrics) if scanner else None,
     )  # fmt: skip
     daemon.start()
     loop = threading.Thread(target=daemon.run)
@@ -230,3 +233,20 @@ def running_daemon(
 ) -> Iterator[tuple[Daemon, Capture, Metrics]]:
     with daemon_parts(resolver, launcher, **args) as (daemon, _, capture, metrics):
         yield daemon, capture, metrics
+
+
+def fake_container(
+    top: Path, pid: int, container_hex: str, start_time: int = 77
+) -> tuple[str, Path]:
+    """(proc root, container root) under `top`: `<proc>/<pid>/root` leads to the container
+    root, and the process's stat and cgroup match a FakeResolver's target (start time 77,
+    in the container's cgroup), so fimd pins that root as it pins a real one."""
+    rootfs = top / "rootfs"
+    (rootfs / "data").mkdir(parents=True)
+    piddir = top / "proc" / str(pid)
+    piddir.mkdir(parents=True)
+    (piddir / "root").symlink_to(rootfs)
+    fields = ["S"] + ["0"] * 18 + [str(start_time)]  # field 22 is the start time
+    (piddir / "stat").write_text(f"{pid} (app) " + " ".join(fields) + "\n")
+    (piddir / "cgroup").write_text(f"0::/kubepods/pod1/{container_hex}\n")
+    return str(top / "proc"), rootfs

@@ -20,7 +20,13 @@ from libs.rootfs.reader import FileState, NotRegular
 from services.fimd.daemon import Daemon, accept
 from services.fimd.hashing import HashPool, Job
 from services.fimd.metrics import Metrics
-from services.fimd.tests.harness import FakeLauncher, FakeResolver, running_daemon, wait_for
+from services.fimd.tests.harness import (
+    FakeLauncher,
+    FakeResolver,
+    fake_container,
+    running_daemon,
+    wait_for,
+)
 from services.fimd.tests.specs import CONTAINER, spec
 
 IN_MODIFY = 0x2
@@ -41,17 +47,7 @@ def resolver() -> FakeResolver:
 
 @pytest.fixture
 def container(tmp_path: Path) -> tuple[str, Path]:
-    """(proc root, container root): `<proc>/4242/root` leads to the container root, and
-    the process's stat and cgroup match what the fake resolver resolved."""
-    rootfs = tmp_path / "rootfs"
-    (rootfs / "data").mkdir(parents=True)
-    piddir = tmp_path / "proc" / str(PID)
-    piddir.mkdir(parents=True)
-    (piddir / "root").symlink_to(rootfs)
-    fields = ["S"] + ["0"] * 18 + ["77"]  # field 22, the start time, is the resolver's 77
-    (piddir / "stat").write_text(f"{PID} (app) " + " ".join(fields) + "\n")
-    (piddir / "cgroup").write_text(f"0::/kubepods/pod1/{'ab' * 32}\n")
-    return str(tmp_path / "proc"), rootfs
+    return fake_container(tmp_path, PID, "ab" * 32)
 
 
 def _watch(*, hash_: str = "sha256", attributes: bool = False) -> fim_pb2.WatchSpec:

@@ -1,0 +1,162 @@
+"""Adapter: the node's baselines in one SQLite file (stdlib sqlite3, WAL, crash-safe).
+
+One file per node (fimd's `--baseline-db`, on a hostPath under /var/lib/fim-k8s so it
+outlives fimd's pod). A baseline is keyed by (namespace, pod UID, container, watcher UID,
+subject key) and holds its entries; replacing one is a single transaction, so a crash
+leaves the old baseline or the new one, never a mix. Only fimd's scanner thread uses a
+`Store` (SQLite connections stay in the thread that made them).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from libs.rootfs.walk import Entry
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS baselines (
+    id INTEGER PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    pod_uid TEXT NOT NULL,
+    container TEXT NOT NULL,
+    watcher_uid TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    updated_ns INTEGER NOT NULL,
+    UNIQUE (namespace, pod_uid, container, watcher_uid, subject)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    baseline INTEGER NOT NULL REFERENCES baselines(id) ON DELETE CASCADE,
+    path BLOB NOT NULL,
+    type TEXT NOT NULL,
+    mode INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    gid INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    hash_skipped TEXT NOT NULL,
+    ctime_ns INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    dev INTEGER NOT NULL,
+    PRIMARY KEY (baseline, path)
+) WITHOUT ROWID;
+"""
+
+
+@attrs.frozen
+class BaselineKey:
+    namespace: str
+    pod_uid: str
+    container: str
+    watcher_uid: str
+    subject: str
+
+
+class StoreError(Exception):
+    """The database cannot be opened or used (bad path, corrupt, wrong version)."""
+
+
+class Store:
+    def __init__(self, path: str) -> None:
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
+            self._db.execute("PRAGMA foreign_keys=ON")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as err:
+            raise StoreError(f"{path}: {err}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _id(self, key: BaselineKey) -> int | None:
+        row = self._db.execute(
+            "SELECT id FROM baselines WHERE namespace=? AND pod_uid=? AND container=? "
+            "AND watcher_uid=? AND subject=?",
+            attrs.astuple(key),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def load(self, key: BaselineKey) -> dict[bytes, Entry] | None:
+        """The stored entries, or None when the subject has no baseline yet."""
+        number = self._id(key)
+        if number is None:
+            return None
+        rows = self._db.execute(
+            "SELECT path, type, mode, uid, gid, size, mtime_ns, sha256, hash_skipped, "
+            "ctime_ns, ino, dev FROM entries WHERE baseline=?",
+            (number,),
+        )
+        return {bytes(row[0]): _entry(row) for row in rows}
+
+    def replace(self, key: BaselineKey, entries: Mapping[bytes, Entry], now_ns: int) -> None:
+        """Stores `entries` as the baseline of `key`, in one transaction."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO baselines (namespace, pod_uid, container, watcher_uid, subject, "
+                "updated_ns) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, pod_uid, "
+                "container, watcher_uid, subject) DO UPDATE SET updated_ns=excluded.updated_ns",
+                (*attrs.astuple(key), now_ns),
+            )
+            number = self._id(key)
+            self._db.execute("DELETE FROM entries WHERE baseline=?", (number,))
+            self._db.executemany(
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_row(number, path, e) for path, e in entries.items()),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def baselines(self) -> list[tuple[BaselineKey, int]]:
+        """Every stored baseline with the time (ns) it was last replaced."""
+        rows = self._db.execute(
+            "SELECT namespace, pod_uid, container, watcher_uid, subject, updated_ns FROM baselines"
+        )
+        return [(BaselineKey(*row[:5]), int(row[5])) for row in rows]
+
+    def remove(self, keys: Iterable[BaselineKey]) -> int:
+        """Removes these baselines and their entries; returns how many existed."""
+        removed = 0
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for key in keys:
+                number = self._id(key)
+                if number is not None:
+                    self._db.execute("DELETE FROM baselines WHERE id=?", (number,))
+                    removed += 1
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return removed
+
+    def entry_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+def _entry(row: tuple[Any, ...]) -> Entry:
+    return Entry(
+        row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+        ctime_ns=row[9], ino=row[10], dev=row[11],
+    )  # fmt: skip
+
+
+def _row(number: int | None, path: bytes, e: Entry) -> tuple[object, ...]:
+    return (
+        number, path, e.kind, e.mode, e.uid, e.gid, e.size, e.mtime_ns,
+        e.sha256, e.hash_skipped, e.ctime_ns, e.ino, e.dev,
+    )  # fmt: skip

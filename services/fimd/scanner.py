@@ -1,0 +1,268 @@
+"""The thread that compares watched trees with their baselines and stores them.
+
+The daemon asks for a comparison (`request`) when a watch with baseline subjects becomes
+active (a new watch, a container restart, a fimd or engine restart: `activation`) and after
+an overflow rescan (`rescan`); the watches are in place by then, so a change during the
+walk is also an event. One thread does the work, one request at a time; requests wait in a
+map by watch (a newer one replaces an older one of the same watch, so the backlog is
+bounded by the watches of the node). For each baseline subject: walk the tree inside the
+container's root (`libs.rootfs.walk`), diff it with the stored baseline
+(`services.fimd.baseline`), write the drift lines and one scan line, store the new baseline
+(`baseline_store`). A destroyed watch's baselines are removed (`forget`); baselines of
+watches that no longer exist after fimd was down (a pod deleted meanwhile) are removed
+once no watch has used them for `orphan_grace` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import attrs
+
+from libs.fimnotify_api.identity import ProcessIdentity
+from libs.fimnotify_api.subject import SubjectConfig
+from libs.rootfs.target import Target as PinnedRoot
+from libs.rootfs.target import TargetGoneError, TargetMismatchError
+from libs.rootfs.walk import DEFAULT_MAX_ENTRIES, Entry, walk
+from services.fimd import baseline
+from services.fimd.baseline_store import BaselineKey, Store, StoreError
+from services.fimd.lines import Identity, record_line
+from services.fimd.metrics import Metrics
+from services.fimd.output import LineWriter
+from services.fimd.supervisor import Key
+
+#: Drift lines one subject's comparison writes at most; the rest are only counted.
+MAX_DRIFT_LINES = 10_000
+DEFAULT_ORPHAN_GRACE = 3600.0
+_IDLE = 60.0
+
+
+@attrs.frozen
+class ScanRequest:
+    key: Key  # (watcher UID, pod UID, container)
+    identity: Identity
+    pid: int
+    process: ProcessIdentity
+    subjects: tuple[SubjectConfig, ...]
+    reason: str
+
+
+@attrs.frozen
+class LastScan:
+    """The last comparison of a watch (summed over its subjects), for its status."""
+
+    time_ns: int
+    reason: str
+    scanned: int
+    added: int
+    removed: int
+    changed: int
+
+
+class Scanner:
+    def __init__(
+        self,
+        path: str,
+        writer: LineWriter,
+        metrics: Metrics,
+        *,
+        proc_root: str = "/proc",
+        max_bytes: int,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        orphan_grace: float = DEFAULT_ORPHAN_GRACE,
+        live: Callable[[], set[Key]] = set,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = path
+        self._writer = writer
+        self._metrics = metrics
+        self._proc_root = proc_root
+        self._max_bytes = max_bytes
+        self._max_entries = max_entries
+        self._orphan_grace = orphan_grace
+        #: The keys of the watches fimd holds (the daemon sets it to its own).
+        self.live = live
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._pending: dict[Key, ScanRequest] = {}
+        self._forget: list[Key] = []
+        self._stopping = False
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._started = clock()
+        self.last: dict[Key, LastScan] = {}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fimd-baseline", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finishes the comparison under way (not the waiting ones) and ends the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def request(self, request: ScanRequest) -> None:
+        with self._cond:
+            self._pending[request.key] = request
+            self._cond.notify_all()
+
+    def forget(self, key: Key) -> None:
+        """The watch was destroyed: its baselines go, a waiting comparison too."""
+        with self._cond:
+            self._pending.pop(key, None)
+            self._forget.append(key)
+            self._cond.notify_all()
+
+    def idle(self) -> bool:
+        """Nothing waiting and nothing under way (for tests and benchmarks)."""
+        with self._cond:
+            return not self._pending and not self._forget and not self._busy
+
+    # --- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            store = Store(self._path)
+        except StoreError as err:
+            self._writer.op("baseline_unavailable", "error", detail=str(err))
+            return
+        try:
+            while True:
+                with self._cond:
+                    while not (self._stopping or self._pending or self._forget):
+                        if not self._cond.wait(_IDLE):
+                            break
+                    if self._stopping:
+                        return
+                    forget, self._forget = self._forget, []
+                    request = self._take()
+                    self._busy = request is not None
+                self._remove(store, forget)
+                if request is not None:
+                    self._compare(store, request)
+                self._collect_orphans(store)
+                with self._cond:
+                    self._busy = False
+        finally:
+            store.close()
+
+    def _take(self) -> ScanRequest | None:
+        if not self._pending:
+            return None
+        key = next(iter(self._pending))
+        return self._pending.pop(key)
+
+    def _remove(self, store: Store, keys: list[Key]) -> None:
+        if not keys:
+            return
+        gone = set(keys)
+        stored = [
+            k for k, _ in store.baselines() if (k.watcher_uid, k.pod_uid, k.container) in gone
+        ]
+        removed = store.remove(stored)
+        for key in gone:
+            self.last.pop(key, None)
+        if removed:
+            self._writer.op("baselines_removed", count=removed, detail="watch destroyed")
+
+    def _collect_orphans(self, store: Store) -> None:
+        if self._clock() - self._started < self._orphan_grace:
+            return
+        live = self.live()
+        horizon = time.time_ns() - int(self._orphan_grace * 1e9)
+        orphans = [
+            key
+            for key, updated in store.baselines()
+            if _watch_of(key) not in live and updated < horizon
+        ]
+        if orphans:
+            removed = store.remove(orphans)
+            self._writer.op("baselines_removed", count=removed, detail="no watch uses them")
+
+    def _compare(self, store: Store, request: ScanRequest) -> None:
+        try:
+            root = PinnedRoot.open(self._proc_root, request.pid, request.process)
+        except (TargetGoneError, TargetMismatchError, OSError) as err:
+            self._writer.op(
+                "baseline_skipped", "warning", reason=request.reason,
+                detail=f"container root: {err}", **_who(request.identity),
+            )  # fmt: skip
+            return
+        total = LastScan(time.time_ns(), request.reason, 0, 0, 0, 0)
+        try:
+            for subject in request.subjects:
+                if baseline.has_baseline(subject):
+                    scan = self._subject(store, request, root.root, subject)
+                    total = attrs.evolve(
+                        total,
+                        scanned=total.scanned + scan.scanned,
+                        added=total.added + scan.added,
+                        removed=total.removed + scan.removed,
+                        changed=total.changed + scan.changed,
+                    )
+        finally:
+            root.close()
+        self.last[request.key] = total
+
+    def _subject(
+        self, store: Store, request: ScanRequest, root: int, subject: SubjectConfig
+    ) -> baseline.Scan:
+        watcher_uid, pod_uid, container = request.key
+        key = BaselineKey(
+            request.identity.namespace, pod_uid, container, watcher_uid,
+            baseline.subject_key(subject),
+        )  # fmt: skip
+        before = store.load(key)
+        started = time.monotonic()
+        stored: dict[bytes, Entry] = before or {}
+        walked = walk(
+            root,
+            [os.fsencode(p) for p in subject.paths],
+            baseline.rules(subject, max_bytes=self._max_bytes, max_entries=self._max_entries),
+            stored.get,
+        )
+        changes = baseline.diff(before, walked) if before is not None else []
+        scan = baseline.summarize(
+            request.reason, before is not None, walked, changes, time.monotonic() - started
+        )
+        self._write(request, subject, changes, scan)
+        store.replace(key, baseline.merged(stored, walked), time.time_ns())
+        return scan
+
+    def _write(
+        self,
+        request: ScanRequest,
+        subject: SubjectConfig,
+        changes: list[baseline.Change],
+        scan: baseline.Scan,
+    ) -> None:
+        who = request.identity
+        out = [
+            record_line("drift", who, baseline.drift_record(c, request.reason, subject.tags))
+            for c in changes[:MAX_DRIFT_LINES]
+        ]
+        summary = baseline.scan_record(scan)
+        summary["driftLinesOmitted"] = max(0, len(changes) - MAX_DRIFT_LINES)
+        summary["paths"] = list(subject.paths)
+        out.append(record_line("scan", who, summary))
+        for change in changes:
+            self._metrics.drift.labels(who.watcher, change.change).inc()
+        self._metrics.scans.labels(who.watcher, request.reason).inc()
+        if not self._writer.put_events(out):
+            self._metrics.dropped.labels(who.watcher, "output").inc(len(out))
+
+
+def _watch_of(key: BaselineKey) -> Key:
+    return (key.watcher_uid, key.pod_uid, key.container)
+
+
+def _who(identity: Identity) -> dict[str, str]:
+    fields = identity.fields()
+    del fields["node"]
+    return fields

@@ -1,0 +1,201 @@
+"""Baselines in the daemon: fake engines over real queues report READY, fimd's scanner walks
+a real container root (a temporary directory behind a procfs-shaped directory), compares it
+with the baseline in a real SQLite file and writes drift and scan lines. The walk, the store
+and the diff are tested on their own in //libs/rootfs:walk_test, baseline_store_test and
+baseline_test."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fim.v1 import fim_pb2
+from services.fimd.baseline_store import BaselineKey, Store
+from services.fimd.daemon import Daemon, accept, key_of
+from services.fimd.metrics import Metrics
+from services.fimd.output import LineWriter
+from services.fimd.scanner import Scanner
+from services.fimd.tests.harness import (
+    Capture,
+    FakeLauncher,
+    FakeResolver,
+    fake_container,
+    running_daemon,
+    wait_for,
+)
+from services.fimd.tests.specs import CONTAINER, spec
+
+PID = 4242
+WATCHER = "shop/myapp-logs"
+
+
+@pytest.fixture
+def resolver() -> FakeResolver:
+    resolver = FakeResolver()
+    resolver.pids[CONTAINER] = PID
+    return resolver
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> tuple[str, Path]:
+    proc, rootfs = fake_container(tmp_path, PID, "ab" * 32)
+    (rootfs / "data" / "app.conf").write_bytes(b"v1")
+    (rootfs / "data" / "old").write_bytes(b"old")
+    return proc, rootfs
+
+
+def _watch() -> fim_pb2.WatchSpec:
+    watch = spec(events=("modify",), recursive=True)
+    watch.subjects[0].hash = "sha256"
+    return watch
+
+
+def _create(daemon: Daemon, watch: fim_pb2.WatchSpec) -> None:
+    daemon.create(accept(fim_pb2.CreateWatchRequest(spec=watch), daemon.node))
+
+
+def _scanner(db: Path, proc: str, grace: float = 3600.0) -> Any:
+    def make(writer: LineWriter, metrics: Metrics) -> Scanner:
+        return Scanner(
+            str(db), writer, metrics, proc_root=proc, max_bytes=1 << 20, orphan_grace=grace
+        )
+
+    return make
+
+
+def _kind(capture: Capture, kind: str) -> list[dict[str, Any]]:
+    return [line for line in capture.json() if line.get("kind") == kind]
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _first_baseline(resolver: FakeResolver, proc: str, db: Path) -> list[dict[str, Any]]:
+    with running_daemon(resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(db, proc)) as (
+        daemon,
+        capture,
+        _,
+    ):
+        _create(daemon, _watch())
+        lines: list[dict[str, Any]] = wait_for(
+            lambda: _kind(capture, "scan"), what="the first scan line"
+        )
+        return lines
+
+
+def test_changes_while_fimd_was_down_are_drift_with_before_and_after(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, rootfs = container
+    db = tmp_path / "baselines.sqlite"
+    (first,) = _first_baseline(resolver, proc, db)
+    assert first["baseline"] is False  # no baseline yet: this one is made, no drift
+    assert first["scanned"] == 3  # /data, app.conf, old
+    assert (first["reason"], first["watcher"], first["pod"]) == ("activation", WATCHER, "web-0")
+    # fimd is down: the container changes.
+    (rootfs / "data" / "app.conf").write_bytes(b"version 2")
+    (rootfs / "data" / "old").unlink()
+    (rootfs / "data" / "new").write_bytes(b"new")
+    with running_daemon(resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(db, proc)) as (
+        daemon,
+        capture,
+        metrics,
+    ):
+        _create(daemon, _watch())
+        (scan,) = wait_for(lambda: _kind(capture, "scan"), what="the scan line")
+        drift = _kind(capture, "drift")
+    assert (scan["baseline"], scan["added"], scan["removed"], scan["changed"]) == (True, 1, 1, 1)
+    by_path = {line["path"]: line for line in drift}
+    changed = by_path["/data/app.conf"]
+    assert changed["change"] == "CHANGED"
+    assert changed["before"]["sha256"] == _sha(b"v1")
+    assert changed["after"]["sha256"] == _sha(b"version 2")
+    assert "sha256" in changed["changed"]
+    assert by_path["/data/new"]["change"] == "ADDED"
+    assert by_path["/data/new"]["after"]["sha256"] == _sha(b"new")
+    assert by_path["/data/old"]["change"] == "REMOVED"
+    assert "after" not in by_path["/data/old"]
+    assert metrics.drift.labels(WATCHER, "CHANGED")._value.get() == 1
+    store = Store(str(db))
+    stored = store.baselines()
+    assert len(stored) == 1
+    entries = store.load(stored[0][0])
+    store.close()
+    assert entries is not None
+    assert entries[b"/data/app.conf"].sha256 == _sha(b"version 2")  # the baseline moved on
+
+
+def test_an_engine_restart_compares_again(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, rootfs = container
+    launcher = FakeLauncher()
+    with running_daemon(
+        resolver, launcher, proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
+    ) as (daemon, capture, _):
+        _create(daemon, _watch())
+        wait_for(lambda: _kind(capture, "scan"), what="the first scan line")
+        (rootfs / "data" / "app.conf").write_bytes(b"changed while not watched")
+        launcher.holding(1).exit(-9)  # the engine dies; fimd adds the watch to a new one
+        wait_for(lambda: len(_kind(capture, "scan")) == 2, what="the second scan line")
+        (drift,) = _kind(capture, "drift")
+    assert drift["path"] == "/data/app.conf"
+    assert drift["after"]["sha256"] == _sha(b"changed while not watched")
+
+
+def test_a_subject_without_attributes_has_no_baseline(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, _ = container
+    with running_daemon(
+        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
+    ) as (daemon, capture, _):
+        _create(daemon, spec(events=("modify",)))
+        wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
+        assert daemon.scanner is not None
+        assert daemon.scanner.idle()
+    assert not _kind(capture, "scan")
+
+
+def test_destroyed_and_orphaned_baselines_are_removed(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, _ = container
+    db = tmp_path / "b.sqlite"
+    orphan = BaselineKey("shop", "pod-gone", "app", "watcher-1", "s" * 32)
+    store = Store(str(db))
+    store.replace(orphan, {}, 1)  # made long ago by a pod deleted while fimd was down
+    store.close()
+    watch = _watch()
+    with running_daemon(
+        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(db, proc, grace=0.0)
+    ) as (daemon, capture, _):
+        _create(daemon, watch)
+        wait_for(lambda: capture.ops("baselines_removed"), what="the orphan removed")
+        wait_for(lambda: _kind(capture, "scan"), what="the scan line")
+        store = Store(str(db))
+        assert [k.pod_uid for k, _ in store.baselines()] == ["pod-uid-1"]
+        store.close()
+        daemon.destroy(key_of(watch.key))
+        wait_for(lambda: len(capture.ops("baselines_removed")) == 2, what="its baseline removed")
+    store = Store(str(db))
+    assert store.baselines() == []
+    store.close()
+
+
+def test_an_unusable_database_is_reported_and_fimd_goes_on(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, _ = container
+    (tmp_path / "junk").write_bytes(b"not a database" * 100)
+    with running_daemon(
+        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "junk", proc)
+    ) as (daemon, capture, _):
+        (op,) = wait_for(lambda: capture.ops("baseline_unavailable"), what="the error line")
+        _create(daemon, _watch())
+        wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
+    assert "junk" in op["detail"]

@@ -1,0 +1,94 @@
+"""The node's baseline database on a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from libs.rootfs.walk import Entry
+from services.fimd.baseline_store import BaselineKey, Store, StoreError
+
+KEY = BaselineKey("shop", "pod-1", "app", "watcher-1", "s" * 32)
+FILE = Entry("file", stat.S_IFREG | 0o644, 1, 2, 4, 5, sha256="a" * 64, ctime_ns=6, ino=7, dev=8)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(str(tmp_path / "baselines.sqlite"))
+    yield store
+    store.close()
+
+
+def test_a_baseline_round_trips_with_its_identity_fields(store: Store) -> None:
+    assert store.load(KEY) is None
+    entries = {b"/etc/a": FILE, b"/etc/\xff": FILE}
+    store.replace(KEY, entries, 100)
+    loaded = store.load(KEY)
+    assert loaded == entries
+    assert loaded is not None
+    assert (loaded[b"/etc/a"].ino, loaded[b"/etc/a"].ctime_ns) == (7, 6)
+    store.replace(KEY, {b"/etc/b": FILE}, 200)
+    assert store.load(KEY) == {b"/etc/b": FILE}
+    assert store.baselines() == [(KEY, 200)]
+
+
+def test_baselines_are_separate_and_removed_with_their_entries(store: Store) -> None:
+    other = BaselineKey("shop", "pod-2", "app", "watcher-1", "s" * 32)
+    store.replace(KEY, {b"/a": FILE}, 1)
+    store.replace(other, {b"/b": FILE, b"/c": FILE}, 1)
+    assert store.entry_count() == 3
+    assert store.remove([other, BaselineKey("x", "y", "z", "w", "v")]) == 1
+    assert store.load(other) is None
+    assert store.load(KEY) == {b"/a": FILE}
+    assert store.entry_count() == 1
+
+
+def test_the_file_is_in_wal_mode_and_survives_reopening(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.sqlite")
+    first = Store(path)
+    first.replace(KEY, {b"/a": FILE}, 1)
+    first.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    again = Store(path)
+    assert again.load(KEY) == {b"/a": FILE}
+    again.close()
+
+
+def test_a_failed_replace_keeps_the_old_baseline(store: Store) -> None:
+    store.replace(KEY, {b"/a": FILE}, 1)
+
+    class Broken(Mapping[bytes, Entry]):
+        """Fails while its entries are written, like a crash in the middle."""
+
+        def __getitem__(self, key: bytes) -> Entry:
+            raise KeyError(key)
+
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"/b"
+            raise RuntimeError("crash in the middle")
+
+        def __len__(self) -> int:
+            return 2
+
+        def items(self) -> Any:
+            return ((k, FILE) for k in self)
+
+    with pytest.raises(RuntimeError):
+        store.replace(KEY, Broken(), 2)
+    assert store.load(KEY) == {b"/a": FILE}
+
+
+def test_an_unusable_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "junk").write_bytes(b"not a database" * 100)
+    with pytest.raises(StoreError, match="junk"):
+        Store(str(tmp_path / "junk"))
+    with sqlite3.connect(tmp_path / "future") as raw:
+        raw.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="schema version 99"):
+        Store(str(tmp_path / "future"))
