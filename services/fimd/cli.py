@@ -128,22 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="event lines per second a watch may write before the rest of that second is "
         "one summary line, for watches whose FimWatcher sets no lineBudget (0: no budget)",
     )
-    parser.add_argument(
-        "--hash-max-bytes",
-        type=_byte_count,
-        default=DEFAULT_MAX_HASH_BYTES,
-        help="files larger than this (e.g. 64Mi, the default) are not hashed: hashSkipped",
-    )
-    parser.add_argument(
-        "--hash-workers", type=int, default=hashing.DEFAULT_WORKERS, help="hashing threads"
-    )
-    parser.add_argument(
-        "--hash-backlog",
-        type=int,
-        default=hashing.DEFAULT_BACKLOG,
-        help="files waiting to be hashed beyond which an event's file is not read "
-        "(hashSkipped, counted in fimd_hash_skipped_total)",
-    )
+    _file_flags(parser)
     parser.add_argument(
         "--audit-key",
         help="key ring (keys.json of the Secret fim-audit-key) that seals every line; "
@@ -154,24 +139,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=60.0,
         help="seconds between heartbeat lines (the counts since the previous one)",
-    )
-    parser.add_argument(
-        "--baseline-db",
-        default="",
-        help="the node's baseline database (SQLite, on a hostPath so it outlives the pod); "
-        "empty: no baselines",
-    )
-    parser.add_argument(
-        "--baseline-max-entries",
-        type=int,
-        default=DEFAULT_MAX_ENTRIES,
-        help="entries one subject's baseline holds at most (the walk stops: truncated)",
-    )
-    parser.add_argument(
-        "--baseline-orphan-grace",
-        type=float,
-        default=DEFAULT_ORPHAN_GRACE,
-        help="seconds after which a baseline no watch uses any more is removed",
     )
     parser.add_argument("--proc-root", default="/proc", help="the host's procfs")
     parser.add_argument("--mqueue-dir", default="/dev/mqueue", help="mqueue filesystem")
@@ -210,6 +177,44 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.queue_prefix.startswith("/") or "/" in args.queue_prefix[1:]:
         parser.error("--queue-prefix must look like /name.")
     return args
+
+
+def _file_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of file attributes, hashes and baselines."""
+    parser.add_argument(
+        "--hash-max-bytes",
+        type=_byte_count,
+        default=DEFAULT_MAX_HASH_BYTES,
+        help="files larger than this (e.g. 64Mi, the default) are not hashed: hashSkipped",
+    )
+    parser.add_argument(
+        "--hash-workers", type=int, default=hashing.DEFAULT_WORKERS, help="hashing threads"
+    )
+    parser.add_argument(
+        "--hash-backlog",
+        type=int,
+        default=hashing.DEFAULT_BACKLOG,
+        help="files waiting to be hashed beyond which an event's file is not read "
+        "(hashSkipped, counted in fimd_hash_skipped_total)",
+    )
+    parser.add_argument(
+        "--baseline-db",
+        default="",
+        help="the node's baseline database (SQLite, on a hostPath so it outlives the pod); "
+        "empty: no baselines",
+    )
+    parser.add_argument(
+        "--baseline-max-entries",
+        type=int,
+        default=DEFAULT_MAX_ENTRIES,
+        help="entries one subject's baseline holds at most (the walk stops: truncated)",
+    )
+    parser.add_argument(
+        "--baseline-orphan-grace",
+        type=float,
+        default=DEFAULT_ORPHAN_GRACE,
+        help="seconds after which a baseline no watch uses any more is removed",
+    )
 
 
 def _byte_count(text: str) -> int:
