@@ -10,6 +10,8 @@ root with the protobuf modules on PYTHONPATH (see docs/performance.md, section f
     python -m bench.fimd.bench_fimd capacity --containers 200 --watches 2000
     python -m bench.fimd.bench_fimd noisy --rate 50000 --seconds 60 --quiet 500
     python -m bench.fimd.bench_fimd volume --rate 50000 --seconds 10 --files 10
+    python -m bench.fimd.bench_fimd hashing --rate 10000 --seconds 10 --files 1000 --size 4096
+    python -m bench.fimd.bench_fimd baseline --files 100000 --size 4096
 
 Each prints one JSON object per measurement.
 """
@@ -22,6 +24,7 @@ import collections
 import datetime
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -32,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from fim.v1 import fim_pb2
+from libs.rootfs.walk import Rules, Walk, walk
+from services.fimd.baseline_store import BaselineKey, Store
 from services.fimd.tests.certs import make_pki
 from services.fimd.tests.container import Container
 from services.fimd.tests.fimd_process import FimdProcess
@@ -51,13 +56,14 @@ def _fimd(workdir: Path, *extra: str) -> Iterator[FimdProcess]:
         fimd.stop()
 
 
-def _watch(fimd: FimdProcess, ctr: Container, index: int) -> None:
+def _watch(fimd: FimdProcess, ctr: Container, index: int, hash_: str = "") -> None:
     watch = spec(
         container_id=ctr.container_id,
         paths=(str(ctr.root / "data"),),
         events=("closewrite",),
         pod_uid=f"bench-{index}",
     )
+    watch.subjects[0].hash = hash_
     fimd.stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=watch), timeout=30)
     fimd.wait_active(watch.key, timeout=60)
 
@@ -640,6 +646,117 @@ def volume(rate: int, seconds: float, files: int, window_ms: int, budget: int) -
         return result
 
 
+def hashing(rate: int, seconds: float, files: int, size: int) -> dict[str, object]:
+    """One container rewrites `files` files of `size` bytes `rate` times a second under a
+    subject with hash: sha256; every event line must carry the file's hash."""
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        workdir = Path(tmp)
+        fimd = stack.enter_context(_fimd(workdir))
+        (ctr,) = _containers(stack, workdir, 1)
+        _watch(fimd, ctr, 0, hash_="sha256")
+        count = int(rate * seconds)
+        start = time.monotonic()
+        ctr.command(f"h {ctr.root / 'data'} {count} {rate} {files} {size}")
+        write_seconds = ctr.result()
+        counter = _Counter(fimd.stdout_path)
+        stack.callback(counter.close)
+        last_change, previous = time.monotonic(), -1
+        while counter.update() < count and time.monotonic() - last_change < 5:
+            if counter.events != previous:
+                previous, last_change = counter.events, time.monotonic()
+            time.sleep(0.05)
+        elapsed = time.monotonic() - start
+        hashed = 0
+        skipped: collections.Counter[str] = collections.Counter()
+        with open(fimd.stdout_path, "rb") as out:
+            for raw in out:
+                if raw.startswith(b'{"kind":"event"'):
+                    line = json.loads(raw)
+                    hashed += "sha256" in line
+                    if "hashSkipped" in line:
+                        skipped[line["hashSkipped"]] += 1
+        return {
+            "bench": "hashing",
+            "target_rate": rate,
+            "file_bytes": size,
+            "written": count,
+            "lines": counter.events,
+            "lost": count - counter.events,
+            "loss_reports": counter.loss_reports,
+            "with_sha256": hashed,
+            "hash_skipped": dict(skipped),
+            "write_rate": round(count / write_seconds),
+            "end_to_end_rate": round(counter.events / elapsed),
+            "fimd_cpu_seconds": round(_cpu_seconds(fimd.proc.pid), 1),
+            "fimd_rss_mib": round(_rss_mib(fimd.proc.pid), 1),
+        }
+
+
+def _tree(top: Path, files: int, size: int, per_dir: int = 1000) -> None:
+    block = os.urandom(size)
+    for i in range(files):
+        directory = top / f"d{i // per_dir}"
+        if i % per_dir == 0:
+            directory.mkdir(parents=True)
+        (directory / f"f{i}").write_bytes(i.to_bytes(8, "little") + block[8:])
+
+
+def _sha256deep(top: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(["sha256deep", "-r", str(top)], stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - start
+
+
+def _ours(root: int, db: Path) -> tuple[float, float, Walk]:
+    """(walk and hash seconds, total with the SQLite write, the walk)."""
+    key = BaselineKey("bench", "pod", "app", "watcher", "subject")
+    start = time.perf_counter()
+    walked = walk(root, [b"/data"], Rules(recursive=True, hash_content=True))
+    walked_at = time.perf_counter()
+    store = Store(str(db))
+    store.replace(key, walked.entries, 1)
+    store.close()
+    return walked_at - start, time.perf_counter() - start, walked
+
+
+def baseline(files: int, size: int, rounds: int) -> dict[str, object]:
+    """A baseline of `files` files of `size` bytes (what fimd's scanner thread does: the
+    walk inside a root with openat2, SHA-256 of every file, the SQLite write) against
+    `sha256deep -r` on the same tree, alternating, page cache warm for both."""
+    with tempfile.TemporaryDirectory() as tmp:
+        top = Path(tmp) / "root"
+        _tree(top / "data", files, size)
+        root = os.open(top, os.O_PATH | os.O_DIRECTORY)
+        deep: list[float] = []
+        ours: list[float] = []
+        walks: list[float] = []
+        try:
+            _sha256deep(top / "data")  # warms the page cache
+            for i in range(rounds):
+                deep.append(_sha256deep(top / "data"))
+                walk_seconds, total, walked = _ours(root, Path(tmp) / f"b{i}.sqlite")
+                walks.append(walk_seconds)
+                ours.append(total)
+            db_bytes = sum(p.stat().st_size for p in Path(tmp).glob(f"b{rounds - 1}.sqlite*"))
+        finally:
+            os.close(root)
+        assert len(walked.entries) == files + -(-files // 1000) + 1
+        assert all(e.sha256 for e in walked.entries.values() if e.kind == "file")
+        return {
+            "bench": "baseline",
+            "files": files,
+            "file_bytes": size,
+            "rounds": rounds,
+            "sha256deep_seconds": [round(x, 2) for x in deep],
+            "baseline_seconds": [round(x, 2) for x in ours],
+            "walk_and_hash_seconds": [round(x, 2) for x in walks],
+            "ratio_best": round(min(ours) / min(deep), 2),
+            "ratio_median": round(sorted(ours)[rounds // 2] / sorted(deep)[rounds // 2], 2),
+            "sqlite_bytes": db_bytes,
+            "sqlite_bytes_per_entry": round(db_bytes / len(walked.entries)),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -667,6 +784,15 @@ def main() -> None:
     vol.add_argument("--files", type=int, default=10)
     vol.add_argument("--coalesce-ms", type=int, default=1000)
     vol.add_argument("--budget", type=int, default=100)
+    hsh = sub.add_parser("hashing")
+    hsh.add_argument("--rate", type=int, default=10_000)
+    hsh.add_argument("--seconds", type=float, default=10)
+    hsh.add_argument("--files", type=int, default=1000)
+    hsh.add_argument("--size", type=int, default=4096)
+    base = sub.add_parser("baseline")
+    base.add_argument("--files", type=int, default=100_000)
+    base.add_argument("--size", type=int, default=4096)
+    base.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     FIMD_ARGS.extend(args.fimd_arg)
     if args.bench == "throughput":
@@ -676,6 +802,10 @@ def main() -> None:
         print(json.dumps(latency(args.rate, args.seconds)), flush=True)
     elif args.bench == "capacity":
         print(json.dumps(capacity(args.containers, args.watches)), flush=True)
+    elif args.bench == "hashing":
+        print(json.dumps(hashing(args.rate, args.seconds, args.files, args.size)), flush=True)
+    elif args.bench == "baseline":
+        print(json.dumps(baseline(args.files, args.size, args.rounds)), flush=True)
     elif args.bench == "volume":
         result = volume(args.rate, args.seconds, args.files, args.coalesce_ms, args.budget)
         print(json.dumps(result), flush=True)

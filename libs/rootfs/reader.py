@@ -172,7 +172,7 @@ def _hashed(fd: int, state: FileState, max_bytes: int) -> FileState:
         return attrs.evolve(state, skipped=f"cannot open: {os.strerror(err.errno or 0)}")
     try:
         digest = hashlib.sha256()
-        buf = bytearray(CHUNK)
+        buf = bytearray(min(CHUNK, max(state.size + 1, 1 << 16)))  # small file, small buffer
         view = memoryview(buf)
         total = 0
         while total <= max_bytes:

@@ -5,7 +5,10 @@ submits a `Job` and goes on. At most `backlog` jobs wait or run at a time; `subm
 one more (returns False) instead of blocking, and the daemon writes that event's line with
 `hashSkipped` and counts it (metric and an operational line), so nothing is dropped
 silently and a container writing faster than fimd can hash cannot stall event delivery.
-Workers are threads: hashing and reading release the GIL.
+Workers are threads: hashing and reading release the GIL. A job for a file that already
+has a job waiting (not started) joins it: one read serves both events, since both happened
+before it (a file rewritten in a burst is read once per turn, not once per write, so a
+flood of writes to few files cannot fill the backlog with reads of the same file).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class Job:
     known: FileState | None = None
     result: FileState | NotRegular | None = None
     done: threading.Event = attrs.field(factory=threading.Event)
+    #: Jobs for the same file submitted while this one waited: they get its result.
+    followers: list[Job] = attrs.field(factory=list)
 
 
 class HashPool:
@@ -51,7 +56,8 @@ class HashPool:
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._in_flight = 0  # queued or running
+        self._in_flight = 0  # queued or running, followers included
+        self._waiting: dict[tuple[int, bytes, bool], Job] = {}  # queued, not started
 
     @property
     def backlog(self) -> int:
@@ -60,10 +66,16 @@ class HashPool:
 
     def submit(self, job: Job) -> bool:
         """Queues `job`; False (and nothing queued) when the backlog is full."""
+        key = (job.root, job.path, job.hash_content)
         with self._lock:
             if self._in_flight >= self.backlog_limit:
                 return False
             self._in_flight += 1
+            leader = self._waiting.get(key)
+            if leader is not None:
+                leader.followers.append(job)
+                return True
+            self._waiting[key] = job
             if not self._threads:
                 self._start()
         self._jobs.put(job)
@@ -77,6 +89,8 @@ class HashPool:
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
+            with self._lock:
+                del self._waiting[(job.root, job.path, job.hash_content)]
             try:
                 job.result = read_state(
                     job.root,
@@ -88,8 +102,11 @@ class HashPool:
             except Exception as err:  # one bad file never kills a worker
                 job.result = NotRegular(f"error: {err}"[:256])
             finally:
-                with self._lock:
-                    self._in_flight -= 1
+                with self._lock:  # no follower joins once it is out of _waiting
+                    self._in_flight -= 1 + len(job.followers)
+                for follower in job.followers:
+                    follower.result = job.result
+                    follower.done.set()
                 job.done.set()
 
     def stop(self) -> None:

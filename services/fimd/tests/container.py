@@ -49,6 +49,12 @@ for line in sys.stdin:
         for i in paced(count, rate):
             with open(f"{path}/f{i % nfiles}", "a") as f:
                 f.write("x\n")
+    elif cmd == "h":  # h DIR COUNT RATE NFILES SIZE: rewrites SIZE bytes, rotating files
+        count, rate, nfiles, size = map(int, args)
+        block = os.urandom(size)
+        for i in paced(count, rate):
+            with open(f"{path}/f{i % nfiles}", "wb") as f:
+                f.write(i.to_bytes(8, "little") + block[8:])
     elif cmd == "l":  # l DIR COUNT RATE: new files named by their creation time (ns)
         count, rate = map(int, args)
         for _ in paced(count, rate):

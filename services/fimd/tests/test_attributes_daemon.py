@@ -277,3 +277,26 @@ def test_the_pool_survives_a_bad_descriptor() -> None:
     assert _job_result(-1, b"/x") == NotRegular("EBADF")
     with pytest.raises(ValueError, match="at least 1"):
         HashPool(workers=0)
+
+
+def test_jobs_for_a_file_that_waits_already_share_its_read(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"one")
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    pool = GatedPool(backlog=3)
+    try:
+        jobs = [Job(root, b"/f", hash_content=True) for _ in range(3)]
+        other = Job(root, b"/g", hash_content=True)
+        assert all(pool.submit(job) for job in jobs)
+        assert not pool.submit(other)  # followers count in the backlog too
+        assert jobs[0].followers == jobs[1:]
+        pool.gate.set()
+        for job in jobs:
+            assert job.done.wait(5)
+        assert [job.result for job in jobs] == [jobs[0].result] * 3
+        assert isinstance(jobs[0].result, FileState)
+        assert jobs[0].result.sha256 == _sha(b"one")
+        wait_for(lambda: pool.backlog == 0, what="an empty backlog")
+        assert pool.submit(other)
+    finally:
+        pool.stop()
+        os.close(root)
