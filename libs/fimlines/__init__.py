@@ -20,10 +20,13 @@ import json
 import re
 from typing import Any
 
-#: The kinds of JSON lines fimd writes (`kind`): file events, budget summaries, operations.
+#: The kinds of JSON lines fimd writes (`kind`): file events, budget summaries, operations,
+#: differences from a stored baseline and the summary of one comparison (docs/logging.md).
 EVENT = "event"
 SUMMARY = "summary"
 OP = "op"
+DRIFT = "drift"
+SCAN = "scan"
 
 #: The longest line a reader accepts (fimd's longest lines, summaries with ten paths of up
 #: to 4 KiB each escaped, stay far below this).

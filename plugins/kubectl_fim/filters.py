@@ -5,8 +5,9 @@
   shown, `NS/NAME` exactly that one.
 - `--pod PATTERN` (repeatable): pod names, shell-style globs (`web-*`).
 - `--event NAMES` (repeatable, comma-separated): the FimWatcher vocabulary (`modify`,
-  `create`, ..., and the aggregates `close`, `move`, `all`), case-insensitive. An event line
-  matches its `event`, a summary line any event it counts.
+  `create`, ..., and the aggregates `close`, `move`, `all`) and the drift changes (`added`,
+  `removed`, `changed`), case-insensitive. An event line matches its `event`, a summary line
+  any event it counts, a drift line its `change`; other lines never match.
 - Kinds (`--ops none|loud|all`, default loud): event and summary lines always. Any other
   line (operational lines, and kinds of newer fimds such as drift or scan lines) by its
   `level`: with `loud`, a line of level info or debug is hidden and every other one shown
@@ -27,9 +28,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from libs.fimlines import EVENT, OP, SUMMARY
+from libs.fimlines import DRIFT, EVENT, OP, SUMMARY
 from libs.fimnotify_api.events import expand, parse_event_names
 
+#: The `change` of drift lines, as `--event` takes them.
+DRIFT_CHANGES = ("added", "removed", "changed")
 #: Levels of operational lines shown by default.
 LOUD_LEVELS = frozenset({"warning", "error"})
 
@@ -95,6 +98,8 @@ class Filter:
         if kind == SUMMARY:
             counted = record.get("events")
             return isinstance(counted, dict) and any(name in self.events for name in counted)
+        if kind == DRIFT:
+            return record.get("change") in self.events
         return False
 
 
@@ -105,14 +110,16 @@ def _split(values: Iterable[str]) -> list[str]:
 def event_names(values: Iterable[str]) -> frozenset[str]:
     """`--event` values (comma-separated, any case, aggregates expanded) as the upper-case
     names of event lines; raises FilterError naming an unknown one."""
-    names = _split(values)
+    names = [name.lower() for name in _split(values)]
+    changes = {name.upper() for name in names if name in DRIFT_CHANGES}
+    names = [name for name in names if name not in DRIFT_CHANGES]
     if not names:
-        return frozenset()
+        return frozenset(changes)
     try:
-        parsed = parse_event_names(name.lower() for name in names)
+        parsed = parse_event_names(names)
     except ValueError as error:
-        raise FilterError(f"--event: {error}") from None
-    return frozenset(name.value.upper() for name in expand(parsed))
+        raise FilterError(f"--event: {error}; or a drift change: added, removed, changed") from None
+    return frozenset(changes | {name.value.upper() for name in expand(parsed)})
 
 
 def watcher_names(values: Iterable[str]) -> frozenset[tuple[str, str]]:

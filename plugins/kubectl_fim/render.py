@@ -13,6 +13,10 @@ Compact formats (fields of docs/architecture.md, *Lines on fimd's stdout*)::
 
     TIME NODE EVENT NAMESPACE/POD:CONTAINER PATH[/] [xCOUNT] watcher=NAME [TAG=VALUE ...]
     TIME NODE SUMMARY NAMESPACE/POD:CONTAINER COUNT events in LINES lines over budget BUDGET/s ...
+    TIME NODE DRIFT CHANGE NAMESPACE/POD:CONTAINER PATH[/] [changed=FIELDS] [sha256=OLD>NEW]
+              watcher=NAME reason=REASON [TAG=VALUE ...]
+    TIME NODE SCAN NAMESPACE/POD:CONTAINER scanned=N added=N removed=N changed=N in Ss
+              watcher=NAME reason=REASON [new baseline] [truncated] [errors=N]
     TIME NODE OP LEVEL MSG [NAMESPACE/POD:CONTAINER] [KEY=VALUE ...]
     TIME NODE KIND KEY=VALUE ...        (any other kind)
     POD | TEXT                          (a line that is not a JSON object, e.g. a logFormat line;
@@ -20,17 +24,18 @@ Compact formats (fields of docs/architecture.md, *Lines on fimd's stdout*)::
 
 TIME is fimd's `time` to the millisecond (`2026-12-01T13:04:05.123Z`); a directory's path
 ends in `/`; a coalesced line shows `xCOUNT`; the watcher's namespace is left out when it is
-the event's own.
+the event's own. An event line with file attributes shows `sha256=` (the first 12 hex digits;
+`OLD>NEW` when `previous` had another), `size=` and `mode=`, or `hashSkipped=`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from libs.auditstream import seal
-from libs.fimlines import EVENT, OP, SUMMARY, has_unsafe, neutralise, shown_path
+from libs.fimlines import DRIFT, EVENT, OP, SCAN, SUMMARY, has_unsafe, neutralise, shown_path
 
 RESET = "\x1b[0m"
 _DIM = "\x1b[2m"
@@ -65,6 +70,8 @@ _SHOWN_ELSEWHERE = frozenset({"kind", "time", "node", "level", "msg", *_IDENTITY
 #: The seal of the tamper-evident stream (libs/auditstream/seal.py): for `kubectl fim
 #: verify`, not for reading.
 _INTEGRITY = frozenset({"seq", "boot", "kid", "mac"})
+#: Hex digits of a SHA-256 shown in compact output (`-o json` has all 64).
+HASH_DIGITS = 12
 #: A KEY=VALUE list in compact output stops after this many characters (the JSON line has
 #: everything: `-o json`).
 MAX_EXTRA = 400
@@ -134,10 +141,72 @@ def _event(record: Mapping[str, Any], style: Style) -> str:
     parts.append(style(_BOLD, path))
     if "count" in record:
         parts.append(f"x{text(record['count'])}")
+    parts.extend(_attributes(record))
     parts.append(f"watcher={_watcher(record)}")
     tags = record.get("tags")
     if isinstance(tags, dict) and tags:
         parts.append(pairs(tags))
+    return " ".join(parts)
+
+
+def _digest(value: Any) -> str:
+    return text(value)[:HASH_DIGITS] if isinstance(value, str) else ""
+
+
+def _hash_change(before: Any, after: Any) -> str:
+    """`sha256=OLD>NEW`, `sha256=NEW` or "" from two attribute objects (or None)."""
+    old = _digest(before.get("sha256")) if isinstance(before, dict) else ""
+    new = _digest(after.get("sha256")) if isinstance(after, dict) else ""
+    if old and new and old != new:
+        return f"sha256={old}>{new}"
+    return f"sha256={new or old}" if new or old else ""
+
+
+def _attributes(record: Mapping[str, Any]) -> list[str]:
+    """The file attribute fields of an event line, shortened."""
+    parts = []
+    if digest := _hash_change(record.get("previous"), record):
+        parts.append(digest)
+    for key in ("size", "mode", "hashSkipped", "attributesSkipped"):
+        if key in record:
+            parts.append(f"{key}={text(record[key])}")
+    return parts
+
+
+def _drift(record: Mapping[str, Any], style: Style) -> str:
+    change = text(record.get("change", "?"))
+    colour = {"ADDED": _GREEN, "REMOVED": _RED}.get(change, _YELLOW)
+    path = shown_path(str(record.get("path", "")), str(record.get("pathBytes", "")))
+    if record.get("type") == "dir":
+        path += "/"
+    parts = [_head(record, style, f"DRIFT {change:<6}", colour), who(record)]
+    parts.append(style(_BOLD, path))
+    changed = record.get("changed")
+    if isinstance(changed, list) and changed:
+        parts.append("changed=" + ",".join(text(c) for c in changed))
+    if digest := _hash_change(record.get("before"), record.get("after")):
+        parts.append(digest)
+    parts.append(f"watcher={_watcher(record)} reason={text(record.get('reason', ''))}")
+    tags = record.get("tags")
+    if isinstance(tags, dict) and tags:
+        parts.append(pairs(tags))
+    return " ".join(parts)
+
+
+def _scan(record: Mapping[str, Any], style: Style) -> str:
+    counts = " ".join(
+        f"{key}={text(record.get(key, '?'))}" for key in ("scanned", "added", "removed", "changed")
+    )
+    parts = [_head(record, style, f"{'SCAN':<12}", _MAGENTA), who(record), counts]
+    parts.append(f"in {text(record.get('durationSeconds', '?'))}s")
+    parts.append(f"watcher={_watcher(record)} reason={text(record.get('reason', ''))}")
+    if record.get("baseline") is False:
+        parts.append("new baseline")
+    if record.get("truncated") is True:
+        parts.append(style(_YELLOW, "truncated"))
+    for key in ("errors", "driftLinesOmitted"):
+        if record.get(key):
+            parts.append(style(_RED, f"{key}={text(record[key])}"))
     return " ".join(parts)
 
 
@@ -181,6 +250,15 @@ def _other(record: Mapping[str, Any], style: Style) -> str:
     return " ".join(parts)
 
 
+_FORMS: dict[str, Callable[[Mapping[str, Any], Style], str]] = {
+    EVENT: _event,
+    SUMMARY: _summary,
+    OP: _op,
+    DRIFT: _drift,
+    SCAN: _scan,
+}
+
+
 def compact(record: Mapping[str, Any] | None, line: str, source: str, style: Style) -> str:
     """The compact line (no line break) of one fimd line: `record` is its JSON object (None
     for a line that is not one), `line` its text, `source` the fimd pod it came from."""
@@ -189,13 +267,8 @@ def compact(record: Mapping[str, Any] | None, line: str, source: str, style: Sty
         body = sealed.body.decode("utf-8", "replace") if sealed is not None else line
         return f"{style(_DIM, neutralise(source) + ' |')} {neutralise(body)}"
     kind = record.get("kind")
-    if kind == EVENT:
-        return _event(record, style)
-    if kind == SUMMARY:
-        return _summary(record, style)
-    if kind == OP:
-        return _op(record, style)
-    return _other(record, style)
+    form = _FORMS.get(kind, _other) if isinstance(kind, str) else _other
+    return form(record, style)
 
 
 def json_line(line: str) -> str:

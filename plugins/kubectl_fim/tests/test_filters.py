@@ -68,12 +68,20 @@ def test_events_use_the_crd_vocabulary() -> None:
     assert build(events=["modify"]).matches(summary)
     assert not build(events=["delete"]).matches(summary)
     assert not build(events=["modify"]).matches({"kind": "op", "level": "error"})
+    drift = {"kind": "drift", "change": "CHANGED"}
+    assert build(events=["changed"]).matches(drift)
+    assert build(events=["modify,Changed"]).matches(drift)
+    assert not build(events=["added", "removed"]).matches(drift)
+    assert not build(events=["modify"]).matches(drift)
+    assert not build(events=["added"]).matches(_event())
+    assert not build(events=["changed"]).matches({"kind": "scan"})
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"events": ["modfy"]}, "--event: unknown event name 'modfy'"),
+        ({"events": ["changed,modfy"]}, "or a drift change: added, removed, changed"),
         ({"watchers": ["shop/"]}, "--watcher 'shop/'"),
         ({"watchers": ["/logs"]}, "--watcher '/logs'"),
     ],

@@ -86,8 +86,8 @@ def test_summary_op_other_and_plain_lines() -> None:
           "namespace": "shop", "pod": "web", "container": "app", "engine": 1, "seq": 5,
           "mac": "ab"}  # fmt: skip
     assert compact(op, "", "f", PLAIN) == "t n1 OP warning inotify_overflow shop/web:app engine=1"
-    drift = {"kind": "drift", "time": "t", "node": "n1", "change": "CHANGED", "path": "/etc/x"}
-    assert compact(drift, "", "f", PLAIN) == "t n1 DRIFT        change=CHANGED path=/etc/x"
+    future = {"kind": "audit", "time": "t", "node": "n1", "change": "X", "path": "/etc/x"}
+    assert compact(future, "", "f", PLAIN) == "t n1 AUDIT        change=X path=/etc/x"
     assert compact(None, "Traceback \x1b[1m", "fimd-a", PLAIN) == "fimd-a | Traceback \\x1b[1m"
     sealed = "MODIFY /etc/x fim-seal seq=4 boot=0123456789abcdef kid=n1/1 mac=" + "ab" * 32
     assert compact(None, sealed, "fimd-a", PLAIN) == "fimd-a | MODIFY /etc/x"
@@ -115,3 +115,50 @@ def test_json_keeps_fimds_bytes_and_escapes_raw_controls() -> None:
     # Raw C0 controls make a line invalid JSON: it is not a record (`-o json` leaves it
     # out, compact output shows it neutralised as a plain line).
     assert parse('{"path":"/a\x1b[2J"}') is None
+
+
+OLD = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+NEW = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+def test_event_attributes() -> None:
+    record = _event(sha256=NEW, size=4, mode="0644", previous={"sha256": OLD, "size": 0})
+    assert "/var/log/a.log sha256=e3b0c44298fc>9f86d081884c size=4 mode=0644 watcher=logs" in (
+        compact(record, "", "f", PLAIN)
+    )
+    same = _event(sha256=NEW, size=4, mode="0644", previous={"sha256": NEW})
+    assert " sha256=9f86d081884c size=4 " in compact(same, "", "f", PLAIN)
+    skipped = _event(hashSkipped="size 70000000 is over the cap 67108864", size=70000000)
+    assert "size=70000000 hashSkipped=size 70000000 is over the cap 67108864" in (
+        compact(skipped, "", "f", PLAIN)
+    )
+    gone = _event(event="DELETE", previous={"sha256": OLD})
+    assert "/var/log/a.log sha256=e3b0c44298fc watcher=logs" in compact(gone, "", "f", PLAIN)
+
+
+def test_drift_and_scan() -> None:
+    base = {"time": "2026-12-01T10:05:00.120000Z", "node": "n1", "namespace": "shop"}
+    base |= {"pod": "web-0", "container": "app", "watcher": "shop/etc", "reason": "activation"}
+    changed = {**base, "kind": "drift", "change": "CHANGED", "path": "/etc/app.conf",
+               "type": "file", "changed": ["sha256", "size"], "before": {"sha256": OLD},
+               "after": {"sha256": NEW}, "tags": {"pci": "11.5"}}  # fmt: skip
+    assert compact(changed, "", "f", PLAIN) == (
+        "2026-12-01T10:05:00.120Z n1 DRIFT CHANGED shop/web-0:app /etc/app.conf "
+        "changed=sha256,size sha256=e3b0c44298fc>9f86d081884c watcher=etc reason=activation "
+        "pci=11.5"
+    )
+    added = {**base, "kind": "drift", "change": "ADDED", "path": "/etc/new.d", "type": "dir",
+             "after": {"type": "dir"}}  # fmt: skip
+    assert "DRIFT ADDED  shop/web-0:app /etc/new.d/ watcher=etc" in compact(added, "", "f", PLAIN)
+    assert "\x1b[32mDRIFT ADDED" in compact(added, "", "f", COLOUR)
+    removed = {**base, "kind": "drift", "change": "REMOVED", "path": "/etc/\x1b[2J",
+               "before": {"sha256": OLD}}  # fmt: skip
+    line = compact(removed, "", "f", PLAIN)
+    assert "/etc/\\x1b[2J sha256=e3b0c44298fc " in line
+    scan = {**base, "kind": "scan", "baseline": False, "scanned": 120, "added": 0,
+            "removed": 0, "changed": 1, "durationSeconds": 0.031, "truncated": True,
+            "errors": 2, "driftLinesOmitted": 0}  # fmt: skip
+    assert compact(scan, "", "f", PLAIN) == (
+        "2026-12-01T10:05:00.120Z n1 SCAN         shop/web-0:app scanned=120 added=0 removed=0 "
+        "changed=1 in 0.031s watcher=etc reason=activation new baseline truncated errors=2"
+    )
