@@ -341,9 +341,8 @@ def run(kube: Kube, system: FimSystem, figures: list[str]) -> Iterator[Run]:
             if result.sampler is not None:
                 result.sampler.stop()
             figures.extend(f"[hostile] {line}" for line in _report(result))
-        ignore_missing(
-            lambda: kube.run("delete", "namespace", namespace, "--timeout=120s", timeout=150)
-        )
+        # Not waited for: this session (its own cluster) ends here.
+        ignore_missing(lambda: kube.run("delete", "namespace", namespace, "--wait=false"))
 
 
 LOSSES = ("inotify_overflow", "events_dropped", "output_dropped", "messages_lost")
