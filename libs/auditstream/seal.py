@@ -28,6 +28,8 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from hashlib import sha256
+from typing import NamedTuple
 
 from libs.auditstream.keys import NodeKey
 
@@ -81,9 +83,8 @@ def mac_of(key: bytes, previous: bytes, covered: bytes) -> bytes:
     return hmac.digest(key, previous + covered, "sha256")
 
 
-@dataclass(frozen=True)
-class ChainState:
-    """Where a chain stands: the last seq given out and its MAC."""
+class ChainState(NamedTuple):
+    """Where a chain stands: the last seq given out and its MAC (a tuple: one per line)."""
 
     seq: int
     mac: bytes
@@ -91,28 +92,53 @@ class ChainState:
 
 class Sealer:
     """Seals the lines of one fimd boot in the order they are written. Not thread-safe:
-    one writer thread owns it."""
+    one writer thread owns it.
+
+    HMAC-SHA256 is computed from SHA-256 states with the key's inner and outer pads already
+    absorbed (RFC 2104), copied per line: the same MAC as `hmac.digest`, at less than half
+    its cost per line, which matters at 50,000 lines/s."""
 
     def __init__(self, key: NodeKey | None, boot: str | None = None) -> None:
         self.boot = boot or new_boot()
-        self.key = key
         self.state = ChainState(0, GENESIS)
+        self.key = key
+
+    @property
+    def key(self) -> NodeKey | None:
+        return self._key
+
+    @key.setter
+    def key(self, key: NodeKey | None) -> None:
+        self._key = key
+        if key is None:
+            return
+        block = key.key.ljust(64, b"\0") if len(key.key) <= 64 else sha256(key.key).digest()
+        self._inner = sha256(bytes(b ^ 0x36 for b in block.ljust(64, b"\0")))
+        self._outer = sha256(bytes(b ^ 0x5C for b in block.ljust(64, b"\0")))
+        self._json_tail = f',"boot":"{self.boot}","kid":"{key.kid}","mac":"'.encode()
+        self._text_tail = f" boot={self.boot} kid={key.kid} mac=".encode()
+
+    def _mac(self, covered: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(self.state.mac + covered)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
     def seal(self, line: bytes) -> bytes:
         """`line` (without newline) sealed, advancing the chain; unchanged without a key."""
-        key = self.key
-        if key is None:
+        if self._key is None:
             return line
         seq = self.state.seq + 1
-        fields = f'"seq":{seq},"boot":"{self.boot}","kid":"{key.kid}","mac":"'.encode()
-        if line.startswith(b"{") and line.endswith(b"}"):
+        if line[:1] == b"{" and line[-1:] == b"}":
             head = line[:-1]
-            covered = head + (fields if head.rstrip().endswith(b"{") else b"," + fields)
+            comma = b"" if head.rstrip().endswith(b"{") else b","
+            covered = b'%s%s"seq":%d%s' % (head, comma, seq, self._json_tail)
             tail = b'"}'
         else:
-            covered = line + f" fim-seal seq={seq} boot={self.boot} kid={key.kid} mac=".encode()
+            covered = b"%s fim-seal seq=%d%s" % (line, seq, self._text_tail)
             tail = b""
-        mac = hmac.digest(key.key, self.state.mac + covered, "sha256")
+        mac = self._mac(covered)
         self.state = ChainState(seq, mac)
         return covered + mac.hex().encode() + tail
 
