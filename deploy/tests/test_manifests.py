@@ -15,6 +15,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from libs.pki import auditkey
 from libs.pki.bootstrap import Names, server_name
 from tests.cluster.config import Binaries, read_versions
 
@@ -132,9 +133,17 @@ def test_mtls_secrets_and_names_match_libs_pki(overlay: str) -> None:
     names = Names()
     role = find(objects, "Role", "fim-pki")
     named = [rule for rule in role["rules"] if "resourceNames" in rule]
-    assert named[0]["resourceNames"] == [names.ca, names.fimd, names.controller]
+    assert named[0]["resourceNames"] == [names.ca, names.fimd, names.controller, auditkey.SECRET]
     fimd = pod_spec(find(objects, "DaemonSet", "fimd"))
     assert fimd["volumes"][0]["secret"]["secretName"] == names.fimd
+    # The audit key ring: the whole Secret volume (a subPath mount would never be updated).
+    (audit,) = [
+        v for v in fimd["volumes"] if v.get("secret", {}).get("secretName") == auditkey.SECRET
+    ]
+    (mount,) = [m for m in fimd["containers"][0]["volumeMounts"] if m["name"] == audit["name"]]
+    assert "subPath" not in mount
+    key_arg = f"--audit-key={mount['mountPath']}/{auditkey.FILE}"
+    assert key_arg in fimd["containers"][0]["args"]
     controller = pod_spec(find(objects, "Deployment", "fim-controller"))
     assert controller["volumes"][0]["secret"]["secretName"] == names.controller
     args = controller["containers"][0]["args"]

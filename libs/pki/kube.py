@@ -18,15 +18,24 @@ def _encode(data: Mapping[str, bytes]) -> dict[str, str]:
 
 
 class KubeSecretStore:
-    """kubernetes.io/tls Secrets of one namespace; 409s become StoreConflictError."""
+    """Secrets of one type (kubernetes.io/tls by default) in one namespace; 409s become
+    StoreConflictError."""
 
-    def __init__(self, core_v1: Any, namespace: str) -> None:
+    def __init__(
+        self,
+        core_v1: Any,
+        namespace: str,
+        secret_type: str = "kubernetes.io/tls",  # noqa: S107 - a Secret type
+        component: str = "mtls",
+    ) -> None:
         self._api = core_v1
         self._namespace = namespace
+        self._type = secret_type
+        self._labels = {**LABELS, "app.kubernetes.io/component": component}
 
     def _body(self, name: str, data: Mapping[str, bytes], version: str | None) -> dict[str, Any]:
-        metadata = {"name": name, "labels": LABELS, "resourceVersion": version}
-        return {"metadata": metadata, "type": "kubernetes.io/tls", "data": _encode(data)}
+        metadata = {"name": name, "labels": self._labels, "resourceVersion": version}
+        return {"metadata": metadata, "type": self._type, "data": _encode(data)}
 
     def get(self, name: str) -> Secret | None:
         try:

@@ -24,6 +24,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from images.push import push
+from libs.auditstream import seal
 from tests.cluster.cluster import Cluster
 from tests.cluster.config import Binaries
 from tests.e2e import expect
@@ -43,6 +44,12 @@ OTELCOL_IMAGE = ("localhost/fim-k8s/otelcol", "local")
 OUTPUT_DIR = "/var/log/fim-otel"
 OUTPUT_FILE = "fimd.otlp.jsonl"
 TEXT_FORMAT = "FIM {event} {path} in {namespace}/{pod}"
+
+
+def _unsealed(body: object) -> object:
+    """A record's body without fimd's seal (a plain-text line's ` fim-seal ...` trailer)."""
+    parsed = seal.parse(body.encode()) if isinstance(body, str) else None
+    return body if parsed is None else parsed.body.decode()
 
 
 def _render(kube: Kube, directory: Path) -> list[dict[str, Any]]:
@@ -223,7 +230,7 @@ def test_event_lines_become_otel_records(
             r
             for r in _exported(kube, namespace)
             if (r.attributes.get("kind"), r.attributes.get("namespace")) == ("event", namespace)
-            or r.body == text
+            or _unsealed(r.body) == text
         ]
         return found if len(found) >= 3 else None
 
@@ -266,7 +273,8 @@ def test_event_lines_become_otel_records(
         assert attributes["watcher"] == f"{namespace}/otel"
         assert attributes["path"] == "/data/otel.txt"
         assert attributes["tags"] == {"team": "pay"}
-    (plain,) = [r for r in got if r.body == text]
+    (plain,) = [r for r in got if _unsealed(r.body) == text]
+    assert str(plain.body).startswith(text + " fim-seal seq=")  # sealed with a text trailer
     assert plain.resource == resource
     assert plain.attributes == runtime
     # fimd's operational lines come through too, with their level as the severity.

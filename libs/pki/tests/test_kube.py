@@ -12,6 +12,8 @@ import yaml  # type: ignore[import-untyped]
 from cryptography import x509
 from kubernetes import client, config, utils
 
+from libs.auditstream import keys
+from libs.pki import auditkey
 from libs.pki.__main__ import main
 from libs.pki.bootstrap import Names
 from tests.cluster.controlplane import ControlPlane
@@ -52,8 +54,11 @@ def test_job_creates_then_keeps_the_secrets(control_plane: ControlPlane, admin: 
     cert = x509.load_pem_x509_certificate(base64.b64decode(fimd.data["tls.crt"]))
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["fimd.fim-system.svc"]
+    audit = admin.read_namespaced_secret(auditkey.SECRET, NS)
+    assert audit.type == "Opaque"
+    assert keys.loads(base64.b64decode(audit.data[auditkey.FILE])).current == 1
     before = _versions(admin)
-    assert {names.ca, names.fimd, names.controller} <= before.keys()
+    assert {names.ca, names.fimd, names.controller, auditkey.SECRET} <= before.keys()
     assert main(["--namespace", NS, "--kubeconfig", str(kubeconfig)]) == 0
     assert _versions(admin) == before  # nothing rewritten
 
