@@ -3,8 +3,9 @@
 # single-node Kubernetes cluster (tests/cluster) with its OCI registry on 127.0.0.1:5000,
 # pushes the images there by digest, deploys fim-k8s with `kubectl apply -k` of
 # deploy/overlays/standard pinned to those digests, starts a demo workload and a FimWatcher on it,
-# and streams fimd's event lines live while the workload changes files. Ctrl-C stops
-# everything and restores the host.
+# and streams the file events live with the kubectl plugin (`kubectl fim events -f`, one
+# readable line per event) while the workload changes files. Ctrl-C stops everything and
+# restores the host.
 #
 #   bash tools/demo.sh            (as root; nothing leaves the machine: see tests/cluster)
 set -euo pipefail
@@ -20,10 +21,12 @@ bash tools/cluster/build.sh all
 source tools/cluster/versions.env
 kubectl="${FIM_CACHE:-/var/cache/fim-k8s}/k8s-$KUBERNETES_VERSION/bin/kubectl"
 
-say "3/6 images: pause and workload, then controller and fimd (Bazel)"
+say "3/6 images: pause and workload, then controller and fimd, and the kubectl plugin (Bazel)"
 PYTHONPATH=. python3 -m images.build
-bazel build //images:controller //images:fimd
+bazel build //images:controller //images:fimd //plugins/kubectl_fim:kubectl-fim
 bin="$(bazel info bazel-bin 2>/dev/null)"
+# The plugin as a user runs it once it is on PATH (`kubectl fim ...`), with the pinned kubectl.
+fim() { "$bin/plugins/kubectl_fim/kubectl-fim" "$@" --kubectl "$kubectl"; }
 
 state=/var/lib/fim-k8s-cluster
 export KUBECONFIG="$state/kubeconfig"
@@ -93,7 +96,8 @@ spec:
       tags: {team: payments, pci: "10.2"}
 EOF
 "$kubectl" -n shop wait --for=condition=Ready pod/web --timeout=120s
-"$kubectl" -n shop get fimwatcher
+"$kubectl" -n shop wait --for=condition=Ready fimwatcher/shop-logs --timeout=120s
+fim status
 
-say "event lines from fimd (kubectl logs -f); Ctrl-C to stop and clean up"
-"$kubectl" -n fim-system logs -f daemonset/fimd --tail=-1
+say "file events from every node's fimd (kubectl fim events -f -n shop; -o json for the raw lines); Ctrl-C to stop and clean up"
+fim events -f -n shop

@@ -114,6 +114,15 @@ def _sample(line: str) -> tuple[str, str, float] | None:
     return name.strip(), labels, value
 
 
+def _label(labels: str, name: str) -> str:
+    """The value of label `name` in a sample's `a="x",b="y"` text ("" if absent)."""
+    for part in labels.split(","):
+        key, _, value = part.partition("=")
+        if key.strip() == name:
+            return value.strip().strip('"')
+    return ""
+
+
 def parse_metrics(text: str) -> Metrics:
     """The gauges status shows, from fimd's Prometheus text exposition."""
     values: dict[str, int] = {}
@@ -127,7 +136,7 @@ def parse_metrics(text: str) -> Metrics:
         if name == "fimd_watches":
             seen_watches = True
             watches += int(value)
-            if 'phase="ACTIVE"' in labels:
+            if _label(labels, "phase").lower() == "active":  # fimd writes "active"
                 active += int(value)
         elif name in _GAUGES:
             values[_GAUGES[name]] = int(value)

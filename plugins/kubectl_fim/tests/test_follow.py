@@ -266,7 +266,7 @@ def test_status_shows_watchers_nodes_and_capacity(cluster: Cluster) -> None:
     watchers = {"items": [{"metadata": {"namespace": "shop", "name": "logs"}, "status": status}]}
     (cluster.root / "fimwatchers.json").write_text(json.dumps(watchers))
     (cluster.root / "fimd-a.metrics").write_text(
-        'fimd_watches{phase="ACTIVE"} 2.0\nfimd_inotify_watches 10.0\n'
+        'fimd_watches{phase="active"} 2.0\nfimd_inotify_watches 10.0\n'
         "fimd_inotify_watch_budget 100.0\nfimd_engines 2.0\nfimd_engines_running 2.0\n"
     )
     out, err = io.StringIO(), io.StringIO()

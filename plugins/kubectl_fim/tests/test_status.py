@@ -17,9 +17,10 @@ from plugins.kubectl_fim.status import (
 
 METRICS = """# HELP fimd_watches Watches by phase
 # TYPE fimd_watches gauge
-fimd_watches{phase="ACTIVE"} 5.0
-fimd_watches{phase="PENDING"} 1.0
-fimd_watches{phase="FAILED"} 0.0
+fimd_watches{phase="active"} 5.0
+fimd_watches{phase="pending"} 1.0
+fimd_watches{phase="failed"} 0.0
+fimd_watches_other{phase="active"} 9.0
 fimd_inotify_watches 120.0
 fimd_inotify_max_user_watches 192536.0
 fimd_inotify_watch_budget 96268.0
