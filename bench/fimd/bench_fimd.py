@@ -12,6 +12,7 @@ root with the protobuf modules on PYTHONPATH (see docs/performance.md, section f
     python -m bench.fimd.bench_fimd volume --rate 50000 --seconds 10 --files 10
     python -m bench.fimd.bench_fimd hashing --rate 10000 --seconds 10 --files 1000 --size 4096
     python -m bench.fimd.bench_fimd baseline --files 100000 --size 4096
+    python -m bench.fimd.bench_fimd seal --rate 50000 --seconds 4 --runs 3
 
 Each prints one JSON object per measurement.
 """
@@ -24,6 +25,7 @@ import collections
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from fim.v1 import fim_pb2
+from libs.auditstream import keys
+from libs.auditstream.collect import records
+from libs.auditstream.seal import Sealer
+from libs.auditstream.verify import verify
 from libs.rootfs.walk import Rules, Walk, walk
 from services.fimd.baseline_store import BaselineKey, Store
 from services.fimd.tests.certs import make_pki
@@ -106,16 +112,24 @@ class _Counter:
         self._file.close()
 
 
-def throughput(watches: int, rate: int, seconds: float) -> dict[str, object]:
-    """`watches` containers with one watch each write `rate` events/s in total."""
+def throughput(
+    watches: int, rate: int, seconds: float, ring: keys.KeyRing | None = None
+) -> dict[str, object]:
+    """`watches` containers with one watch each write `rate` events/s in total; with `ring`
+    fimd seals its lines (--audit-key) and the whole stdout is verified afterwards."""
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        fimd = stack.enter_context(_fimd(workdir))
+        extra: list[str] = []
+        if ring is not None:
+            (workdir / "keys.json").write_bytes(ring.dumps())
+            extra = ["--audit-key", str(workdir / "keys.json")]
+        fimd = stack.enter_context(_fimd(workdir, *extra))
         ctrs = _containers(stack, workdir, watches)
         for i, ctr in enumerate(ctrs):
             _watch(fimd, ctr, i)
         per_writer = max(1, rate // watches)
         count = int(per_writer * seconds)
+        cpu0 = _cpu_seconds(fimd.proc.pid)
         start = time.monotonic()
         for ctr in ctrs:
             ctr.command(f"b {ctr.root / 'data'} {count} {per_writer} 1000")
@@ -132,8 +146,19 @@ def throughput(watches: int, rate: int, seconds: float) -> dict[str, object]:
             last_change = time.monotonic()
         got, lost_lines = counter.events, counter.loss_reports
         elapsed = last_change - start
+        fimd_cpu = _cpu_seconds(fimd.proc.pid) - cpu0
+        checked: dict[str, object] = {}
+        if ring is not None:
+            reports = verify(records(fimd.stdout_path.read_bytes(), "fimd.out"), ring)
+            checked = {
+                "verified": all(r.ok for r in reports) and len(reports) == 1,
+                "verified_lines": sum(r.verified for r in reports),
+            }
         return {
             "bench": "throughput",
+            "sealed": ring is not None,
+            **checked,
+            "fimd_cpu_us_per_event": round(fimd_cpu / max(got, 1) * 1e6, 2),
             "watches": watches,
             "target_rate": rate,
             "written": expected,
@@ -145,6 +170,60 @@ def throughput(watches: int, rate: int, seconds: float) -> dict[str, object]:
             "end_to_end_rate": round(got / elapsed),
             "fimd_rss_mib": round(_rss_mib(fimd.proc.pid), 1),
         }
+
+
+def seal_cost(rate: int, seconds: float, runs: int) -> dict[str, object]:
+    """The MAC chain's cost: one watch at `rate`, fimd without and with --audit-key,
+    alternating `runs` times (medians), plus the sealer alone on fimd-sized lines."""
+    ring = keys.new_ring(datetime.datetime.now(datetime.UTC))
+    plain: list[dict[str, Any]] = []
+    sealed: list[dict[str, Any]] = []
+    for _ in range(runs):
+        plain.append(throughput(1, rate, seconds))
+        sealed.append(throughput(1, rate, seconds, ring))
+
+    def median(results: list[dict[str, Any]], key: str) -> float:
+        return float(statistics.median(r[key] for r in results))
+
+    rate_plain, rate_sealed = (median(x, "end_to_end_rate") for x in (plain, sealed))
+    cpu_plain, cpu_sealed = (median(x, "fimd_cpu_us_per_event") for x in (plain, sealed))
+    return {
+        "bench": "seal",
+        "target_rate": rate,
+        "runs": runs,
+        "lost_unsealed": [r["lost"] for r in plain],
+        "lost_sealed": [r["lost"] for r in sealed],
+        "all_verified": all(r["verified"] for r in sealed),
+        "end_to_end_rate_unsealed": rate_plain,
+        "end_to_end_rate_sealed": rate_sealed,
+        "throughput_cost_pct": round((rate_plain - rate_sealed) / rate_plain * 100, 1),
+        "fimd_cpu_us_per_event_unsealed": cpu_plain,
+        "fimd_cpu_us_per_event_sealed": cpu_sealed,
+        "fimd_cpu_cost_pct": round((cpu_sealed - cpu_plain) / cpu_plain * 100, 1),
+        **_sealer_alone(ring),
+    }
+
+
+def _sealer_alone(ring: keys.KeyRing) -> dict[str, object]:
+    """Lines per second of Sealer.seal_block alone on 256 KiB batches of event lines."""
+    line = (
+        b'{"kind":"event","time":"2026-12-01T10:00:00.000001Z","node":"node-1",'
+        b'"namespace":"shop","pod":"web-0","container":"app","watcher":"shop/myapp-logs",'
+        b'"event":"CLOSEWRITE","path":"/data/f-000123","isDir":false,"tags":{}}\n'
+    )
+    batch = line * ((256 << 10) // len(line))
+    sealer = Sealer(ring.node_key("node-1"))
+    lines, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2.0:
+        sealer.seal_block(batch)
+        lines += batch.count(b"\n")
+    per_second = lines / (time.perf_counter() - start)
+    return {
+        "sealer_lines_per_s": round(per_second),
+        "sealer_us_per_line": round(1e6 / per_second, 2),
+        "line_bytes_unsealed": len(line) - 1,
+        "line_bytes_sealed": len(Sealer(ring.node_key("node-1")).seal(line[:-1])),
+    }
 
 
 def _parse_time(text: str) -> int:
@@ -757,7 +836,7 @@ def baseline(files: int, size: int, rounds: int) -> dict[str, object]:
         }
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--fimd-arg", action="append", default=[], help="extra fimd flag (repeatable)"
@@ -778,6 +857,10 @@ def main() -> None:
     loud.add_argument("--seconds", type=float, default=60)
     loud.add_argument("--quiet", type=int, default=500)
     loud.add_argument("--per-container", type=int, default=10)
+    cost = sub.add_parser("seal")
+    cost.add_argument("--rate", type=int, default=50_000)
+    cost.add_argument("--seconds", type=float, default=4)
+    cost.add_argument("--runs", type=int, default=3)
     vol = sub.add_parser("volume")
     vol.add_argument("--rate", type=int, default=50_000)
     vol.add_argument("--seconds", type=float, default=10)
@@ -793,11 +876,17 @@ def main() -> None:
     base.add_argument("--files", type=int, default=100_000)
     base.add_argument("--size", type=int, default=4096)
     base.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
     FIMD_ARGS.extend(args.fimd_arg)
     if args.bench == "throughput":
         for watches in args.watches:
             print(json.dumps(throughput(watches, args.rate, args.seconds)), flush=True)
+    elif args.bench == "seal":
+        print(json.dumps(seal_cost(args.rate, args.seconds, args.runs)), flush=True)
     elif args.bench == "latency":
         print(json.dumps(latency(args.rate, args.seconds)), flush=True)
     elif args.bench == "capacity":

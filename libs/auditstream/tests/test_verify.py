@@ -209,3 +209,13 @@ def test_without_a_key_lines_pass_unchanged() -> None:
     sealer = seal.Sealer(None)
     assert sealer.seal(b'{"a":1}') == b'{"a":1}'
     assert sealer.state.seq == 0
+
+
+def test_seal_block_equals_sealing_line_by_line() -> None:
+    bodies = [event("n1", 1), b"FIM CREATE /x", b"{}", b"{ }", b"", event("n1", 2)]
+    block = seal.Sealer(RING.node_key("n1"), "0123456789abcdef")
+    single = seal.Sealer(RING.node_key("n1"), "0123456789abcdef")
+    data, marks = block.seal_block(b"\n".join(bodies) + b"\n")
+    assert data == b"".join(single.seal(body) + b"\n" for body in bodies)
+    assert block.state == single.state == marks[-1][1]
+    assert seal.Sealer(None).seal_block(b"a\nb\n") == (b"a\nb\n", [])
