@@ -29,6 +29,9 @@ resource can cost a node). A subject is checked by the one subject validation of
 - `lineBudget`: event lines per second per watched container, 0 (fimd's default) up to
   MAX_LINE_BUDGET = 1000000. `check_coalesce_ms` and `check_line_budget` are the one check of
   both numbers (fimd's request validation calls them too).
+- `scan.interval`: "" (no scheduled comparison) or a duration `<digits>s|m|h` of
+  MIN_SCAN_INTERVAL_S (one minute) up to MAX_SCAN_INTERVAL_S (366 days); gRPC carries it as
+  `scan_interval_s` (`scan_interval_s` is its one check).
 - Counters and generations are non-negative; pod counters fit an int32 (MAX_POD_COUNT).
 - Conditions follow metav1.Condition: type a qualified name of at most 316 characters,
   reason matching `[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?` of at most 1024, message of at most
@@ -75,6 +78,16 @@ MAX_LINE_BUDGET = 1_000_000
 COALESCE_PATTERN = "^[0-9]{1,5}(ms|s|m)$"
 _COALESCE_RE = re.compile(COALESCE_PATTERN[1:-1])
 _DURATION_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000}
+#: The annotation that asks for one comparison with the baselines now (`kubectl fim scan`):
+#: any new value does; the controller forwards a digest of it to fimd (scan_request).
+SCAN_REQUEST_ANNOTATION = "fim-k8s.io/scan-requested"
+MIN_SCAN_INTERVAL_S = 60
+MAX_SCAN_INTERVAL_S = 366 * 24 * 3600
+#: A scan interval as the CRD writes it (the CRD's `pattern`; the range is checked apart).
+SCAN_INTERVAL_PATTERN = "^[0-9]{1,8}(s|m|h)$"
+_SCAN_INTERVAL_RE = re.compile(SCAN_INTERVAL_PATTERN[1:-1])
+_INTERVAL_UNITS_S = {"s": 1, "m": 60, "h": 3600}
+MAX_SCAN_COUNT = 2**63 - 1
 MAX_POD_COUNT = 2**31 - 1
 MAX_GENERATION = 2**63 - 1
 MAX_CONDITION_TYPE_LENGTH = 316
@@ -162,6 +175,47 @@ def coalesce_ms(text: str) -> int:
     return window
 
 
+def check_scan_interval_s(seconds: int) -> None:
+    """A scan interval in seconds: 0 (none) or MIN_SCAN_INTERVAL_S..MAX_SCAN_INTERVAL_S."""
+    if isinstance(seconds, bool) or not (
+        seconds == 0 or MIN_SCAN_INTERVAL_S <= seconds <= MAX_SCAN_INTERVAL_S
+    ):
+        raise ModelError(
+            f"must be at least 1m and at most 366 days ({MAX_SCAN_INTERVAL_S} s), got {seconds} s"
+        )
+
+
+def scan_interval_s(text: str) -> int:
+    """The seconds of a `scan.interval` duration ("" = 0: no scheduled scan); raises
+    ModelError for anything but `<digits>s|m|h` of one minute up to 366 days."""
+    if not text:
+        return 0
+    match = _SCAN_INTERVAL_RE.fullmatch(text)
+    if match is None:
+        raise ModelError(f"must be a duration like 30m, 24h or 168h, got {text!r}")
+    seconds = int(text[: match.start(1)]) * _INTERVAL_UNITS_S[match.group(1)]
+    if seconds == 0:
+        raise ModelError("must be at least 1m (omit it for no scheduled scan)")
+    check_scan_interval_s(seconds)
+    return seconds
+
+
+@attrs.frozen(kw_only=True)
+class ScanSpec:
+    """Scheduled comparisons of the baseline subjects' trees with their baselines."""
+
+    #: How often ("" = never; at least 1m), e.g. "168h" for weekly (PCI-DSS 11.5.2).
+    interval: str = ""
+
+    @property
+    def interval_s(self) -> int:
+        return scan_interval_s(self.interval)
+
+    def __attrs_post_init__(self) -> None:
+        with within("interval"):
+            scan_interval_s(self.interval)
+
+
 @attrs.frozen(kw_only=True)
 class ObjectMeta:
     """The part of metav1.ObjectMeta the controller uses; other metadata is ignored."""
@@ -242,6 +296,7 @@ class FimWatcherSpec:
     log_format: str = ""
     #: Event lines per second per watched container; 0 = fimd's default (--line-budget).
     line_budget: int = 0
+    scan: ScanSpec = ScanSpec()
 
     def __attrs_post_init__(self) -> None:
         with within("subjects"):
@@ -290,6 +345,26 @@ class Condition:
 
 
 @attrs.frozen(kw_only=True)
+class ScanStatus:
+    """The last comparisons of the watcher's watches: the time of the latest, and the sums
+    of each watched container's last comparison."""
+
+    # No defaults: every count is written (a merge patch would keep an omitted stale one).
+    time: datetime
+    scanned: int
+    added: int
+    removed: int
+    changed: int
+
+    def __attrs_post_init__(self) -> None:
+        with within("time"):
+            _check_aware(self.time)
+        for name in ("scanned", "added", "removed", "changed"):
+            with within(name):
+                _check_range(getattr(self, name), MAX_SCAN_COUNT)
+
+
+@attrs.frozen(kw_only=True)
 class FimWatcherStatus:
     """What the controller observed; `FimWatcherStatus()` is the status of a new resource."""
 
@@ -297,6 +372,7 @@ class FimWatcherStatus:
     observable_pods: int = 0
     watched_pods: int = 0
     conditions: tuple[Condition, ...] = ()
+    last_scan: ScanStatus | None = None
 
     def __attrs_post_init__(self) -> None:
         with within("observedGeneration"):

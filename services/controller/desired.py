@@ -7,6 +7,7 @@ value fimd reports back in GetWatchState, so "is this watch up to date" is one c
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -49,6 +50,12 @@ class Desired:
         return Key.from_proto(self.spec.key)
 
 
+def scan_request(annotation: str) -> str:
+    """What fimd gets for the scan-request annotation: "" or a 16-character digest of it
+    (bounded whatever the annotation holds; a new value is a new request)."""
+    return hashlib.sha256(annotation.encode()).hexdigest()[:16] if annotation else ""
+
+
 def _subject_proto(subject: Subject) -> fim_pb2.Subject:
     return fim_pb2.Subject(
         paths=subject.paths,
@@ -80,6 +87,8 @@ def desired_watch(
         container_id=container.container_id,
         subjects=[_subject_proto(subject) for subject in spec.subjects],
         log_format=spec.log_format,
+        scan_interval_s=spec.scan.interval_s,
+        scan_request=scan_request(watcher.scan_requested),
         line_budget=spec.line_budget,
     )
     return Desired(proto, config_hash(proto), watcher.meta.generation)

@@ -17,7 +17,7 @@ from libs.k8s.codec import CONVERTER
 from libs.k8s.container_id import ContainerIdError, parse_container_id
 from libs.k8s.errors import ModelError, within
 from libs.k8s.frozen import frozen_map
-from libs.k8s.model import FimWatcherSpec, FimWatcherStatus, ObjectMeta
+from libs.k8s.model import SCAN_REQUEST_ANNOTATION, FimWatcherSpec, FimWatcherStatus, ObjectMeta
 
 FINALIZER = "fim-k8s.io/watches"
 
@@ -63,6 +63,9 @@ class Watcher:
     spec: FimWatcherSpec | None
     error: str = ""
     status: FimWatcherStatus = attrs.field(factory=FimWatcherStatus)
+    #: The annotation fim-k8s.io/scan-requested ("" if absent): a new value asks for one
+    #: comparison with the baselines now (desired.scan_request).
+    scan_requested: str = ""
 
     @property
     def key(self) -> str:
@@ -139,4 +142,10 @@ def watcher_from_dict(obj: Mapping[str, Any]) -> Watcher:
             spec = CONVERTER.structure(obj.get("spec"), FimWatcherSpec)
     except ModelError as err:
         return Watcher(meta=meta, spec=None, error=str(err), status=_status_from_dict(obj))
-    return Watcher(meta=meta, spec=spec, status=_status_from_dict(obj))
+    annotations = _get(obj, "metadata", "annotations")
+    requested = (
+        annotations.get(SCAN_REQUEST_ANNOTATION, "") if isinstance(annotations, Mapping) else ""
+    )
+    return Watcher(
+        meta=meta, spec=spec, status=_status_from_dict(obj), scan_requested=str(requested)
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
 import attrs
@@ -23,6 +23,17 @@ OVER_CAPACITY = "RESOURCE_EXHAUSTED"
 
 
 @attrs.frozen(kw_only=True)
+class LastScan:
+    """A watch's last comparison with its baselines, as fimd reports it."""
+
+    time: datetime
+    scanned: int
+    added: int
+    removed: int
+    changed: int
+
+
+@attrs.frozen(kw_only=True)
 class Observed:
     """One watch as fimd reports it."""
 
@@ -31,6 +42,7 @@ class Observed:
     phase: fim_pb2.WatchPhase.ValueType
     reason: str = ""
     message: str = ""
+    last_scan: LastScan | None = None
 
     @classmethod
     def from_proto(cls, status: fim_pb2.WatchStatus) -> Observed:
@@ -41,7 +53,18 @@ class Observed:
             phase=status.phase,
             reason=clip(status.reason, MAX_STORED),
             message=clip(status.message, MAX_STORED),
+            last_scan=_last_scan(status),
         )
+
+
+def _last_scan(status: fim_pb2.WatchStatus) -> LastScan | None:
+    if not status.HasField("last_scan"):
+        return None
+    scan = status.last_scan
+    return LastScan(
+        time=scan.time.ToDatetime(tzinfo=UTC), scanned=scan.scanned, added=scan.added,
+        removed=scan.removed, changed=scan.changed,
+    )  # fmt: skip
 
 
 @attrs.frozen(kw_only=True)

@@ -2,7 +2,9 @@
 
 `watchedPods` counts only pods whose every running container has a watch that its node's
 fimd reports ACTIVE with the current config hash: confirmed, never assumed from a call we
-made. Conditions (metav1.Condition):
+made. `lastScan` is the latest comparison with the baselines of the watcher's containers
+(fimd's WatchStatus.last_scan): its time and the sums of each container's last counts.
+Conditions (metav1.Condition):
 
 - Ready: True when every observable pod is watched.
 - Degraded: True when something needs a human: an invalid spec, a node without a reachable
@@ -26,14 +28,16 @@ import attrs
 from fim.v1 import fim_pb2
 from libs.k8s.model import (
     MAX_CONDITION_MESSAGE_LENGTH,
+    MAX_SCAN_COUNT,
     Condition,
     ConditionStatus,
     FimWatcherStatus,
+    ScanStatus,
 )
 from services.controller.bounds import clip
 from services.controller.desired import Key, desired_watch, selected_pods
 from services.controller.objects import Container, Pod, Watcher
-from services.controller.state import NodeView, Rejection
+from services.controller.state import LastScan, NodeView, Rejection
 
 READY = "Ready"
 DEGRADED = "Degraded"
@@ -183,6 +187,32 @@ def _degraded(watcher: Watcher, problems: list[Problem], now: datetime) -> Condi
     )
 
 
+def _last_scan(
+    watcher: Watcher, pods: Iterable[Pod], nodes: Mapping[str, NodeView]
+) -> ScanStatus | None:
+    """The time of the latest comparison of the watcher's containers and the sums of each
+    one's last comparison (None before the first)."""
+    scans: list[LastScan] = []
+    for pod in pods:
+        view = nodes.get(pod.node_name)
+        state = view.current if view is not None else None
+        if state is None:
+            continue
+        for container in pod.containers:
+            observed = state.watches.get(Key(watcher.meta.uid, pod.uid, container.name))
+            if observed is not None and observed.last_scan is not None:
+                scans.append(observed.last_scan)
+    if not scans:
+        return None
+    return ScanStatus(
+        time=max(s.time for s in scans).replace(microsecond=0),
+        scanned=min(MAX_SCAN_COUNT, sum(s.scanned for s in scans)),
+        added=min(MAX_SCAN_COUNT, sum(s.added for s in scans)),
+        removed=min(MAX_SCAN_COUNT, sum(s.removed for s in scans)),
+        changed=min(MAX_SCAN_COUNT, sum(s.changed for s in scans)),
+    )
+
+
 def watcher_status(
     watcher: Watcher, pods: Iterable[Pod], nodes: Mapping[str, NodeView], *, now: datetime
 ) -> FimWatcherStatus:
@@ -203,4 +233,5 @@ def watcher_status(
             _ready(watcher, len(selected), watched, now),
             _degraded(watcher, problems, now),
         ),
+        last_scan=_last_scan(watcher, selected, nodes),
     )

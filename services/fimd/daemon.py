@@ -134,6 +134,8 @@ class Handle:
     root_error: str = ""
     deferred: deque[Deferred] = attrs.field(factory=deque)
     closing: bool = False
+    #: The reason of its first comparison: "requested" when only scan_request changed.
+    activation: str = "activation"
 
 
 def key_of(key: fim_pb2.WatchKey) -> Key:
@@ -162,6 +164,18 @@ def accept(request: fim_pb2.CreateWatchRequest, node: str) -> Entry:
         watcher=f"{ident.watcher_namespace}/{ident.watcher_name}",
     )
     return Entry(spec, digest, container_id, identity, template, subjects)
+
+
+def _only_scan_requested(old: fim_pb2.WatchSpec, new: fim_pb2.WatchSpec) -> bool:
+    """The new spec differs from the old one in a new, non-empty scan_request only."""
+    if not new.scan_request or new.scan_request == old.scan_request:
+        return False
+    plain_old, plain_new = fim_pb2.WatchSpec(), fim_pb2.WatchSpec()
+    plain_old.CopyFrom(old)
+    plain_new.CopyFrom(new)
+    plain_old.ClearField("scan_request")
+    plain_new.ClearField("scan_request")
+    return plain_old == plain_new
 
 
 def _who(entry: Entry) -> dict[str, str]:
@@ -220,6 +234,8 @@ class Daemon:
         #: incarnations with deferred events, and each watch's last known file states.
         self.hashing = hashing or HashPool()
         self._deferring: dict[int, Handle] = {}
+        #: Watches whose next incarnation was asked for by a new scan_request only.
+        self._requested: set[Key] = set()
         self._known: dict[Key, attributes.LastKnown] = {}
         self._hash_overflow = 0  # events since the last hash_backlog_full line
         #: Compares the trees of baseline subjects with their stored baselines (None: off).
@@ -259,6 +275,9 @@ class Daemon:
             watch = self._core.watches.get(key)
             if watch is None or watch.config_hash != entry.config_hash:
                 self._admit(entry, new_watch=watch is None)
+            old = self._entries.get(key)
+            if old is not None and _only_scan_requested(old.spec, entry.spec):
+                self._requested.add(key)
             self._entries[key] = entry
             self._targets[key] = target
             changed, actions = self._core.upsert(
@@ -298,6 +317,7 @@ class Daemon:
             self._gaps.pop(key, None)
             self._targets.pop(key, None)
             self._known.pop(key, None)
+            self._requested.discard(key)
         if self.scanner is not None:
             self.scanner.forget(key)
         return existed
@@ -357,7 +377,19 @@ class Daemon:
             inotify_watches=current.watches if current else 0,
             restarts=watch.restarts,
             since=since,
+            last_scan=self._last_scan(watch.key),
         )
+
+    def _last_scan(self, key: Key) -> fim_pb2.ScanSummary | None:
+        last = self.scanner.last.get(key) if self.scanner is not None else None
+        if last is None:
+            return None
+        when = Timestamp()
+        when.FromNanoseconds(last.time_ns)
+        return fim_pb2.ScanSummary(
+            time=when, reason=last.reason, scanned=last.scanned, added=last.added,
+            removed=last.removed, changed=last.changed,
+        )  # fmt: skip
 
     # --- actions -----------------------------------------------------------------------
 
@@ -397,6 +429,9 @@ class Daemon:
             action.key, action.incarnation, entry, renderer, volume=vol,
             pid=watch.target_pid, identity=identity,
         )  # fmt: skip
+        if action.key in self._requested:
+            self._requested.discard(action.key)
+            handle.activation = "requested"
         self._handles[action.incarnation] = handle
         try:
             engine = self.pool.assign(add)
@@ -807,7 +842,7 @@ class Daemon:
                 self._execute(actions, when_ns=record.time_ns)
             if record.rescan:
                 self._writer.op("rescan_done", watches=record.watches, **who)
-            self._compare(handle, "rescan" if record.rescan else "activation")
+            self._compare(handle, "rescan" if record.rescan else handle.activation)
         elif isinstance(record, wire.GoneRecord):
             with self._lock:
                 if self._handles.pop(record.watch, None) is None:
@@ -822,11 +857,11 @@ class Daemon:
         subjects = handle.entry.subjects
         if self.scanner is None or not any(baseline.has_baseline(s) for s in subjects):
             return
-        self.scanner.request(
-            ScanRequest(
-                handle.key, handle.entry.identity, handle.pid, handle.identity, subjects, reason
-            )
+        request = ScanRequest(
+            handle.key, handle.entry.identity, handle.pid, handle.identity, subjects, reason
         )
+        self.scanner.request(request)
+        self.scanner.schedule(request, handle.entry.spec.scan_interval_s)
 
     def live_keys(self) -> set[Key]:
         """The keys of the watches fimd holds (baselines of others are orphans)."""

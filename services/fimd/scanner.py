@@ -10,7 +10,8 @@ container's root (`libs.rootfs.walk`), diff it with the stored baseline
 (`services.fimd.baseline`), write the drift lines and one scan line, store the new baseline
 (`baseline_store`). A destroyed watch's baselines are removed (`forget`); baselines of
 watches that no longer exist after fimd was down (a pod deleted meanwhile) are removed
-once no watch has used them for `orphan_grace` seconds.
+once no watch has used them for `orphan_grace` seconds. A watch with a scan interval
+(`schedule`) is also compared every interval after its last activation (`scheduled`).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class Scanner:
         self._busy = False
         self._thread: threading.Thread | None = None
         self._started = clock()
+        #: Scheduled comparisons: next due time (clock), interval, the request to repeat.
+        self._schedule: dict[Key, tuple[float, float, ScanRequest]] = {}
         self.last: dict[Key, LastScan] = {}
 
     def start(self) -> None:
@@ -112,10 +115,43 @@ class Scanner:
             self._pending[request.key] = request
             self._cond.notify_all()
 
+    def schedule(self, request: ScanRequest, interval: float) -> None:
+        """Compares the watch again every `interval` seconds from now (0: not any more)."""
+        with self._cond:
+            if interval > 0:
+                due = self._clock() + interval
+                self._schedule[request.key] = (
+                    due,
+                    interval,
+                    attrs.evolve(request, reason="scheduled"),
+                )
+            else:
+                self._schedule.pop(request.key, None)
+            self._cond.notify_all()
+
+    def poke(self) -> None:
+        """Looks at the schedule now (after the clock was moved, in tests)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def _due(self) -> float:
+        """Seconds until the next scheduled comparison (queued if due now); _IDLE if none."""
+        now = self._clock()
+        wait = _IDLE
+        for key, (due, interval, request) in list(self._schedule.items()):
+            next_due = due
+            if due <= now:
+                self._pending.setdefault(key, request)
+                next_due = max(due + interval, now)
+                self._schedule[key] = (next_due, interval, request)
+            wait = min(wait, next_due - now)
+        return max(wait, 0.0)
+
     def forget(self, key: Key) -> None:
         """The watch was destroyed: its baselines go, a waiting comparison too."""
         with self._cond:
             self._pending.pop(key, None)
+            self._schedule.pop(key, None)
             self._forget.append(key)
             self._cond.notify_all()
 
@@ -136,7 +172,8 @@ class Scanner:
             while True:
                 with self._cond:
                     while not (self._stopping or self._pending or self._forget):
-                        if not self._cond.wait(_IDLE):
+                        timeout = self._due()  # queues the comparisons that are due
+                        if self._pending or not self._cond.wait(timeout):
                             break
                     if self._stopping:
                         return

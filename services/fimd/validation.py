@@ -26,6 +26,7 @@ MAX_LOG_FORMAT_CHARS = model.MAX_LOG_FORMAT_LENGTH
 # Generous bounds on free-form strings (fimd's own; also in the proto header).
 MAX_ID_BYTES = 253  # UIDs, Kubernetes names (DNS-1123 subdomain length)
 MAX_CONTAINER_ID_BYTES = 256
+MAX_SCAN_REQUEST_BYTES = 64
 #: The message becomes a gRPC status message: it travels percent-encoded (non-ASCII bytes
 #: take 3) in the HTTP/2 trailers, and a client that receives more than its metadata limit
 #: (8 KiB by default) reports RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT. Reasons echo
@@ -117,6 +118,8 @@ def validate_spec(
         )
     subjects = tuple(_subject(i, s) for i, s in enumerate(spec.subjects))
     _model_check("spec.line_budget", model.check_line_budget, spec.line_budget)
+    _model_check("spec.scan_interval_s", model.check_scan_interval_s, spec.scan_interval_s)
+    _check_size("spec.scan_request", spec.scan_request, MAX_SCAN_REQUEST_BYTES, required=False)
     if len(spec.log_format) > MAX_LOG_FORMAT_CHARS:
         raise ValidationError(
             "spec.log_format",

@@ -294,3 +294,30 @@ def test_line_budget_bounds() -> None:
         model.check_coalesce_ms(60_001)
     model.check_coalesce_ms(0)
     model.check_coalesce_ms(60_000)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("", 0), ("1m", 60), ("60s", 60), ("90s", 90), ("168h", 604800), ("8784h", 31622400)],
+)
+def test_scan_interval_accepted(text: str, seconds: int) -> None:
+    assert model.scan_interval_s(text) == seconds
+    assert model.ScanSpec(interval=text).interval_s == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("59s", "must be at least 1m"),
+        ("0m", "must be at least 1m (omit it"),
+        ("8785h", "at most 366 days"),
+        ("1d", "must be a duration like"),
+        ("1h30m", "must be a duration like"),
+        (" 1h", "must be a duration like"),
+    ],
+)
+def test_scan_interval_rejected(text: str, message: str) -> None:
+    with pytest.raises(ModelError, match=re.escape(message)):
+        model.scan_interval_s(text)
+    with pytest.raises(ModelError, match=r"^interval: "):
+        model.ScanSpec(interval=text)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import attrs
 
-from libs.k8s.model import FimWatcherSpec
-from services.controller.desired import desired_watch
+from libs.k8s.model import FimWatcherSpec, ScanSpec
+from services.controller.desired import desired_watch, scan_request
 from services.controller.tests.builders import pod, watcher
 
 
@@ -52,3 +52,19 @@ def test_attributes_and_hash_are_passed_to_fimd() -> None:
     }
     assert len(hashes) == 3  # switching either on updates the watch
     assert plain.config_hash in hashes
+
+
+def test_the_scan_interval_and_a_scan_request_are_passed_to_fimd() -> None:
+    base = watcher()
+    assert base.spec is not None
+    target = pod()
+    plain = desired_watch(base, base.spec, target, target.containers[0])
+    assert (plain.spec.scan_interval_s, plain.spec.scan_request) == (0, "")
+    weekly = attrs.evolve(base.spec, scan=ScanSpec(interval="168h"))
+    want = desired_watch(base, weekly, target, target.containers[0])
+    assert want.spec.scan_interval_s == 604800
+    asked = attrs.evolve(base, scan_requested="2026-12-01T10:00:00Z")
+    requested = desired_watch(asked, base.spec, target, target.containers[0])
+    assert requested.spec.scan_request == scan_request("2026-12-01T10:00:00Z")
+    assert len(requested.spec.scan_request) == 16
+    assert len({plain.config_hash, want.config_hash, requested.config_hash}) == 3

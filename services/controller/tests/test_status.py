@@ -8,11 +8,16 @@ import attrs
 import pytest
 
 from fim.v1 import fim_pb2
-from libs.k8s.model import MAX_CONDITION_MESSAGE_LENGTH, ConditionStatus, FimWatcherStatus
+from libs.k8s.model import (
+    MAX_CONDITION_MESSAGE_LENGTH,
+    ConditionStatus,
+    FimWatcherStatus,
+    ScanStatus,
+)
 from services.controller.bounds import MAX_STORED
 from services.controller.desired import Desired, Key, desired_watches
 from services.controller.objects import Watcher
-from services.controller.state import NodeState, NodeView, Observed, Rejection
+from services.controller.state import LastScan, NodeState, NodeView, Observed, Rejection
 from services.controller.status import MAX_PROBLEM_LENGTH, watcher_status
 from services.controller.tests.builders import NOW, holding, pod, watcher
 
@@ -368,3 +373,23 @@ def test_observed_from_proto_bounds_fimd_text() -> None:
     assert observed.message.startswith("inotify watch limit hit at /data/\u00e9")
     assert observed.message.endswith(f"[truncated, {len(proto.message)} characters]")
     assert observed.reason.endswith("[truncated, 10000 characters]")
+
+
+def _scanned(view: NodeView, scan: LastScan) -> NodeView:
+    assert view.current is not None
+    watches = {k: attrs.evolve(o, last_scan=scan) for k, o in view.current.watches.items()}
+    return NodeView(attrs.evolve(view.current, watches=watches))
+
+
+def test_last_scan_is_the_latest_time_and_the_sums_of_each_containers_last() -> None:
+    assert status(both_active()).last_scan is None  # none yet
+    early = LastScan(time=NOW - timedelta(hours=1), scanned=10, added=1, removed=0, changed=2)
+    late = LastScan(time=NOW + timedelta(microseconds=5), scanned=5, added=0, removed=3, changed=0)
+    nodes = both_active()
+    nodes = {"n1": _scanned(nodes["n1"], early), "n2": _scanned(nodes["n2"], late)}
+    s = status(nodes)
+    assert s.last_scan == ScanStatus(time=NOW, scanned=15, added=1, removed=3, changed=2)
+    # A node that cannot be read contributes nothing (its last known counts are not reused).
+    assert status({**nodes, "n2": NodeView(None, "deadline exceeded")}).last_scan == ScanStatus(
+        time=NOW - timedelta(hours=1), scanned=10, added=1, removed=0, changed=2
+    )

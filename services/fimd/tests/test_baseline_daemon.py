@@ -7,6 +7,7 @@ baseline_test."""
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,110 @@ def test_an_unusable_database_is_reported_and_fimd_goes_on(
         _create(daemon, _watch())
         wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
     assert "junk" in op["detail"]
+
+
+class Clock:
+    """Monotonic time that a test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def test_a_scan_interval_compares_again_and_reports_in_the_watch_state(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, rootfs = container
+    clock = Clock()
+
+    def make(writer: LineWriter, metrics: Metrics) -> Scanner:
+        return Scanner(
+            str(tmp_path / "b.sqlite"), writer, metrics, proc_root=proc, max_bytes=1 << 20,
+            clock=clock,
+        )  # fmt: skip
+
+    watch = _watch()
+    watch.scan_interval_s = 60
+    with running_daemon(resolver, FakeLauncher(), proc_root=proc, scanner=make) as (
+        daemon,
+        capture,
+        _,
+    ):
+        _create(daemon, watch)
+        wait_for(lambda: _kind(capture, "scan"), what="the activation scan line")
+        status = wait_for(
+            lambda: daemon.state().watches[0].last_scan.reason and daemon.state().watches[0],
+            what="the comparison in the watch state",
+        )
+        assert status.last_scan.reason == "activation"
+        assert (status.last_scan.scanned, status.last_scan.changed) == (3, 0)
+        assert daemon.scanner is not None
+        (rootfs / "data" / "old").write_bytes(b"changed between scans")
+        clock.offset += 61  # a minute later
+        daemon.scanner.poke()
+        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
+        (drift,) = _kind(capture, "drift")
+        status = wait_for(
+            lambda: (
+                daemon.state().watches[0].last_scan.reason == "scheduled"
+                and daemon.state().watches[0]
+            ),
+            what="the scheduled scan in the watch state",
+        )
+    assert (scans[1]["reason"], scans[1]["changed"], scans[1]["baseline"]) == (
+        "scheduled", 1, True,
+    )  # fmt: skip
+    assert (drift["path"], drift["reason"]) == ("/data/old", "scheduled")
+    assert drift["after"]["sha256"] == _sha(b"changed between scans")
+    assert status.last_scan.changed == 1
+    assert status.last_scan.time.ToNanoseconds() > 0
+
+
+def test_a_new_scan_request_compares_now(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, rootfs = container
+    watch = _watch()
+    with running_daemon(
+        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
+    ) as (daemon, capture, _):
+        _create(daemon, watch)
+        wait_for(lambda: _kind(capture, "scan"), what="the activation scan line")
+        (rootfs / "data" / "new").write_bytes(b"new")
+        watch.scan_request = "0123456789abcdef"
+        _create(daemon, watch)
+        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
+        _create(daemon, watch)  # the same request again: nothing new
+        wait_for(lambda: daemon.scanner is not None and daemon.scanner.idle(), what="idle")
+        (drift,) = _kind(capture, "drift")
+    assert [s["reason"] for s in scans] == ["activation", "requested"]
+    assert (drift["change"], drift["path"], drift["reason"]) == ("ADDED", "/data/new", "requested")
+    assert len(_kind(capture, "scan")) == 2
+
+
+def test_a_restarted_container_is_compared_with_the_previous_ones_baseline(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, _ = container
+    second = CONTAINER[:-4] + "cdef"
+    rootfs2 = fake_container(tmp_path / "second", 4343, second.split("//")[1])[1]
+    (Path(proc) / "4343").symlink_to(tmp_path / "second" / "proc" / "4343")
+    (rootfs2 / "data" / "app.conf").write_bytes(b"written at start")
+    (rootfs2 / "data" / "old").write_bytes(b"old")
+    resolver.pids[second] = 4343
+    watch = _watch()
+    with running_daemon(
+        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
+    ) as (daemon, capture, _):
+        _create(daemon, watch)
+        wait_for(lambda: _kind(capture, "scan"), what="the first container's scan")
+        watch.container_id = second  # the kubelet restarted the container
+        _create(daemon, watch)
+        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
+        drift = {d["path"]: d for d in _kind(capture, "drift")}["/data/app.conf"]
+    assert scans[1]["reason"] == "activation"
+    assert (drift["path"], drift["change"]) == ("/data/app.conf", "CHANGED")
+    assert drift["before"]["sha256"] == _sha(b"v1")
+    assert drift["after"]["sha256"] == _sha(b"written at start")

@@ -71,6 +71,14 @@ def _mutate(change: Callable[[fim_pb2.WatchSpec], object]) -> fim_pb2.WatchSpec:
             "spec.subjects[0].hash: is 17 bytes, at most 16 allowed",
         ),
         (
+            _mutate(lambda w: setattr(w, "scan_interval_s", 59)),
+            "spec.scan_interval_s: must be at least 1m",
+        ),
+        (
+            _mutate(lambda w: setattr(w, "scan_interval_s", 31622401)),
+            "spec.scan_interval_s: must be at least 1m and at most 366 days",
+        ),
+        (
             _mutate(
                 lambda w: w.subjects[0].MergeFrom(fim_pb2.Subject(hash="sha256", coalesce_ms=9))
             ),
