@@ -8,9 +8,11 @@ map by watch (a newer one replaces an older one of the same watch, so the backlo
 bounded by the watches of the node). For each baseline subject: walk the tree inside the
 container's root (`libs.rootfs.walk`), diff it with the stored baseline
 (`services.fimd.baseline`), write the drift lines and one scan line, store the new baseline
-(`baseline_store`). A destroyed watch's baselines are removed (`forget`); baselines of
-watches that no longer exist after fimd was down (a pod deleted meanwhile) are removed
-once no watch has used them for `orphan_grace` seconds. A watch with a scan interval
+(`baseline_store`). Baselines no watch has used for
+`orphan_grace` seconds are removed: those of a destroyed watch (`forget`: its pod or
+FimWatcher is gone), and those of watches that no longer exist after fimd was down. The
+grace keeps a container restart's baseline: the controller destroys the watch while the
+container is not running and creates it again. A watch with a scan interval
 (`schedule`) is also compared every interval after its last activation (`scheduled`).
 """
 
@@ -97,6 +99,8 @@ class Scanner:
         #: Scheduled comparisons: next due time (clock), interval, the request to repeat.
         self._schedule: dict[Key, tuple[float, float, ScanRequest]] = {}
         self.last: dict[Key, LastScan] = {}
+        #: When each stored baseline's watch was last held (thread only).
+        self._seen: dict[Key, float] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fimd-baseline", daemon=True)
@@ -196,28 +200,30 @@ class Scanner:
         return self._pending.pop(key)
 
     def _remove(self, store: Store, keys: list[Key]) -> None:
-        if not keys:
-            return
-        gone = set(keys)
-        stored = [
-            k for k, _ in store.baselines() if (k.watcher_uid, k.pod_uid, k.container) in gone
-        ]
-        removed = store.remove(stored)
-        for key in gone:
+        """Destroyed watches: their grace starts now (a container restart destroys and
+        creates its watch again, and must find its baseline)."""
+        now = self._clock()
+        for key in keys:
             self.last.pop(key, None)
-        if removed:
-            self._writer.op("baselines_removed", count=removed, detail="watch destroyed")
+            self._seen[key] = now
+        if keys:
+            self._collect_orphans(store)
 
     def _collect_orphans(self, store: Store) -> None:
-        if self._clock() - self._started < self._orphan_grace:
-            return
+        """Removes the baselines that no watch has used for `orphan_grace` seconds (since
+        fimd started, for those of watches it never held)."""
+        now = self._clock()
         live = self.live()
-        horizon = time.time_ns() - int(self._orphan_grace * 1e9)
-        orphans = [
-            key
-            for key, updated in store.baselines()
-            if _watch_of(key) not in live and updated < horizon
-        ]
+        orphans, kept = [], set()
+        for key, _ in store.baselines():
+            watch = _watch_of(key)
+            if watch in live:
+                self._seen[watch] = now
+            elif now - self._seen.setdefault(watch, self._started) >= self._orphan_grace:
+                orphans.append(key)
+                continue
+            kept.add(watch)
+        self._seen = {k: v for k, v in self._seen.items() if k in kept or k in live}
         if orphans:
             removed = store.remove(orphans)
             self._writer.op("baselines_removed", count=removed, detail="no watch uses them")

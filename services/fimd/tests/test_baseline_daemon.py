@@ -307,3 +307,24 @@ def test_a_restarted_container_is_compared_with_the_previous_ones_baseline(
     assert (drift["path"], drift["change"]) == ("/data/app.conf", "CHANGED")
     assert drift["before"]["sha256"] == _sha(b"v1")
     assert drift["after"]["sha256"] == _sha(b"written at start")
+
+
+def test_a_destroyed_watch_created_again_within_the_grace_finds_its_baseline(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    """The controller destroys a watch while its container restarts and creates it again."""
+    proc, rootfs = container
+    watch = _watch()
+    with running_daemon(
+        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
+    ) as (daemon, capture, _):
+        _create(daemon, watch)
+        wait_for(lambda: _kind(capture, "scan"), what="the first scan line")
+        daemon.destroy(key_of(watch.key))
+        (rootfs / "data" / "app.conf").write_bytes(b"written while not watched")
+        _create(daemon, watch)
+        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
+        (drift,) = _kind(capture, "drift")
+    assert scans[1]["baseline"] is True
+    assert not capture.ops("baselines_removed")
+    assert (drift["path"], drift["change"]) == ("/data/app.conf", "CHANGED")
