@@ -69,3 +69,80 @@ def test_line_budget_bounds_and_default(kube: Any) -> None:
         with pytest.raises(ApiError) as rejected:
             _create(kube, "budget-bad", _spec(lineBudget=bad))
         assert "spec.lineBudget" in rejected.value.message
+
+
+ATTRIBUTES_OK: list[dict[str, Any]] = [
+    {"attributes": True},
+    {"hash": "sha256"},
+    {"attributes": False, "hash": "sha256"},
+    {"attributes": False, "coalesce": "1s"},
+]
+ATTRIBUTES_BAD: list[tuple[dict[str, Any], str]] = [
+    ({"hash": "md5"}, "spec.subjects[0].hash"),
+    ({"hash": ""}, "spec.subjects[0].hash"),
+    ({"attributes": True, "coalesce": "1s"}, "spec.subjects[0].coalesce"),
+    ({"hash": "sha256", "coalesce": "1s"}, "spec.subjects[0].coalesce"),
+]
+
+
+@pytest.mark.parametrize("fields", ATTRIBUTES_OK)
+def test_attributes_and_hash_the_model_accepts_are_accepted(
+    kube: Any, fields: dict[str, Any]
+) -> None:
+    spec = _spec()
+    spec["subjects"][0].update(fields)
+    name = "attrs-" + "-".join(f"{k}{v}".lower() for k, v in fields.items())
+    created = _create(kube, name, spec)
+    parsed_spec = watcher_from_dict(created).spec  # the model agrees
+    assert parsed_spec is not None
+    parsed = parsed_spec.subjects[0]
+    assert parsed.attributes is fields.get("attributes", False)
+    assert parsed.hash == fields.get("hash", "")
+    kube.request("DELETE", apiserver.watcher_path(NS, name))
+
+
+@pytest.mark.parametrize(("fields", "where"), ATTRIBUTES_BAD)
+def test_attributes_and_hash_the_model_rejects_are_rejected(
+    kube: Any, fields: dict[str, Any], where: str
+) -> None:
+    spec = _spec()
+    spec["subjects"][0].update(fields)
+    if fields.get("hash") != "":  # the model takes "" for "no hash"; the CRD has no empty enum
+        assert watcher_from_dict(_create_body(spec)).spec is None  # the model refuses it
+    with pytest.raises(ApiError) as rejected:
+        _create(kube, "attrs-bad", spec)
+    assert rejected.value.status == 422
+    assert where in rejected.value.message
+
+
+def _create_body(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "fim-k8s.io/v1alpha1",
+        "kind": "FimWatcher",
+        "metadata": {"name": "x", "namespace": NS, "uid": "u"},
+        "spec": spec,
+    }
+
+
+SCAN_OK = ["1m", "60s", "90s", "168h", "8784h", "527040m"]
+SCAN_BAD = ["59s", "0m", "0h", "8785h", "1d", "1h30m", ""]
+
+
+@pytest.mark.parametrize("interval", SCAN_OK)
+def test_scan_intervals_the_model_accepts_are_accepted(kube: Any, interval: str) -> None:
+    name = "scan-" + interval
+    created = _create(kube, name, _spec(scan={"interval": interval}))
+    parsed = watcher_from_dict(created).spec
+    assert parsed is not None
+    assert parsed.scan.interval == interval
+    kube.request("DELETE", apiserver.watcher_path(NS, name))
+
+
+@pytest.mark.parametrize("interval", SCAN_BAD)
+def test_scan_intervals_the_model_rejects_are_rejected(kube: Any, interval: str) -> None:
+    if interval:  # "" is the model's "none"; the CRD's pattern refuses an empty string
+        assert watcher_from_dict(_create_body(_spec(scan={"interval": interval}))).spec is None
+    with pytest.raises(ApiError) as rejected:
+        _create(kube, "scan-bad", _spec(scan={"interval": interval}))
+    assert rejected.value.status == 422
+    assert "spec.scan.interval" in rejected.value.message

@@ -1,0 +1,157 @@
+"""Scenario 11 (issue 13): file hashes on event lines and drift from persistent baselines.
+
+A change nothing watched is still reported: one made while fimd's pod is deleted and its
+new pod is not ready yet, and one a restarted container makes right as it starts, before
+its watch is active. Both are found when the watch becomes active again, by comparing the
+subject's tree with the baseline stored on the node (docs/logging.md, *Drift*)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e import expect
+from tests.e2e.kube import Kube, wait_for
+from tests.e2e.system import SYSTEM_NAMESPACE, FimSystem
+from tests.e2e.workloads import pod, running, watched, watcher
+
+SUBJECT = {"paths": ["/cfg"], "events": ["closewrite"], "hash": "sha256"}
+
+
+def _lines(system: FimSystem, node: str, namespace: str, kind: str) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in system.lines(node)
+        if line.get("kind") == kind and line.get("namespace") == namespace
+    ]
+
+
+def _sha256(kube: Kube, namespace: str, path: str) -> str:
+    return kube.exec(namespace, "web", f"sha256sum {path}").split()[0]
+
+
+def _scans(system: FimSystem, node: str, namespace: str, count: int) -> list[dict[str, Any]]:
+    def probe() -> list[dict[str, Any]] | None:
+        scans = _lines(system, node, namespace, "scan")
+        return scans if len(scans) >= count else None
+
+    return wait_for(f"{count} scan line(s)", probe, expect.REARM)
+
+
+def _drift(system: FimSystem, node: str, namespace: str, path: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        found = [d for d in _lines(system, node, namespace, "drift") if d.get("path") == path]
+        return found[-1] if found else None
+
+    try:
+        return wait_for(f"a drift line for {path}", probe, expect.REARM)
+    except TimeoutError as err:  # say what fimd did write about the namespace
+        told = [
+            line
+            for line in system.lines(node)
+            if line.get("namespace") == namespace and line.get("kind") in ("scan", "drift", "op")
+        ]
+        raise AssertionError(f"{err}; fimd wrote: {told}") from None
+
+
+def test_a_change_while_fimd_is_down_is_changed_drift_with_hashes(
+    kube: Kube, system: FimSystem, namespace: str
+) -> None:
+    kube.apply(pod("web", namespace, {"app": "web"}, "mkdir -p /cfg && exec sleep 3600"))
+    node = running(kube, namespace, "web")["spec"]["nodeName"]
+    kube.exec(namespace, "web", "echo v1 > /cfg/app.conf")
+    kube.apply(watcher("w", namespace, {"app": "web"}, [SUBJECT]))
+    watched(kube, namespace, "w", pods=1)
+    (first,) = _scans(system, node, namespace, 1)
+    assert (first["baseline"], first["scanned"]) == (False, 2)  # /cfg and app.conf
+    before = _sha256(kube, namespace, "/cfg/app.conf")
+
+    # While watched: the event line carries the file's hash and attributes.
+    kube.exec(namespace, "web", "echo v1b > /cfg/app.conf")
+    (line,) = expect.events(system, node, namespace, [("CLOSEWRITE", "/cfg/app.conf")])
+    assert line["sha256"] == _sha256(kube, namespace, "/cfg/app.conf")
+    assert (line["size"], line["mode"], line["uid"]) == (4, "0644", 0)
+
+    fimd = system.fimd_pod(node)
+    kube.run("delete", "pod", fimd, f"--namespace={SYSTEM_NAMESPACE}", "--wait=true")
+    kube.exec(namespace, "web", "echo version-2 > /cfg/app.conf")  # nothing watches now
+    after = _sha256(kube, namespace, "/cfg/app.conf")
+    wait_for("a new fimd pod", lambda: system.fimd_pod(node) != fimd, 120)
+
+    drift = _drift(system, node, namespace, "/cfg/app.conf")
+    assert (drift["change"], drift["reason"], drift["type"]) == ("CHANGED", "activation", "file")
+    assert drift["watcher"] == f"{namespace}/w"
+    # The baseline is the first comparison's (v1), not what the old fimd's events showed.
+    assert drift["before"]["sha256"] == before
+    assert drift["after"]["sha256"] == after
+    assert drift["after"]["size"] == len("version-2\n")
+    assert "sha256" in drift["changed"]
+    (scan,) = _scans(system, node, namespace, 1)  # the new fimd's log
+    assert (scan["baseline"], scan["changed"], scan["added"], scan["removed"]) == (True, 1, 0, 0)
+    # No event line for it: nothing was watching when it was written.
+    expect.no_events(system, node, namespace, "/cfg/app.conf")
+
+
+def test_a_change_right_after_a_container_restart_is_reported(
+    kube: Kube, system: FimSystem, namespace: str
+) -> None:
+    # Every start of the container writes new content first thing, then waits to be killed.
+    script = (
+        "mkdir -p /cfg; date +%s%N > /cfg/app.conf; "
+        "while [ ! -e /tmp/die ]; do sleep 0.2; done; exit 1"
+    )
+    kube.apply(pod("web", namespace, {"app": "web"}, script))
+    node = running(kube, namespace, "web")["spec"]["nodeName"]
+    kube.apply(watcher("w", namespace, {"app": "web"}, [SUBJECT]))
+    watched(kube, namespace, "w", pods=1)
+    _scans(system, node, namespace, 1)
+    first = _sha256(kube, namespace, "/cfg/app.conf")
+
+    kube.exec(namespace, "web", "touch /tmp/die")
+    wait_for("container restarted", lambda: _restarts(kube, namespace) >= 1, 60)
+    running(kube, namespace, "web")
+    drift = _drift(system, node, namespace, "/cfg/app.conf")
+    restarted = _sha256(kube, namespace, "/cfg/app.conf")
+    assert restarted != first
+    assert (drift["change"], drift["reason"]) == ("CHANGED", "activation")
+    assert drift["before"]["sha256"] == first
+    assert drift["after"]["sha256"] == restarted
+
+
+def _restarts(kube: Kube, namespace: str) -> int:
+    statuses = kube.get("pod", "web", namespace)["status"].get("containerStatuses", [])
+    return int(statuses[0].get("restartCount", 0)) if statuses else 0
+
+
+def test_a_one_minute_scan_writes_its_scan_line_and_the_status(
+    kube: Kube, system: FimSystem, namespace: str
+) -> None:
+    kube.apply(pod("web", namespace, {"app": "web"}, "mkdir -p /cfg && exec sleep 3600"))
+    node = running(kube, namespace, "web")["spec"]["nodeName"]
+    kube.exec(namespace, "web", "echo v1 > /cfg/app.conf && echo x > /cfg/other")
+    spec = watcher("w", namespace, {"app": "web"}, [SUBJECT])
+    spec["spec"]["scan"] = {"interval": "1m"}
+    kube.apply(spec)
+    watched(kube, namespace, "w", pods=1)
+    _scans(system, node, namespace, 1)
+    kube.exec(namespace, "web", "echo v2 > /cfg/app.conf")  # an event now, drift at the scan
+
+    def scheduled() -> dict[str, Any] | None:
+        found = [s for s in _lines(system, node, namespace, "scan") if s["reason"] == "scheduled"]
+        return found[0] if found else None
+
+    scan = wait_for("a scheduled scan line", scheduled, 60 + expect.REARM)
+    assert (scan["baseline"], scan["scanned"], scan["changed"]) == (True, 3, 1)
+    assert scan["watcher"] == f"{namespace}/w"
+    drift = _drift(system, node, namespace, "/cfg/app.conf")
+    assert drift["reason"] == "scheduled"
+    assert drift["after"]["sha256"] == _sha256(kube, namespace, "/cfg/app.conf")
+
+    def status() -> dict[str, Any] | None:
+        last = kube.get("fimwatcher", "w", namespace).get("status", {}).get("lastScan")
+        return last if last and last["time"] >= scan["time"][:19] else None
+
+    # The controller reads fimd's state at its next sweep (--resync-period 60 s); by then the
+    # next scheduled scan (no change since) may have replaced this one's counts.
+    last = wait_for("status.lastScan of a scheduled scan", status, 90)
+    assert (last["scanned"], last["added"], last["removed"]) == (3, 0, 0)
+    assert last["changed"] in (0, 1)
