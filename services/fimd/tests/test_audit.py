@@ -104,8 +104,10 @@ def test_dropped_lines_leave_no_gap_and_are_reported_sealed(tmp_path: Path) -> N
         writer.close()
         os.close(write_fd)
     parsed = [json.loads(line) for line in capture_lines]
-    report = [p for p in parsed if p.get("msg") == "output_dropped"]
-    assert report[0]["events"] == accepted.count(False) == drops.total()
+    # The writer may wake up while the last lines are still being refused: the drops then
+    # span two reports, which together count every one.
+    reports = [p for p in parsed if p.get("msg") == "output_dropped"]
+    assert sum(r["events"] for r in reports) == accepted.count(False) == drops.total()
     [verified] = check(capture_lines, ring)
     assert verified.ok, verified
     assert verified.verified == len(parsed)
