@@ -35,6 +35,18 @@ from tests.e2e.system import FimSystem, ignore_missing, overlay_dir, push_servic
 FIGURES = pytest.StashKey[list[str]]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "session_end: runs after every other test of the session (it checks something set up "
+        "early whose clock, such as a scheduled scan, runs meanwhile)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("session_end") is not None)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     lines = terminalreporter.config.stash.get(FIGURES, [])
     if lines:
