@@ -4,9 +4,9 @@ Use them from any test package by naming this module as a plugin in its conftest
 
     pytest_plugins = ["tests.cluster.fixtures"]
 
-and in BUILD.bazel depend on `//tests/cluster:fixtures` with
-`tags = HOST_TEST_TAGS` (tools/bazel/pytest.bzl; `["no-sandbox"]` is enough for
-`control_plane` alone) and `size = "large"`. The binaries must be in the cache
+and in BUILD.bazel depend on `//tests/cluster:fixtures` with `tags = HOST_TEST_TAGS` and
+`size = "enormous"` (tools/bazel/pytest.bzl), or `["no-sandbox"]` and `size = "large"` for
+`control_plane` alone. The binaries must be in the cache
 (`bash tools/cluster/build.sh apiserver`); if they are not, the fixture fails with that
 command in its message: it never skips.
 """
