@@ -53,7 +53,7 @@ class Entry:
     def as_known(self) -> FileState:
         return FileState(
             self.size, self.mode, self.uid, self.gid, self.mtime_ns, self.ctime_ns,
-            self.ino, self.dev, sha256=self.sha256,
+            self.ino, self.dev, sha256=self.sha256, skipped=self.hash_skipped,
         )  # fmt: skip
 
 

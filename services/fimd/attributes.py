@@ -8,8 +8,13 @@ file's state right after the event and its last known state (docs/logging.md)::
 
 - The fields after the event are absent when there is no regular file at the path any more
   (DELETE, MOVEDFROM, replaced by a directory or symlink).
-- `previous` is the state this watch last reported for the path (absent for a path it has
-  not reported yet, or forgotten: `LastKnown` is bounded).
+- `previous` is the state this watch last reported for the path. For the first event of a
+  path since the watch became active it is the path's entry in the subject's stored
+  baseline (`first_previous`, looked up by the hash worker), when the subject has one, the
+  entry is a regular file and it was stored before the event. Absent otherwise: no
+  baseline entry, a path reported as gone since, or a watch whose `LastKnown` had to forget
+  a path (it is bounded), since from then on a baseline entry may be older than what the
+  watch last reported.
 - `hashSkipped` replaces `sha256` when the subject asks for a hash that was not computed,
   with the reason: over the size cap, the file changed while it was read, or could not be
   read; or the file was not read at all (the hash backlog was full, the container's root
@@ -82,10 +87,12 @@ def render(after: After, previous: FileState | None, *, with_hash: bool) -> str:
 
 class LastKnown:
     """The last state reported per path of one watch, least recently used first out, at
-    most MAX_KNOWN paths and MAX_KNOWN_BYTES; `evicted` counts what it had to forget."""
+    most MAX_KNOWN paths and MAX_KNOWN_BYTES; `evicted` counts what it had to forget. A
+    path reported as no regular file any more is remembered as such (`None`), so that it
+    is known to have been reported (`knows`)."""
 
     def __init__(self, max_entries: int = MAX_KNOWN, max_bytes: int = MAX_KNOWN_BYTES) -> None:
-        self._states: OrderedDict[bytes, FileState] = OrderedDict()
+        self._states: OrderedDict[bytes, FileState | None] = OrderedDict()
         self._bytes = 0
         self._max_entries = max_entries
         self._max_bytes = max_bytes
@@ -97,19 +104,23 @@ class LastKnown:
     def get(self, path: bytes) -> FileState | None:
         return self._states.get(path)
 
+    def knows(self, path: bytes) -> bool:
+        """The watch reported this path (as a file or as gone) and still remembers it."""
+        return path in self._states
+
     def update(self, path: bytes, after: After) -> FileState | None:
-        """Records the state after an event; returns the previous one. A path with no
-        regular file any more is forgotten; an unread one keeps its last known state."""
+        """Records the state after an event; returns the previous one. An unread path keeps
+        its last known state."""
         if isinstance(after, Unread):
             return self._states.get(path)
+        known = path in self._states
         previous = self._states.pop(path, None)
-        if previous is not None:
+        if known:
             self._bytes -= len(path) + ENTRY_OVERHEAD
-        if isinstance(after, FileState):
-            self._remember(path, after)
+        self._remember(path, after if isinstance(after, FileState) else None)
         return previous
 
-    def _remember(self, path: bytes, state: FileState) -> None:
+    def _remember(self, path: bytes, state: FileState | None) -> None:
         cost = len(path) + ENTRY_OVERHEAD
         if cost > self._max_bytes:
             self.evicted += 1
@@ -122,3 +133,12 @@ class LastKnown:
             self.evicted += 1
         self._states[path] = state
         self._bytes += cost
+
+
+def first_previous(known: LastKnown, path: bytes, stored: FileState | None) -> FileState | None:
+    """`previous` for an event whose path `known` does not remember: the stored baseline's
+    state, unless the watch has forgotten paths (that state may be older than one it
+    reported since)."""
+    if known.knows(path) or known.evicted:
+        return None
+    return stored

@@ -4,17 +4,28 @@ One file per node (fimd's `--baseline-db`, on a hostPath under /var/lib/fim-k8s 
 outlives fimd's pod). A baseline is keyed by (namespace, pod UID, container, watcher UID,
 subject key) and holds its entries; replacing one is a single transaction, so a crash
 leaves the old baseline or the new one, never a mix. Only fimd's scanner thread uses a
-`Store` (SQLite connections stay in the thread that made them).
+`Store` (SQLite connections stay in the thread that made them), the one writer.
+
+A `Reader` serves the hash workers' point reads (the stored state of one path, for the
+`previous` of a path's first event; docs/logging.md): one read-only connection per thread,
+opened at its first read. WAL lets them read beside the writer without waiting for it, and
+each read sees one committed baseline, the old one or the new one, never a mix. A read
+returns an entry only if its baseline was stored (`updated_ns`) before the event: a
+baseline that a comparison replaced after the event may hold the event's own change, and
+would show it as its `previous`.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
+from libs.rootfs.reader import FileState
 from libs.rootfs.walk import Entry
 
 SCHEMA_VERSION = 1
@@ -146,6 +157,61 @@ class Store:
 
     def entry_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+class Reader:
+    """Read-only point reads of stored entries, from any number of threads."""
+
+    def __init__(self, path: str, timeout: float = 1.0) -> None:
+        self._uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+        self._timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        #: Reads that failed (no database yet, a corrupt one): their `previous` is absent.
+        self.errors = 0
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self._uri, uri=True, timeout=self._timeout, check_same_thread=False
+            )
+            db.execute("PRAGMA query_only=ON")
+            with self._lock:
+                self._connections.append(db)
+            self._local.db = db
+        return db
+
+    def file_state(self, key: BaselineKey, path: bytes, before_ns: int) -> FileState | None:
+        """The stored state of the regular file at `path` in `key`'s baseline, if that
+        baseline was stored before `before_ns` (wall clock); None otherwise or on error."""
+        try:
+            row = self._db().execute(_POINT, (*attrs.astuple(key), path, before_ns)).fetchone()
+        except sqlite3.Error:
+            with self._lock:
+                self.errors += 1
+            return None
+        if row is None or row[1] != "file":
+            return None
+        return _entry(row).as_known()
+
+    def close(self) -> None:
+        """Closes every thread's connection (after those threads stopped reading)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for db in connections:
+            db.close()
+
+
+#: One entry by baseline key and path: the UNIQUE index of baselines, then the primary key
+#: of entries.
+_POINT = (
+    "SELECT e.path, e.type, e.mode, e.uid, e.gid, e.size, e.mtime_ns, e.sha256, "
+    "e.hash_skipped, e.ctime_ns, e.ino, e.dev FROM baselines b JOIN entries e "
+    "ON e.baseline = b.id WHERE b.namespace=? AND b.pod_uid=? AND b.container=? "
+    "AND b.watcher_uid=? AND b.subject=? AND e.path=? AND b.updated_ns < ?"
+)
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:

@@ -18,6 +18,7 @@ at `stop_engines`) is flushed, so no event held back is lost.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import uuid
@@ -33,9 +34,11 @@ from libs.fimnotify_api import control, wire
 from libs.fimnotify_api.identity import ProcessIdentity
 from libs.fimnotify_api.subject import SubjectConfig
 from libs.k8s.container_id import ContainerId, ContainerIdError, parse_container_id
+from libs.rootfs.reader import FileState
 from libs.rootfs.target import Target as PinnedRoot
 from libs.rootfs.target import TargetGoneError, TargetMismatchError
 from services.fimd import attributes, baseline, budget, engines, queues
+from services.fimd.baseline_store import BaselineKey, Reader
 from services.fimd.capacity import MemoryReading, inotify_limits
 from services.fimd.hashing import HashPool, Job
 from services.fimd.lines import EventRenderer, Identity, decode_path, format_time, path_fields
@@ -43,7 +46,7 @@ from services.fimd.logformat import Template
 from services.fimd.metrics import Metrics, Snapshot
 from services.fimd.output import LineWriter
 from services.fimd.resolver import ContainerNotFoundError, Resolver, Target
-from services.fimd.scanner import Scanner, ScanRequest
+from services.fimd.scanner import Scanner, ScanRequest, baseline_key
 from services.fimd.supervisor import (
     Action,
     ExitKind,
@@ -136,6 +139,8 @@ class Handle:
     closing: bool = False
     #: The reason of its first comparison: "requested" when only scan_request changed.
     activation: str = "activation"
+    #: The baseline key of each baseline subject (by index), made at its first use.
+    baseline_keys: dict[int, BaselineKey] = attrs.field(factory=dict)
 
 
 def key_of(key: fim_pb2.WatchKey) -> Key:
@@ -242,6 +247,8 @@ class Daemon:
         self.scanner = scanner
         if scanner is not None:
             scanner.live = self.live_keys
+        #: The hash workers' reads of stored states, for the `previous` of first events.
+        self._stored = Reader(scanner.path) if scanner is not None else None
         self._hash_overflow_at = 0.0
         self.pool = engines.EnginePool(
             launcher,
@@ -723,6 +730,7 @@ class Daemon:
                 job = Job(
                     root, record.path, bool(subject.hash),
                     known.get(record.path) if known is not None else None,
+                    self._lookup(handle, record, known),
                 )  # fmt: skip
                 if self.hashing.submit(job):
                     item.job = job
@@ -731,6 +739,23 @@ class Daemon:
                     self._hash_backlog_full(handle)
         handle.deferred.append(item)
         self._deferring[handle.incarnation] = handle
+
+    def _lookup(
+        self, handle: Handle, record: wire.EventRecord, known: attributes.LastKnown | None
+    ) -> Callable[[], FileState | None] | None:
+        """The read of the path's stored state, for the hash worker to run: only for a
+        path the watch has not reported (and a watch that forgot none), of a baseline
+        subject (attributes.first_previous)."""
+        subject = handle.entry.subjects[record.subject]
+        if self._stored is None or not baseline.has_baseline(subject):
+            return None
+        if known is not None and (known.evicted or known.knows(record.path)):
+            return None
+        key = handle.baseline_keys.get(record.subject)
+        if key is None:
+            key = baseline_key(handle.entry.identity.namespace, handle.key, subject)
+            handle.baseline_keys[record.subject] = key
+        return functools.partial(self._stored.file_state, key, record.path, record.time_ns)
 
     def _root(self, handle: Handle) -> int | None:
         """The pinned root of the watch's target process, opened at its first use."""
@@ -791,17 +816,26 @@ class Daemon:
             record = item.record
             extra = ""
             if self._wants_file(handle, record):
-                after: attributes.After = attributes.Unread(item.skipped)
-                if item.job is not None and item.job.result is not None:
-                    after = item.job.result
-                previous = known.update(record.path, after)
-                with_hash = bool(handle.entry.subjects[record.subject].hash)
-                extra = attributes.render(after, previous, with_hash=with_hash)
+                extra = self._file_fields(handle, item, known)
             try:
                 out += self._event_lines(handle, record, item.names, item.now, extra)
             except IndexError:
                 self._writer.op("bad_subject", "error", engine=handle.engine, **_who(handle.entry))
         return out
+
+    @staticmethod
+    def _file_fields(handle: Handle, item: Deferred, known: attributes.LastKnown) -> str:
+        """The attribute members of a deferred event's line; records its state in `known`."""
+        job, path = item.job, item.record.path
+        after: attributes.After = attributes.Unread(item.skipped)
+        if job is not None and job.result is not None:
+            after = job.result
+        first = attributes.first_previous(known, path, job.stored if job is not None else None)
+        previous = known.update(path, after)
+        with_hash = bool(handle.entry.subjects[item.record.subject].hash)
+        return attributes.render(
+            after, first if previous is None else previous, with_hash=with_hash
+        )
 
     def _on_engine(self, engine: str) -> list[Handle]:
         return [h for h in list(self._handles.values()) if h.engine == engine]
@@ -915,5 +949,7 @@ class Daemon:
         self._flush_all_volumes()
         self._report_hash_overflow(now=True)
         self.hashing.stop()
+        if self._stored is not None:
+            self._stored.close()
         if self.scanner is not None:
             self.scanner.stop()

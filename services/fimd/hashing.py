@@ -9,12 +9,19 @@ Workers are threads: hashing and reading release the GIL. A job for a file that 
 has a job waiting (not started) joins it: one read serves both events, since both happened
 before it (a file rewritten in a burst is read once per turn, not once per write, so a
 flood of writes to few files cannot fill the backlog with reads of the same file).
+
+A job may carry a `lookup` of the file's stored state (the daemon sets one for the first
+event of a path of a baseline subject: an indexed point read of the node's baseline
+database, `baseline_store.Reader`). The worker runs it before reading the file, so the
+I/O thread never touches SQLite; its result is the job's `stored`, and also serves as the
+known state (an unchanged file is not read again) when the job has none.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 
 import attrs
 
@@ -33,6 +40,9 @@ class Job:
     path: bytes
     hash_content: bool
     known: FileState | None = None
+    #: Reads the file's stored state (run by the worker before the file is read).
+    lookup: Callable[[], FileState | None] | None = None
+    stored: FileState | None = None
     result: FileState | NotRegular | None = None
     done: threading.Event = attrs.field(factory=threading.Event)
     #: Jobs for the same file submitted while this one waited: they get its result.
@@ -92,12 +102,14 @@ class HashPool:
             with self._lock:
                 del self._waiting[(job.root, job.path, job.hash_content)]
             try:
+                for each in (job, *job.followers):  # no follower joins any more
+                    each.stored = each.lookup() if each.lookup is not None else None
                 job.result = read_state(
                     job.root,
                     job.path,
                     hash_content=job.hash_content,
                     max_bytes=self.max_bytes,
-                    known=job.known,
+                    known=job.known or job.stored,
                 )
             except Exception as err:  # one bad file never kills a worker
                 job.result = NotRegular(f"error: {err}"[:256])

@@ -102,6 +102,11 @@ class Scanner:
         #: When each stored baseline's watch was last held (thread only).
         self._seen: dict[Key, float] = {}
 
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fimd-baseline", daemon=True)
         self._thread.start()
@@ -256,11 +261,7 @@ class Scanner:
     def _subject(
         self, store: Store, request: ScanRequest, root: int, subject: SubjectConfig
     ) -> baseline.Scan:
-        watcher_uid, pod_uid, container = request.key
-        key = BaselineKey(
-            request.identity.namespace, pod_uid, container, watcher_uid,
-            baseline.subject_key(subject),
-        )  # fmt: skip
+        key = baseline_key(request.identity.namespace, request.key, subject)
         before = store.load(key)
         started = time.monotonic()
         stored: dict[bytes, Entry] = before or {}
@@ -299,6 +300,12 @@ class Scanner:
         self._metrics.scans.labels(who.watcher, request.reason).inc()
         if not self._writer.put_events(out):
             self._metrics.dropped.labels(who.watcher, "output").inc(len(out))
+
+
+def baseline_key(namespace: str, key: Key, subject: SubjectConfig) -> BaselineKey:
+    """The key of a subject's baseline in the watch `key` (watcher UID, pod UID, container)."""
+    watcher_uid, pod_uid, container = key
+    return BaselineKey(namespace, pod_uid, container, watcher_uid, baseline.subject_key(subject))
 
 
 def _watch_of(key: BaselineKey) -> Key:

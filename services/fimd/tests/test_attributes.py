@@ -113,15 +113,35 @@ def test_the_event_line_carries_the_members_as_valid_json() -> None:
     assert "sha256" not in json.loads(plain)
 
 
-def test_last_known_returns_the_previous_state_and_forgets_gone_files() -> None:
+def test_last_known_returns_the_previous_state_and_remembers_gone_files() -> None:
     known = LastKnown()
+    assert not known.knows(b"/f")
     assert known.update(b"/f", _state(sha256=SHA_A)) is None
+    assert known.knows(b"/f")
     assert known.update(b"/f", _state(sha256=SHA_B)) == _state(sha256=SHA_A)
     assert known.update(b"/f", Unread("backlog")) == _state(sha256=SHA_B)
     assert known.get(b"/f") == _state(sha256=SHA_B)  # unread: still the last known
     assert known.update(b"/f", NotRegular("missing")) == _state(sha256=SHA_B)
     assert known.get(b"/f") is None
-    assert len(known) == 0
+    assert known.knows(b"/f")  # reported as gone: no regular file before the next event
+    assert len(known) == 1
+    assert known.update(b"/f", _state(sha256=SHA_A)) is None
+    assert known.update(b"/g", Unread("backlog")) is None
+    assert not known.knows(b"/g")  # never read: not reported
+
+
+def test_the_first_previous_is_the_stored_state_until_the_watch_forgets() -> None:
+    stored = _state(sha256=SHA_B)
+    known = LastKnown(max_entries=2)
+    assert attributes.first_previous(known, b"/f", stored) == stored
+    assert attributes.first_previous(known, b"/f", None) is None
+    known.update(b"/f", NotRegular("missing"))
+    assert attributes.first_previous(known, b"/f", stored) is None  # reported gone since
+    known.update(b"/g", _state())
+    assert attributes.first_previous(known, b"/h", stored) == stored
+    known.update(b"/h", _state())  # /f out: the watch may have reported a newer state
+    assert known.evicted == 1
+    assert attributes.first_previous(known, b"/i", stored) is None
 
 
 def test_last_known_is_bounded_in_entries_least_recent_out() -> None:

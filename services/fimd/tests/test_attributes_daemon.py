@@ -300,3 +300,35 @@ def test_jobs_for_a_file_that_waits_already_share_its_read(tmp_path: Path) -> No
     finally:
         pool.stop()
         os.close(root)
+
+
+def test_a_job_reads_its_stored_state_in_the_worker_and_reuses_its_hash(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"one")
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    pool = GatedPool(backlog=3)
+    readers: list[str] = []
+    try:
+        st = os.stat(tmp_path / "f")
+        stored = FileState(
+            st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ctime_ns,
+            st.st_ino, st.st_dev, sha256="5" * 64,
+        )  # fmt: skip
+
+        def lookup() -> FileState:
+            readers.append(threading.current_thread().name)
+            return stored
+
+        leader = Job(root, b"/f", True, lookup=lookup)
+        follower = Job(root, b"/f", True)
+        assert pool.submit(leader)
+        assert pool.submit(follower)
+        pool.gate.set()
+        assert leader.done.wait(5)
+        assert follower.done.wait(5)
+    finally:
+        pool.stop()
+        os.close(root)
+    assert readers == ["fimd-hash-0"]  # in the worker, once: the follower has no lookup
+    assert (leader.stored, follower.stored) == (stored, None)
+    assert isinstance(leader.result, FileState)
+    assert leader.result.sha256 == "5" * 64  # unchanged since stored: not read again

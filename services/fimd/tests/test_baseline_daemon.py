@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from fim.v1 import fim_pb2
+from libs.fimnotify_api import wire
 from services.fimd.baseline_store import BaselineKey, Store
 from services.fimd.daemon import Daemon, accept, key_of
 from services.fimd.metrics import Metrics
@@ -30,6 +31,8 @@ from services.fimd.tests.harness import (
 from services.fimd.tests.specs import CONTAINER, spec
 
 PID = 4242
+IN_MODIFY = 0x2
+IN_DELETE = 0x200
 WATCHER = "shop/myapp-logs"
 
 
@@ -328,3 +331,43 @@ def test_a_destroyed_watch_created_again_within_the_grace_finds_its_baseline(
     assert scans[1]["baseline"] is True
     assert not capture.ops("baselines_removed")
     assert (drift["path"], drift["change"]) == ("/data/app.conf", "CHANGED")
+
+
+def test_the_first_event_of_a_path_has_its_stored_state_as_previous(
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+) -> None:
+    proc, rootfs = container
+    (rootfs / "data" / "early").write_bytes(b"early")
+    launcher = FakeLauncher()
+    with running_daemon(
+        resolver, launcher, proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
+    ) as (daemon, capture, _):
+        _create(daemon, _watch())
+        wait_for(lambda: _kind(capture, "scan"), what="the baseline stored")
+        engine = launcher.holding(1)
+        (rootfs / "data" / "app.conf").write_bytes(b"version 2")
+        (rootfs / "data" / "old").unlink()
+        (rootfs / "data" / "new").write_bytes(b"new")
+        engine.send(
+            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/app.conf"),
+            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/app.conf"),
+            wire.EventRecord(time.time_ns(), IN_DELETE, 1, 0, b"/data/old"),
+            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/new"),
+        )
+        wait_for(lambda: len(capture.events()) == 4, what="four lines")
+        (rootfs / "data" / "old").write_bytes(b"old again")
+        engine.send(
+            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/old"),
+            wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/early"),  # before the baseline
+        )
+        lines = wait_for(lambda: len(capture.events()) == 6 and capture.events())
+    first, second, gone, added, again, early = lines
+    assert first["previous"]["sha256"] == _sha(b"v1")  # from the baseline
+    assert first["sha256"] == _sha(b"version 2")
+    assert second["previous"]["sha256"] == _sha(b"version 2")  # reported by the watch
+    assert gone["previous"]["sha256"] == _sha(b"old")
+    assert "sha256" not in gone
+    assert "previous" not in added  # not in the baseline
+    assert "previous" not in again  # reported gone since: the baseline's state is not it
+    assert "previous" not in early  # the baseline was stored after it: may hold its change
+    assert early["sha256"] == _sha(b"early")

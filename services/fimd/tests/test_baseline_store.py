@@ -8,10 +8,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from libs.rootfs.walk import Entry
-from services.fimd.baseline_store import BaselineKey, Store, StoreError
+from services.fimd.baseline_store import BaselineKey, Reader, Store, StoreError
 
 KEY = BaselineKey("shop", "pod-1", "app", "watcher-1", "s" * 32)
 FILE = Entry("file", stat.S_IFREG | 0o644, 1, 2, 4, 5, sha256="a" * 64, ctime_ns=6, ino=7, dev=8)
@@ -92,3 +93,57 @@ def test_an_unusable_file_is_a_clear_error(tmp_path: Path) -> None:
         raw.execute("PRAGMA user_version=99")
     with pytest.raises(StoreError, match="schema version 99"):
         Store(str(tmp_path / "future"))
+
+
+def test_a_reader_finds_one_stored_file_stored_before_a_time(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.sqlite")
+    reader = Reader(path)
+    try:
+        assert reader.file_state(KEY, b"/a", 1000) is None  # no database yet
+        assert reader.errors == 1
+        store = Store(path)
+        folder = Entry("dir", stat.S_IFDIR | 0o755, 0, 0, 0, 0)
+        skipped = attrs.evolve(FILE, sha256="", hash_skipped="size 9 is over the cap 4")
+        store.replace(KEY, {b"/a": FILE, b"/d": folder, b"/big": skipped}, 100)
+        store.close()
+        state = reader.file_state(KEY, b"/a", 101)
+        assert state is not None
+        assert (state.size, state.mode, state.uid, state.gid, state.mtime_ns) == (
+            4,
+            FILE.mode,
+            1,
+            2,
+            5,
+        )
+        assert (state.sha256, state.ctime_ns, state.ino, state.dev) == ("a" * 64, 6, 7, 8)
+        big = reader.file_state(KEY, b"/big", 101)
+        assert big is not None
+        assert (big.sha256, big.skipped) == ("", "size 9 is over the cap 4")
+        assert reader.file_state(KEY, b"/a", 100) is None  # stored after (or at) the event
+        assert reader.file_state(KEY, b"/d", 101) is None  # not a regular file
+        assert reader.file_state(KEY, b"/x", 101) is None
+        other = BaselineKey("shop", "pod-2", "app", "watcher-1", "s" * 32)
+        assert reader.file_state(other, b"/a", 101) is None
+        assert reader.errors == 1
+    finally:
+        reader.close()
+
+
+def test_a_reader_reads_the_committed_baseline_beside_a_writer(tmp_path: Path) -> None:
+    path = str(tmp_path / "b.sqlite")
+    store = Store(path)
+    store.replace(KEY, {b"/a": FILE}, 100)
+    store.close()
+    reader = Reader(path, timeout=0)
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("DELETE FROM entries")
+        assert reader.file_state(KEY, b"/a", 101) is not None  # the old one, without waiting
+        writer.execute("COMMIT")
+        assert reader.file_state(KEY, b"/a", 101) is None
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader._db().execute("DELETE FROM baselines")
+    finally:
+        writer.close()
+        reader.close()
