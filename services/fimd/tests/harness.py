@@ -14,11 +14,12 @@ from typing import Any
 
 import posix_ipc
 
+from fim.v1 import fim_pb2
 from libs.fimnotify_api import control, wire
 from libs.k8s.container_id import ContainerId
 from services.fimd.budget import Budgets
 from services.fimd.capacity import MemoryReading
-from services.fimd.daemon import Daemon
+from services.fimd.daemon import Daemon, accept
 from services.fimd.hashing import HashPool
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
@@ -39,8 +40,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "")
 
 
 class FakeResolver:
-    def __init__(self) -> None:
-        self.pids: dict[str, int] = {}
+    """Resolves each container ID of `pids` to its PID (start time 77)."""
+
+    def __init__(self, pids: dict[str, int] | None = None) -> None:
+        self.pids: dict[str, int] = dict(pids or {})
         self.calls = 0
 
     def resolve(self, container_id: ContainerId) -> Target:
@@ -188,6 +191,11 @@ class Capture:
     def close(self) -> None:
         os.close(self.write_fd)
         self._thread.join(5)
+
+
+def create_watch(daemon: Daemon, watch: fim_pb2.WatchSpec) -> tuple[bool, fim_pb2.WatchStatus]:
+    """CreateWatch as the servicer calls it: (changed, status)."""
+    return daemon.create(accept(fim_pb2.CreateWatchRequest(spec=watch), daemon.node))
 
 
 @contextmanager

@@ -16,33 +16,27 @@ import pytest
 
 from fim.v1 import fim_pb2
 from libs.fimnotify_api import wire
+from libs.fimnotify_api.masks import IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_ISDIR, IN_MODIFY
 from libs.rootfs.reader import FileState, NotRegular
-from services.fimd.daemon import Daemon, accept
 from services.fimd.hashing import HashPool, Job
 from services.fimd.metrics import Metrics
 from services.fimd.tests.harness import (
     FakeLauncher,
     FakeResolver,
+    create_watch,
     fake_container,
     running_daemon,
     wait_for,
 )
 from services.fimd.tests.specs import CONTAINER, spec
 
-IN_MODIFY = 0x2
-IN_CLOSE_WRITE = 0x8
-IN_CREATE = 0x100
-IN_DELETE = 0x200
-IN_ISDIR = 0x40000000
 PID = 4242
 WATCHER = "shop/myapp-logs"
 
 
 @pytest.fixture
 def resolver() -> FakeResolver:
-    resolver = FakeResolver()
-    resolver.pids[CONTAINER] = PID
-    return resolver
+    return FakeResolver({CONTAINER: PID})
 
 
 @pytest.fixture
@@ -55,10 +49,6 @@ def _watch(*, hash_: str = "sha256", attributes: bool = False) -> fim_pb2.WatchS
     watch.subjects[0].hash = hash_
     watch.subjects[0].attributes = attributes
     return watch
-
-
-def _create(daemon: Daemon, watch: fim_pb2.WatchSpec) -> None:
-    daemon.create(accept(fim_pb2.CreateWatchRequest(spec=watch), daemon.node))
 
 
 def _sha(data: bytes) -> str:
@@ -76,7 +66,7 @@ def test_lines_carry_the_state_after_and_the_last_known_one(
     proc, rootfs = container
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         (rootfs / "data" / "app.conf").write_bytes(b"v1")
         engine.send(wire.EventRecord(1, IN_CLOSE_WRITE, 1, 0, b"/data/app.conf"))
@@ -112,7 +102,7 @@ def test_directories_and_subjects_without_attributes_are_unchanged(
     launcher = FakeLauncher()
     (rootfs / "data" / "f").write_bytes(b"x")
     with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
-        _create(daemon, _watch(hash_=""))
+        create_watch(daemon, _watch(hash_=""))
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         engine.send(
             wire.EventRecord(1, IN_CREATE | IN_ISDIR, 1, 0, b"/data/d"),
@@ -131,7 +121,7 @@ def test_attributes_without_hash(resolver: FakeResolver, container: tuple[str, P
     launcher = FakeLauncher()
     (rootfs / "data" / "f").write_bytes(b"abc")
     with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
-        _create(daemon, _watch(hash_="", attributes=True))
+        create_watch(daemon, _watch(hash_="", attributes=True))
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/f"))
         (line,) = wait_for(capture.events, what="the line")
@@ -152,7 +142,7 @@ def test_lines_keep_the_order_of_the_events(
         records.append(wire.EventRecord(i, IN_CLOSE_WRITE, 1, 0, b"/data/f%d" % i))
         records.append(wire.EventRecord(i, IN_CREATE | IN_ISDIR, 1, 0, b"/data/d%d" % i))
     with running_daemon(resolver, launcher, proc_root=proc) as (daemon, capture, _):
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         for start in range(0, len(records), 50):
             engine.send(*records[start : start + 50])
@@ -189,7 +179,7 @@ def test_a_full_backlog_skips_the_hash_counts_and_reports_it(
         capture,
         metrics,
     ):
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         engine.send(*[wire.EventRecord(i, IN_MODIFY, 1, 0, b"/data/f%d" % i) for i in range(5)])
         wait_for(lambda: capture.ops("hash_backlog_full"), what="the backlog op line")
@@ -222,7 +212,7 @@ def test_a_file_over_the_cap_gets_hash_skipped(
     (rootfs / "data" / "big").write_bytes(b"x" * 2048)
     pool = HashPool(max_bytes=1024)
     with running_daemon(resolver, launcher, proc_root=proc, hashing=pool) as (daemon, capture, _):
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/big"))
         (line,) = wait_for(capture.events, what="the line")
@@ -235,7 +225,7 @@ def test_a_root_that_cannot_be_opened_is_reported_on_the_line(
 ) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher, proc_root=str(tmp_path)) as (daemon, capture, _):
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/f"))
         (line,) = wait_for(capture.events, what="the line")
@@ -254,7 +244,7 @@ def test_stopping_writes_every_deferred_line(
         capture,
         _,
     ):
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         engine = wait_for(lambda: launcher.holding(1), what="the watch on an engine")
         engine.send(*[wire.EventRecord(i, IN_MODIFY, 1, 0, b"/data/f") for i in range(10)])
         wait_for(lambda: daemon.hashing.backlog == 10, what="ten files waiting")

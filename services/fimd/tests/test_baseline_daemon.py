@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,9 @@ import pytest
 
 from fim.v1 import fim_pb2
 from libs.fimnotify_api import wire
+from libs.fimnotify_api.masks import IN_DELETE, IN_MODIFY
 from services.fimd.baseline_store import BaselineKey, Store
-from services.fimd.daemon import Daemon, accept, key_of
+from services.fimd.daemon import Daemon, key_of
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
 from services.fimd.scanner import Scanner
@@ -24,6 +27,7 @@ from services.fimd.tests.harness import (
     Capture,
     FakeLauncher,
     FakeResolver,
+    create_watch,
     fake_container,
     running_daemon,
     wait_for,
@@ -31,16 +35,12 @@ from services.fimd.tests.harness import (
 from services.fimd.tests.specs import CONTAINER, spec
 
 PID = 4242
-IN_MODIFY = 0x2
-IN_DELETE = 0x200
 WATCHER = "shop/myapp-logs"
 
 
 @pytest.fixture
 def resolver() -> FakeResolver:
-    resolver = FakeResolver()
-    resolver.pids[CONTAINER] = PID
-    return resolver
+    return FakeResolver({CONTAINER: PID})
 
 
 @pytest.fixture
@@ -51,52 +51,72 @@ def container(tmp_path: Path) -> tuple[str, Path]:
     return proc, rootfs
 
 
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "baselines.sqlite"
+
+
 def _watch() -> fim_pb2.WatchSpec:
     watch = spec(events=("modify",), recursive=True)
     watch.subjects[0].hash = "sha256"
     return watch
 
 
-def _create(daemon: Daemon, watch: fim_pb2.WatchSpec) -> None:
-    daemon.create(accept(fim_pb2.CreateWatchRequest(spec=watch), daemon.node))
+@contextmanager
+def _fimd(
+    resolver: FakeResolver,
+    proc: str,
+    db: Path,
+    launcher: FakeLauncher | None = None,
+    **scanner_args: Any,
+) -> Iterator[tuple[Daemon, Capture, Metrics]]:
+    """A running daemon whose scanner keeps its baselines in `db` (`scanner_args`: the
+    Scanner's orphan_grace, clock)."""
 
-
-def _scanner(db: Path, proc: str, grace: float = 3600.0) -> Any:
     def make(writer: LineWriter, metrics: Metrics) -> Scanner:
-        return Scanner(
-            str(db), writer, metrics, proc_root=proc, max_bytes=1 << 20, orphan_grace=grace
-        )
+        return Scanner(str(db), writer, metrics, proc_root=proc, max_bytes=1 << 20, **scanner_args)
 
-    return make
+    with running_daemon(resolver, launcher or FakeLauncher(), proc_root=proc, scanner=make) as (
+        parts
+    ):
+        yield parts
 
 
 def _kind(capture: Capture, kind: str) -> list[dict[str, Any]]:
     return [line for line in capture.json() if line.get("kind") == kind]
 
 
+def _scans(capture: Capture, count: int = 1) -> list[dict[str, Any]]:
+    """The scan lines, once there are at least `count`."""
+    scans: list[dict[str, Any]] = wait_for(
+        lambda: len(_kind(capture, "scan")) >= count and _kind(capture, "scan"),
+        what=f"{count} scan line(s)",
+    )
+    return scans
+
+
+def _activated(daemon: Daemon, capture: Capture, watch: fim_pb2.WatchSpec) -> None:
+    """Creates the watch and waits for its first comparison's scan line."""
+    create_watch(daemon, watch)
+    _scans(capture)
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _first_baseline(resolver: FakeResolver, proc: str, db: Path) -> list[dict[str, Any]]:
-    with running_daemon(resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(db, proc)) as (
-        daemon,
-        capture,
-        _,
-    ):
-        _create(daemon, _watch())
-        lines: list[dict[str, Any]] = wait_for(
-            lambda: _kind(capture, "scan"), what="the first scan line"
-        )
-        return lines
+def _stored(db: Path) -> list[BaselineKey]:
+    with closing(Store(str(db))) as store:
+        return [key for key, _ in store.baselines()]
 
 
 def test_changes_while_fimd_was_down_are_drift_with_before_and_after(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
     proc, rootfs = container
-    db = tmp_path / "baselines.sqlite"
-    (first,) = _first_baseline(resolver, proc, db)
+    with _fimd(resolver, proc, db) as (daemon, capture, _):
+        create_watch(daemon, _watch())
+        (first,) = _scans(capture)
     assert first["baseline"] is False  # no baseline yet: this one is made, no drift
     assert first["scanned"] == 3  # /data, app.conf, old
     assert (first["reason"], first["watcher"], first["pod"]) == ("activation", WATCHER, "web-0")
@@ -104,13 +124,9 @@ def test_changes_while_fimd_was_down_are_drift_with_before_and_after(
     (rootfs / "data" / "app.conf").write_bytes(b"version 2")
     (rootfs / "data" / "old").unlink()
     (rootfs / "data" / "new").write_bytes(b"new")
-    with running_daemon(resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(db, proc)) as (
-        daemon,
-        capture,
-        metrics,
-    ):
-        _create(daemon, _watch())
-        (scan,) = wait_for(lambda: _kind(capture, "scan"), what="the scan line")
+    with _fimd(resolver, proc, db) as (daemon, capture, metrics):
+        create_watch(daemon, _watch())
+        (scan,) = _scans(capture)
         drift = _kind(capture, "drift")
     assert (scan["baseline"], scan["added"], scan["removed"], scan["changed"]) == (True, 1, 1, 1)
     by_path = {line["path"]: line for line in drift}
@@ -124,41 +140,33 @@ def test_changes_while_fimd_was_down_are_drift_with_before_and_after(
     assert by_path["/data/old"]["change"] == "REMOVED"
     assert "after" not in by_path["/data/old"]
     assert metrics.drift.labels(WATCHER, "CHANGED")._value.get() == 1
-    store = Store(str(db))
-    stored = store.baselines()
-    assert len(stored) == 1
-    entries = store.load(stored[0][0])
-    store.close()
+    (key,) = _stored(db)
+    with closing(Store(str(db))) as store:
+        entries = store.load(key)
     assert entries is not None
     assert entries[b"/data/app.conf"].sha256 == _sha(b"version 2")  # the baseline moved on
 
 
 def test_an_engine_restart_compares_again(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
     proc, rootfs = container
     launcher = FakeLauncher()
-    with running_daemon(
-        resolver, launcher, proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
-    ) as (daemon, capture, _):
-        _create(daemon, _watch())
-        wait_for(lambda: _kind(capture, "scan"), what="the first scan line")
+    with _fimd(resolver, proc, db, launcher) as (daemon, capture, _):
+        _activated(daemon, capture, _watch())
         (rootfs / "data" / "app.conf").write_bytes(b"changed while not watched")
         launcher.holding(1).exit(-9)  # the engine dies; fimd adds the watch to a new one
-        wait_for(lambda: len(_kind(capture, "scan")) == 2, what="the second scan line")
+        _scans(capture, 2)
         (drift,) = _kind(capture, "drift")
     assert drift["path"] == "/data/app.conf"
     assert drift["after"]["sha256"] == _sha(b"changed while not watched")
 
 
 def test_a_subject_without_attributes_has_no_baseline(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
-    proc, _ = container
-    with running_daemon(
-        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
-    ) as (daemon, capture, _):
-        _create(daemon, spec(events=("modify",)))
+    with _fimd(resolver, container[0], db) as (daemon, capture, _):
+        create_watch(daemon, spec(events=("modify",)))
         wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
         assert daemon.scanner is not None
         assert daemon.scanner.idle()
@@ -166,41 +174,29 @@ def test_a_subject_without_attributes_has_no_baseline(
 
 
 def test_destroyed_and_orphaned_baselines_are_removed(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
-    proc, _ = container
-    db = tmp_path / "b.sqlite"
     orphan = BaselineKey("shop", "pod-gone", "app", "watcher-1", "s" * 32)
-    store = Store(str(db))
-    store.replace(orphan, {}, 1)  # made long ago by a pod deleted while fimd was down
-    store.close()
+    with closing(Store(str(db))) as store:
+        store.replace(orphan, {}, 1)  # made long ago by a pod deleted while fimd was down
     watch = _watch()
-    with running_daemon(
-        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(db, proc, grace=0.0)
-    ) as (daemon, capture, _):
-        _create(daemon, watch)
+    with _fimd(resolver, container[0], db, orphan_grace=0.0) as (daemon, capture, _):
+        create_watch(daemon, watch)
         wait_for(lambda: capture.ops("baselines_removed"), what="the orphan removed")
-        wait_for(lambda: _kind(capture, "scan"), what="the scan line")
-        store = Store(str(db))
-        assert [k.pod_uid for k, _ in store.baselines()] == ["pod-uid-1"]
-        store.close()
+        _scans(capture)
+        assert [k.pod_uid for k in _stored(db)] == ["pod-uid-1"]
         daemon.destroy(key_of(watch.key))
         wait_for(lambda: len(capture.ops("baselines_removed")) == 2, what="its baseline removed")
-    store = Store(str(db))
-    assert store.baselines() == []
-    store.close()
+    assert _stored(db) == []
 
 
 def test_an_unusable_database_is_reported_and_fimd_goes_on(
     resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
 ) -> None:
-    proc, _ = container
     (tmp_path / "junk").write_bytes(b"not a database" * 100)
-    with running_daemon(
-        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "junk", proc)
-    ) as (daemon, capture, _):
+    with _fimd(resolver, container[0], tmp_path / "junk") as (daemon, capture, _):
         (op,) = wait_for(lambda: capture.ops("baseline_unavailable"), what="the error line")
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
     assert "junk" in op["detail"]
 
@@ -216,26 +212,14 @@ class Clock:
 
 
 def test_a_scan_interval_compares_again_and_reports_in_the_watch_state(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
     proc, rootfs = container
     clock = Clock()
-
-    def make(writer: LineWriter, metrics: Metrics) -> Scanner:
-        return Scanner(
-            str(tmp_path / "b.sqlite"), writer, metrics, proc_root=proc, max_bytes=1 << 20,
-            clock=clock,
-        )  # fmt: skip
-
     watch = _watch()
     watch.scan_interval_s = 60
-    with running_daemon(resolver, FakeLauncher(), proc_root=proc, scanner=make) as (
-        daemon,
-        capture,
-        _,
-    ):
-        _create(daemon, watch)
-        wait_for(lambda: _kind(capture, "scan"), what="the activation scan line")
+    with _fimd(resolver, proc, db, clock=clock) as (daemon, capture, _):
+        _activated(daemon, capture, watch)
         status = wait_for(
             lambda: daemon.state().watches[0].last_scan.reason and daemon.state().watches[0],
             what="the comparison in the watch state",
@@ -246,7 +230,7 @@ def test_a_scan_interval_compares_again_and_reports_in_the_watch_state(
         (rootfs / "data" / "old").write_bytes(b"changed between scans")
         clock.offset += 61  # a minute later
         daemon.scanner.poke()
-        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
+        scans = _scans(capture, 2)
         (drift,) = _kind(capture, "drift")
         status = wait_for(
             lambda: (
@@ -265,20 +249,17 @@ def test_a_scan_interval_compares_again_and_reports_in_the_watch_state(
 
 
 def test_a_new_scan_request_compares_now(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
     proc, rootfs = container
     watch = _watch()
-    with running_daemon(
-        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
-    ) as (daemon, capture, _):
-        _create(daemon, watch)
-        wait_for(lambda: _kind(capture, "scan"), what="the activation scan line")
+    with _fimd(resolver, proc, db) as (daemon, capture, _):
+        _activated(daemon, capture, watch)
         (rootfs / "data" / "new").write_bytes(b"new")
         watch.scan_request = "0123456789abcdef"
-        _create(daemon, watch)
-        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
-        _create(daemon, watch)  # the same request again: nothing new
+        create_watch(daemon, watch)
+        scans = _scans(capture, 2)
+        create_watch(daemon, watch)  # the same request again: nothing new
         wait_for(lambda: daemon.scanner is not None and daemon.scanner.idle(), what="idle")
         (drift,) = _kind(capture, "drift")
     assert [s["reason"] for s in scans] == ["activation", "requested"]
@@ -287,7 +268,7 @@ def test_a_new_scan_request_compares_now(
 
 
 def test_a_restarted_container_is_compared_with_the_previous_ones_baseline(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path, db: Path
 ) -> None:
     proc, _ = container
     second = CONTAINER[:-4] + "cdef"
@@ -297,14 +278,11 @@ def test_a_restarted_container_is_compared_with_the_previous_ones_baseline(
     (rootfs2 / "data" / "old").write_bytes(b"old")
     resolver.pids[second] = 4343
     watch = _watch()
-    with running_daemon(
-        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
-    ) as (daemon, capture, _):
-        _create(daemon, watch)
-        wait_for(lambda: _kind(capture, "scan"), what="the first container's scan")
+    with _fimd(resolver, proc, db) as (daemon, capture, _):
+        _activated(daemon, capture, watch)
         watch.container_id = second  # the kubelet restarted the container
-        _create(daemon, watch)
-        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
+        create_watch(daemon, watch)
+        scans = _scans(capture, 2)
         drift = {d["path"]: d for d in _kind(capture, "drift")}["/data/app.conf"]
     assert scans[1]["reason"] == "activation"
     assert (drift["path"], drift["change"]) == ("/data/app.conf", "CHANGED")
@@ -313,53 +291,48 @@ def test_a_restarted_container_is_compared_with_the_previous_ones_baseline(
 
 
 def test_a_destroyed_watch_created_again_within_the_grace_finds_its_baseline(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
     """The controller destroys a watch while its container restarts and creates it again."""
     proc, rootfs = container
     watch = _watch()
-    with running_daemon(
-        resolver, FakeLauncher(), proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
-    ) as (daemon, capture, _):
-        _create(daemon, watch)
-        wait_for(lambda: _kind(capture, "scan"), what="the first scan line")
+    with _fimd(resolver, proc, db) as (daemon, capture, _):
+        _activated(daemon, capture, watch)
         daemon.destroy(key_of(watch.key))
         (rootfs / "data" / "app.conf").write_bytes(b"written while not watched")
-        _create(daemon, watch)
-        scans = wait_for(lambda: _kind(capture, "scan")[1:] and _kind(capture, "scan"))
+        create_watch(daemon, watch)
+        scans = _scans(capture, 2)
         (drift,) = _kind(capture, "drift")
     assert scans[1]["baseline"] is True
     assert not capture.ops("baselines_removed")
     assert (drift["path"], drift["change"]) == ("/data/app.conf", "CHANGED")
 
 
+def _modified(path: bytes, time_ns: int = 0) -> wire.EventRecord:
+    return wire.EventRecord(time_ns or time.time_ns(), IN_MODIFY, 1, 0, path)
+
+
 def test_the_first_event_of_a_path_has_its_stored_state_as_previous(
-    resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
 ) -> None:
     proc, rootfs = container
     (rootfs / "data" / "early").write_bytes(b"early")
     launcher = FakeLauncher()
-    with running_daemon(
-        resolver, launcher, proc_root=proc, scanner=_scanner(tmp_path / "b.sqlite", proc)
-    ) as (daemon, capture, _):
-        _create(daemon, _watch())
-        wait_for(lambda: _kind(capture, "scan"), what="the baseline stored")
-        engine = launcher.holding(1)
+    with _fimd(resolver, proc, db, launcher) as (daemon, capture, _):
+        _activated(daemon, capture, _watch())
         (rootfs / "data" / "app.conf").write_bytes(b"version 2")
         (rootfs / "data" / "old").unlink()
         (rootfs / "data" / "new").write_bytes(b"new")
+        engine = launcher.holding(1)
         engine.send(
-            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/app.conf"),
-            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/app.conf"),
+            _modified(b"/data/app.conf"),
+            _modified(b"/data/app.conf"),
             wire.EventRecord(time.time_ns(), IN_DELETE, 1, 0, b"/data/old"),
-            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/new"),
+            _modified(b"/data/new"),
         )
         wait_for(lambda: len(capture.events()) == 4, what="four lines")
         (rootfs / "data" / "old").write_bytes(b"old again")
-        engine.send(
-            wire.EventRecord(time.time_ns(), IN_MODIFY, 1, 0, b"/data/old"),
-            wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/early"),  # before the baseline
-        )
+        engine.send(_modified(b"/data/old"), _modified(b"/data/early", 1))  # 1: before it
         lines = wait_for(lambda: len(capture.events()) == 6 and capture.events())
     first, second, gone, added, again, early = lines
     assert first["previous"]["sha256"] == _sha(b"v1")  # from the baseline

@@ -15,11 +15,12 @@ from fim.v1.config_hash import config_hash
 from libs.fimnotify_api import control, wire
 from services.fimd.budget import MIB, Budgets
 from services.fimd.capacity import MemoryReading
-from services.fimd.daemon import CapacityError, Daemon, PreconditionError, accept, key_of
+from services.fimd.daemon import CapacityError, Daemon, PreconditionError, key_of
 from services.fimd.tests.harness import (
     FakeEngine,
     FakeLauncher,
     FakeResolver,
+    create_watch,
     running_daemon,
     wait_for,
 )
@@ -27,10 +28,6 @@ from services.fimd.tests.specs import CONTAINER, spec
 
 IN_MODIFY = 0x2
 NEW_CONTAINER = "containerd://" + "cd" * 32
-
-
-def _create(daemon: Daemon, watch: fim_pb2.WatchSpec) -> tuple[bool, fim_pb2.WatchStatus]:
-    return daemon.create(accept(fim_pb2.CreateWatchRequest(spec=watch), daemon.node))
 
 
 def _status(daemon: Daemon, pod_uid: str = "pod-uid-1") -> fim_pb2.WatchStatus:
@@ -60,7 +57,7 @@ def resolver() -> FakeResolver:
 def test_event_records_become_enriched_lines(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, metrics):
-        changed, status = _create(daemon, spec(tags={"team": "payments"}))
+        changed, status = create_watch(daemon, spec(tags={"team": "payments"}))
         assert changed
         assert status.phase == fim_pb2.WATCH_PHASE_PENDING
         status = _active(daemon)
@@ -89,13 +86,13 @@ def test_event_records_become_enriched_lines(resolver: FakeResolver) -> None:
 def test_same_spec_is_noop_and_changed_spec_overlaps(resolver: FakeResolver) -> None:
     launcher = FakeLauncher(auto=False)
     with running_daemon(resolver, launcher) as (daemon, capture, _):
-        _create(daemon, spec(tags={"v": "1"}))
+        create_watch(daemon, spec(tags={"v": "1"}))
         old = launcher.holding(1)
         old.send(wire.ReadyRecord(1, 1, 3, 0))
         _active(daemon)
-        changed, _ = _create(daemon, spec(tags={"v": "1"}))
+        changed, _ = create_watch(daemon, spec(tags={"v": "1"}))
         assert not changed
-        changed, status = _create(daemon, spec(tags={"v": "2"}))
+        changed, status = create_watch(daemon, spec(tags={"v": "2"}))
         assert changed
         assert status.phase == fim_pb2.WATCH_PHASE_ACTIVE
         new = launcher.holding(2)
@@ -123,7 +120,7 @@ def test_killed_engine_restarts_and_its_watches_resume_with_the_gap_reported(
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, metrics):
         for pod in ("a", "b", "c"):  # e0, e1, e0: the engine with the fewest watches
-            _create(daemon, spec(pod_uid=pod))
+            create_watch(daemon, spec(pod_uid=pod))
             _active(daemon, pod)
         victim, survivor = launcher.holding(1), launcher.holding(2)
         assert victim is launcher.holding(3) is not survivor
@@ -158,7 +155,7 @@ def test_killed_engine_restarts_and_its_watches_resume_with_the_gap_reported(
 def test_target_gone_and_mismatch_are_resolved_again(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
-        _create(daemon, spec())
+        create_watch(daemon, spec())
         _active(daemon)
         resolver.pids[CONTAINER] = 5555
         launcher.holding(1).send(
@@ -177,7 +174,7 @@ def test_target_gone_and_mismatch_are_resolved_again(resolver: FakeResolver) -> 
 def test_failed_watch_is_retried_with_backoff(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
-        _create(daemon, spec())
+        create_watch(daemon, spec())
         _active(daemon)
         launcher.holding(1).send(wire.GoneRecord(9, 1, wire.GoneReason.FAILED, "EACCES"))
         wait_for(lambda: _status(daemon).reason == "Restarting", what="Restarting")
@@ -191,8 +188,8 @@ def test_failed_watch_is_retried_with_backoff(resolver: FakeResolver) -> None:
 def test_status_records_become_op_lines_and_state(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher, engines=1) as (daemon, capture, metrics):
-        _create(daemon, spec(pod_uid="a"))
-        _create(daemon, spec(pod_uid="b"))
+        create_watch(daemon, spec(pod_uid="a"))
+        create_watch(daemon, spec(pod_uid="b"))
         _active(daemon, "a")
         _active(daemon, "b")
         (engine,) = launcher.engines
@@ -242,7 +239,7 @@ def test_destroy_removes_the_watch_from_its_engine(resolver: FakeResolver) -> No
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
         watch = spec()
-        _create(daemon, watch)
+        create_watch(daemon, watch)
         engine = launcher.holding(1)
         assert daemon.destroy(key_of(watch.key))
         wait_for(lambda: control.RemoveWatch(1) in engine.received, what="RemoveWatch")
@@ -257,7 +254,7 @@ def test_unknown_container_is_a_precondition_error(resolver: FakeResolver) -> No
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, _, _):
         with pytest.raises(PreconditionError, match="no process of container"):
-            _create(daemon, spec(container_id="containerd://" + "ef" * 32))
+            create_watch(daemon, spec(container_id="containerd://" + "ef" * 32))
         assert daemon.state().watches == []
         assert all(not e.received for e in launcher.engines)
 
@@ -271,17 +268,17 @@ def test_watches_beyond_a_budget_are_refused_and_change_nothing(resolver: FakeRe
         capture,
         metrics,
     ):
-        _create(daemon, spec(pod_uid="a"))
-        _create(daemon, spec(pod_uid="b"))
+        create_watch(daemon, spec(pod_uid="a"))
+        create_watch(daemon, spec(pod_uid="b"))
         with pytest.raises(CapacityError) as err:
-            _create(daemon, spec(pod_uid="c"))
+            create_watch(daemon, spec(pod_uid="c"))
         assert str(err.value) == "NodeCapacity: watches: 2 of 2 in use (budget: --max-watches 2)"
         assert sorted(w.key.pod_uid for w in daemon.state().watches) == ["a", "b"]
         # A changed spec of a held watch is no new watch.
-        assert _create(daemon, spec(pod_uid="a", tags={"v": "2"}))[0]
+        assert create_watch(daemon, spec(pod_uid="a", tags={"v": "2"}))[0]
         memory[0] = MemoryReading(limit=None, working_set=89 * MIB + 1)
         with pytest.raises(CapacityError, match=r"^NodeCapacity: memory: working set 89 MiB"):
-            _create(daemon, spec(pod_uid="b", tags={"v": "2"}))
+            create_watch(daemon, spec(pod_uid="b", tags={"v": "2"}))
         assert metrics.rejected.labels("watches")._value.get() == 1
         assert metrics.rejected.labels("memory")._value.get() == 1
         rejected = wait_for(lambda: len(capture.ops("watch_rejected")) == 2 and capture.ops(
@@ -299,14 +296,14 @@ def test_no_engine_with_an_inotify_instance_refuses_watches(resolver: FakeResolv
         wait_for(lambda: daemon.pool.usable() == 0, what="engine unusable")
         assert daemon.state().limits.inotify_instances_in_use == 0
         with pytest.raises(CapacityError, match=r"^NodeCapacity: inotify instances: none of"):
-            _create(daemon, spec())
+            create_watch(daemon, spec())
 
 
 def test_shutdown_writes_what_engines_sent_as_they_stopped(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
         for watch, pod in enumerate(("a", "b"), start=1):
-            _create(daemon, spec(pod_uid=pod))
+            create_watch(daemon, spec(pod_uid=pod))
             _active(daemon, pod)
             engine = launcher.holding(watch)
             # Sent when fimd closes the engine's stdin at shutdown, after the I/O loop ended:
@@ -332,7 +329,7 @@ def test_shutdown_writes_what_engines_sent_as_they_stopped(resolver: FakeResolve
 def test_an_event_for_a_subject_the_watch_lacks_is_reported(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher, engines=1) as (daemon, capture, metrics):
-        _create(daemon, spec())
+        create_watch(daemon, spec())
         _active(daemon)
         (engine,) = launcher.engines
         engine.send(
@@ -353,7 +350,7 @@ def test_event_lines_the_writer_drops_are_counted_per_watcher(resolver: FakeReso
         capture,
         metrics,
     ):
-        _create(daemon, spec())
+        create_watch(daemon, spec())
         _active(daemon)
         (engine,) = launcher.engines
         engine.send(*[wire.EventRecord(i, IN_MODIFY, 1, 0, b"/data/f%d" % i) for i in range(4)])
@@ -379,7 +376,7 @@ def test_operational_lines_the_writer_drops_are_counted(resolver: FakeResolver) 
         capture,
         metrics,
     ):
-        _create(daemon, spec())
+        create_watch(daemon, spec())
         _active(daemon)
         (engine,) = launcher.engines
         engine.send(wire.EventRecord(1, IN_MODIFY, 1, 0, b"/data/f"))

@@ -14,13 +14,14 @@ import pytest
 from fim.v1 import fim_pb2
 from libs.fimnotify_api import wire
 from services.fimd.cli import parse_args
-from services.fimd.daemon import Daemon, accept, key_of
+from services.fimd.daemon import accept, key_of
 from services.fimd.lines import EventRenderer, Identity, raw_path
 from services.fimd.metrics import Metrics
 from services.fimd.tests.harness import (
     Capture,
     FakeLauncher,
     FakeResolver,
+    create_watch,
     running_daemon,
     wait_for,
 )
@@ -47,10 +48,6 @@ def _watch(
     watch.subjects[0].coalesce_ms = coalesce_ms
     watch.line_budget = line_budget
     return watch
-
-
-def _create(daemon: Daemon, watch: fim_pb2.WatchSpec) -> None:
-    daemon.create(accept(fim_pb2.CreateWatchRequest(spec=watch), daemon.node))
 
 
 def _value(metrics: Metrics, counter: str, *labels: str) -> float:
@@ -92,7 +89,7 @@ def _send(launcher: FakeLauncher, records: list[wire.Record]) -> None:
 def test_coalesced_lines_and_drops_add_up_to_every_event(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, metrics):
-        _create(daemon, _watch(coalesce_ms=300))
+        create_watch(daemon, _watch(coalesce_ms=300))
         records = _records(3000, paths=10)
         _send(launcher, [*records[:1500], wire.DroppedRecord(5, 1, 42), *records[1500:]])
         wait_for(
@@ -120,7 +117,7 @@ def test_over_its_budget_a_watch_writes_a_summary_that_accounts_for_the_rest(
 ) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, metrics):
-        _create(daemon, _watch(line_budget=50))
+        create_watch(daemon, _watch(line_budget=50))
         _send(launcher, _records(1000, paths=7))
         (summary,) = wait_for(
             lambda: [x for x in capture.json() if x.get("kind") == "summary"], what="a summary"
@@ -153,11 +150,11 @@ def test_the_daemon_default_budget_applies_unless_the_spec_sets_one(
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
         daemon.line_budget = 5
-        _create(daemon, _watch())
+        create_watch(daemon, _watch())
         _send(launcher, _records(20, paths=2))
         wait_for(lambda: any(x.get("kind") == "summary" for x in capture.json()), what="summary")
         assert len(capture.events()) == 5
-        _create(daemon, _watch(line_budget=1000))  # its own budget: a new incarnation
+        create_watch(daemon, _watch(line_budget=1000))  # its own budget: a new incarnation
         wait_for(lambda: launcher.holding(2), what="the updated watch")
         before = len(capture.events())
         launcher.holding(2).send(*[wire.EventRecord(9, IN_MODIFY, 2, 0, b"/x") for _ in range(20)])
@@ -168,7 +165,7 @@ def test_held_back_lines_are_written_when_the_watch_is_destroyed(resolver: FakeR
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
         watch = _watch(coalesce_ms=60_000, line_budget=2)
-        _create(daemon, watch)
+        create_watch(daemon, watch)
         _send(launcher, _records(100, paths=5))
         wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
         # Nothing is due for a minute; the watch goes away now.
@@ -184,7 +181,7 @@ def test_held_back_lines_are_written_when_fimd_stops(resolver: FakeResolver) -> 
     launcher = FakeLauncher()
     capture: Capture
     with running_daemon(resolver, launcher) as (daemon, capture, _):
-        _create(daemon, _watch(coalesce_ms=60_000))
+        create_watch(daemon, _watch(coalesce_ms=60_000))
         _send(launcher, _records(500, paths=4))
         wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
     per_key, _, _ = _accounted(capture.json())
@@ -196,7 +193,7 @@ def test_a_template_gets_count_first_and_last(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     template = "{event} {path} n={count} {first}..{last} at {time}"
     with running_daemon(resolver, launcher) as (daemon, capture, _):
-        _create(daemon, _watch(coalesce_ms=100, log_format=template))
+        create_watch(daemon, _watch(coalesce_ms=100, log_format=template))
         launcher.holding(1).send(
             wire.EventRecord(1_000_000_000, IN_MODIFY, 1, 0, b"/data/a"),
             wire.EventRecord(2_000_000_000, IN_MODIFY, 1, 0, b"/data/a"),
@@ -210,7 +207,7 @@ def test_a_template_gets_count_first_and_last(resolver: FakeResolver) -> None:
 def test_a_template_of_an_uncoalesced_watch_counts_one(resolver: FakeResolver) -> None:
     launcher = FakeLauncher()
     with running_daemon(resolver, launcher) as (daemon, capture, _):
-        _create(daemon, _watch(log_format="{path} {count} {first} {last}"))
+        create_watch(daemon, _watch(log_format="{path} {count} {first} {last}"))
         launcher.holding(1).send(wire.EventRecord(3_000_000_000, IN_MODIFY, 1, 0, b"/data/b"))
         (line,) = wait_for(lambda: [x for x in capture.lines if x.startswith("/data/b")])
     stamp = "1970-01-01T00:00:03.000000Z"
