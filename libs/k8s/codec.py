@@ -11,9 +11,10 @@ converter is strict where cattrs is lenient by default, so malformed input raise
   prunes nulls from structural custom resources, so null means absent);
 - unknown fields are ignored (ObjectMeta carries many the controller does not use).
 
-Output omits fields equal to their defaults, as Kubernetes would, except in status and
-conditions: the controller sends status as a merge patch, where an omitted counter would keep
-its stale value, and metav1.Condition requires `message`. Only None is omitted there.
+Output omits fields equal to their defaults, as Kubernetes would, except in status, its
+lastScan and conditions: the controller sends status as a merge patch, where an omitted
+field would keep its stale value, and metav1.Condition requires `message`. Only None is
+omitted there.
 Timestamps are written as RFC 3339 UTC with second precision, like metav1.Time.
 """
 
@@ -38,6 +39,7 @@ from libs.k8s.model import (
     ConditionStatus,
     FimWatcher,
     FimWatcherStatus,
+    ScanStatus,
 )
 from libs.k8s.selector import SelectorOperator
 
@@ -47,7 +49,7 @@ _T = TypeVar("_T")
 _Hook = Callable[[Any, Any], Any]
 
 #: Classes written in full (see module docstring): only None-valued fields are omitted.
-_FULLY_WRITTEN: frozenset[type] = frozenset({FimWatcherStatus, Condition})
+_FULLY_WRITTEN: frozenset[type] = frozenset({FimWatcherStatus, Condition, ScanStatus})
 
 _JSON_TYPE_NAMES: dict[type, str] = {
     str: "string",

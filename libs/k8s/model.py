@@ -88,6 +88,8 @@ SCAN_INTERVAL_PATTERN = "^[0-9]{1,8}(s|m|h)$"
 _SCAN_INTERVAL_RE = re.compile(SCAN_INTERVAL_PATTERN[1:-1])
 _INTERVAL_UNITS_S = {"s": 1, "m": 60, "h": 3600}
 MAX_SCAN_COUNT = 2**63 - 1
+#: status.lastScan.request holds at most this much of the scan-request annotation.
+MAX_SCAN_REQUEST_LENGTH = 256
 MAX_POD_COUNT = 2**31 - 1
 MAX_GENERATION = 2**63 - 1
 MAX_CONDITION_TYPE_LENGTH = 316
@@ -347,14 +349,20 @@ class Condition:
 @attrs.frozen(kw_only=True)
 class ScanStatus:
     """The last comparisons of the watcher's watches: the time of the latest, and the sums
-    of each watched container's last comparison."""
+    of each watched container's last comparison. `request`: the scan-request annotation's
+    value (SCAN_REQUEST_ANNOTATION, at most MAX_SCAN_REQUEST_LENGTH characters of it) once
+    every container of the observable pods (`containers`) has a last comparison that
+    answered it, else ""; `answered`: how many have."""
 
-    # No defaults: every count is written (a merge patch would keep an omitted stale one).
+    # Written in full (codec): a merge patch would keep an omitted stale field.
     time: datetime
     scanned: int
     added: int
     removed: int
     changed: int
+    request: str = ""
+    answered: int = 0
+    containers: int = 0
 
     def __attrs_post_init__(self) -> None:
         with within("time"):
@@ -362,6 +370,11 @@ class ScanStatus:
         for name in ("scanned", "added", "removed", "changed"):
             with within(name):
                 _check_range(getattr(self, name), MAX_SCAN_COUNT)
+        with within("request"):
+            _check_length(self.request, MAX_SCAN_REQUEST_LENGTH)
+        for name in ("answered", "containers"):
+            with within(name):
+                _check_range(getattr(self, name), MAX_POD_COUNT)
 
 
 @attrs.frozen(kw_only=True)

@@ -491,12 +491,15 @@ class Controller:
 
     def _requeue_node(self, node: str, state: NodeState) -> Result:
         """When to sync the node again unasked: a rejection's backoff ends, or its PENDING
-        watches are to be re-read (backing off while they stay pending)."""
+        watches, or watches with an unanswered scan request, are to be re-read (backing off
+        while they stay so)."""
         result = Result()
         now = self._clock()
         for rejection in state.rejected.values():
             result = result.sooner((rejection.retry_at - now).total_seconds())
-        pending = any(w.phase == fim_pb2.WATCH_PHASE_PENDING for w in state.watches.values())
+        pending = any(
+            w.phase == fim_pb2.WATCH_PHASE_PENDING for w in state.watches.values()
+        ) or state.awaits_scan(self.book.get(node).desired)
         if not pending:
             self.book.update(node, lambda r: attrs.evolve(r, pending_rechecks=0))
             return result

@@ -20,6 +20,8 @@ from services.controller.desired import Desired, Key
 #: The gRPC code of fimd's admission control: the create would exceed one of the node's
 #: budgets (inotify watches, memory). It refuses that one create; capacity may free up later.
 OVER_CAPACITY = "RESOURCE_EXHAUSTED"
+#: fimd's bound on a scan_request (fim.proto); ScanSummary.request echoes one.
+MAX_REQUEST = 64
 
 
 @attrs.frozen(kw_only=True)
@@ -31,6 +33,8 @@ class LastScan:
     added: int
     removed: int
     changed: int
+    #: The scan_request (a digest of the FimWatcher's scan-request annotation) it answered.
+    request: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -63,7 +67,7 @@ def _last_scan(status: fim_pb2.WatchStatus) -> LastScan | None:
     scan = status.last_scan
     return LastScan(
         time=scan.time.ToDatetime(tzinfo=UTC), scanned=scan.scanned, added=scan.added,
-        removed=scan.removed, changed=scan.changed,
+        removed=scan.removed, changed=scan.changed, request=clip(scan.request, MAX_REQUEST),
     )  # fmt: skip
 
 
@@ -128,6 +132,23 @@ class NodeState:
 
     def holds(self, watcher_uid: str) -> bool:
         return any(key.watcher_uid == watcher_uid for key in self.watches)
+
+    def awaits_scan(self, desired: Mapping[Key, Desired]) -> bool:
+        """An ACTIVE watch of the desired spec with baseline subjects whose last comparison
+        has not answered its scan_request yet (`kubectl fim scan` waits for the status)."""
+        for key, want in desired.items():
+            observed = self.watches.get(key)
+            request = want.spec.scan_request
+            if (
+                request
+                and observed is not None
+                and observed.config_hash == want.config_hash
+                and observed.phase == fim_pb2.WATCH_PHASE_ACTIVE
+                and any(s.attributes or s.hash for s in want.spec.subjects)
+                and (observed.last_scan is None or observed.last_scan.request != request)
+            ):
+                return True
+        return False
 
 
 #: Why a node's state is not current before the controller first reached its fimd.

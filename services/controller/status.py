@@ -3,7 +3,10 @@
 `watchedPods` counts only pods whose every running container has a watch that its node's
 fimd reports ACTIVE with the current config hash: confirmed, never assumed from a call we
 made. `lastScan` is the latest comparison with the baselines of the watcher's containers
-(fimd's WatchStatus.last_scan): its time and the sums of each container's last counts.
+(fimd's WatchStatus.last_scan): its time and the sums of each container's last counts, and
+`request`: the scan-request annotation once the last comparison of every container of the
+observable pods answered it (fimd echoes the scan_request it ran under; `answered` counts
+those that did, of `containers`), which is what `kubectl fim scan` waits for.
 Conditions (metav1.Condition):
 
 - Ready: True when every observable pod is watched.
@@ -29,13 +32,14 @@ from fim.v1 import fim_pb2
 from libs.k8s.model import (
     MAX_CONDITION_MESSAGE_LENGTH,
     MAX_SCAN_COUNT,
+    MAX_SCAN_REQUEST_LENGTH,
     Condition,
     ConditionStatus,
     FimWatcherStatus,
     ScanStatus,
 )
 from services.controller.bounds import clip
-from services.controller.desired import Key, desired_watch, selected_pods
+from services.controller.desired import Key, desired_watch, scan_request, selected_pods
 from services.controller.objects import Container, Pod, Watcher
 from services.controller.state import LastScan, NodeView, Rejection
 
@@ -191,9 +195,11 @@ def _last_scan(
     watcher: Watcher, pods: Iterable[Pod], nodes: Mapping[str, NodeView]
 ) -> ScanStatus | None:
     """The time of the latest comparison of the watcher's containers and the sums of each
-    one's last comparison (None before the first)."""
+    one's last comparison (None before the first); the scan request all of them answered."""
     scans: list[LastScan] = []
+    containers = 0
     for pod in pods:
+        containers += len(pod.containers)
         view = nodes.get(pod.node_name)
         state = view.current if view is not None else None
         if state is None:
@@ -204,12 +210,18 @@ def _last_scan(
                 scans.append(observed.last_scan)
     if not scans:
         return None
+    asked = scan_request(watcher.scan_requested)
+    answered = sum(1 for s in scans if asked and s.request == asked)
+    request = watcher.scan_requested[:MAX_SCAN_REQUEST_LENGTH] if answered == containers else ""
     return ScanStatus(
         time=max(s.time for s in scans).replace(microsecond=0),
         scanned=min(MAX_SCAN_COUNT, sum(s.scanned for s in scans)),
         added=min(MAX_SCAN_COUNT, sum(s.added for s in scans)),
         removed=min(MAX_SCAN_COUNT, sum(s.removed for s in scans)),
         changed=min(MAX_SCAN_COUNT, sum(s.changed for s in scans)),
+        request=request,
+        answered=answered,
+        containers=containers,
     )
 
 

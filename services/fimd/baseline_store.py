@@ -13,12 +13,16 @@ each read sees one committed baseline, the old one or the new one, never a mix. 
 returns an entry only if its baseline was stored (`updated_ns`) before the event: a
 baseline that a comparison replaced after the event may hold the event's own change, and
 would show it as its `previous`.
+
+`summaries` sums up a watcher's baselines (the /baselines endpoint) on a read-only
+connection of its own per call, beside the writer too.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -28,7 +32,8 @@ import attrs
 from libs.rootfs.reader import FileState
 from libs.rootfs.walk import Entry
 
-SCHEMA_VERSION = 1
+#: 2: baselines.truncated (the walk that stored it stopped at the entry cap).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS baselines (
@@ -39,6 +44,7 @@ CREATE TABLE IF NOT EXISTS baselines (
     watcher_uid TEXT NOT NULL,
     subject TEXT NOT NULL,
     updated_ns INTEGER NOT NULL,
+    truncated INTEGER NOT NULL DEFAULT 0,
     UNIQUE (namespace, pod_uid, container, watcher_uid, subject)
 );
 CREATE TABLE IF NOT EXISTS entries (
@@ -81,8 +87,12 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints
             self._db.execute("PRAGMA foreign_keys=ON")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise StoreError(f"{path}: schema version {version}, expected {SCHEMA_VERSION}")
+            if version == 1:
+                self._db.execute(
+                    "ALTER TABLE baselines ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0"
+                )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as err:
@@ -111,15 +121,24 @@ class Store:
         )
         return {bytes(row[0]): _entry(row) for row in rows}
 
-    def replace(self, key: BaselineKey, entries: Mapping[bytes, Entry], now_ns: int) -> None:
-        """Stores `entries` as the baseline of `key`, in one transaction."""
+    def replace(
+        self,
+        key: BaselineKey,
+        entries: Mapping[bytes, Entry],
+        now_ns: int,
+        *,
+        truncated: bool = False,
+    ) -> None:
+        """Stores `entries` as the baseline of `key`, in one transaction; `truncated`: the
+        walk stopped at the entry cap."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO baselines (namespace, pod_uid, container, watcher_uid, subject, "
-                "updated_ns) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, pod_uid, "
-                "container, watcher_uid, subject) DO UPDATE SET updated_ns=excluded.updated_ns",
-                (*attrs.astuple(key), now_ns),
+                "updated_ns, truncated) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (namespace, "
+                "pod_uid, container, watcher_uid, subject) DO UPDATE SET "
+                "updated_ns=excluded.updated_ns, truncated=excluded.truncated",
+                (*attrs.astuple(key), now_ns, int(truncated)),
             )
             number = self._id(key)
             self._db.execute("DELETE FROM entries WHERE baseline=?", (number,))
@@ -212,6 +231,70 @@ _POINT = (
     "ON e.baseline = b.id WHERE b.namespace=? AND b.pod_uid=? AND b.container=? "
     "AND b.watcher_uid=? AND b.subject=? AND e.path=? AND b.updated_ns < ?"
 )
+
+
+@attrs.frozen
+class Summary:
+    """One stored baseline, summed up (`summaries`)."""
+
+    key: BaselineKey
+    updated_ns: int
+    truncated: bool
+    entries: int
+    files: int
+    dirs: int
+    symlinks: int
+    other: int
+    bytes: int  # sizes of the regular files
+    hashed: int  # files with a sha256
+    hash_skipped: int  # files whose hash was skipped (too large, unreadable)
+
+
+_SUMMARIES = """
+SELECT b.namespace, b.pod_uid, b.container, b.watcher_uid, b.subject, b.updated_ns,
+       b.truncated, count(e.path),
+       coalesce(sum(e.type = 'file'), 0), coalesce(sum(e.type = 'dir'), 0),
+       coalesce(sum(e.type = 'symlink'), 0),
+       coalesce(sum(e.type NOT IN ('file', 'dir', 'symlink')), 0),
+       coalesce(sum(CASE WHEN e.type = 'file' THEN e.size ELSE 0 END), 0),
+       coalesce(sum(e.sha256 != ''), 0), coalesce(sum(e.hash_skipped != ''), 0)
+FROM baselines AS b LEFT JOIN entries AS e ON e.baseline = b.id
+WHERE b.watcher_uid = ?
+GROUP BY b.id
+ORDER BY b.namespace, b.pod_uid, b.container, b.subject
+LIMIT ?
+"""
+
+
+class QueryTimeoutError(StoreError):
+    """A read took longer than its budget and was stopped."""
+
+
+def summaries(path: str, watcher_uid: str, *, limit: int, seconds: float) -> list[Summary]:
+    """The first `limit` baselines of a watcher, summed up, read on a connection of its
+    own that cannot write (WAL: the scanner's writes go on meanwhile); stopped with
+    QueryTimeoutError after `seconds`. Raises StoreError when the file cannot be read."""
+    deadline = time.monotonic() + seconds
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=ro", uri=True, timeout=seconds)
+    except sqlite3.Error as err:
+        raise StoreError(f"{path}: {err}") from None
+    try:
+        db.execute("PRAGMA query_only=1")
+        db.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        rows = db.execute(_SUMMARIES, (watcher_uid, limit)).fetchall()
+    except sqlite3.OperationalError as err:
+        if time.monotonic() > deadline:
+            raise QueryTimeoutError(f"{path}: no answer within {seconds:g} s") from None
+        raise StoreError(f"{path}: {err}") from None
+    except sqlite3.Error as err:
+        raise StoreError(f"{path}: {err}") from None
+    finally:
+        db.close()
+    return [
+        Summary(BaselineKey(*row[:5]), int(row[5]), bool(row[6]), *(int(v) for v in row[7:]))
+        for row in rows
+    ]
 
 
 def _entry(row: tuple[Any, ...]) -> Entry:

@@ -55,6 +55,7 @@ from libs.rootfs.reader import DEFAULT_MAX_HASH_BYTES
 from libs.rootfs.walk import DEFAULT_MAX_ENTRIES
 from services.fimd import budget, hashing, queues
 from services.fimd.audit import AuditStream, KeyFile
+from services.fimd.baseline_report import BaselineEndpoint
 from services.fimd.capacity import CgroupMemory, MemoryReading, inotify_limits
 from services.fimd.daemon import Daemon
 from services.fimd.engines import ProcessLauncher
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         health_server, health_port = build_health(args.health_listen, health)
         servers.append(health_server)
     if args.metrics_listen:
-        metrics.serve(*_host_port(args.metrics_listen))
+        endpoint = BaselineEndpoint(args.node_name, args.baseline_db, daemon.baseline_subjects)
+        metrics.serve(*_host_port(args.metrics_listen), routes={"/baselines": endpoint.wsgi})
     loop = threading.Thread(target=daemon.run, name="fimd-io")
     loop.start()
     writer.op(

@@ -38,6 +38,7 @@ from libs.rootfs.reader import FileState
 from libs.rootfs.target import Target as PinnedRoot
 from libs.rootfs.target import TargetGoneError, TargetMismatchError
 from services.fimd import attributes, baseline, budget, engines, queues
+from services.fimd.baseline_report import Subjects
 from services.fimd.baseline_store import BaselineKey, Reader
 from services.fimd.capacity import MemoryReading, inotify_limits
 from services.fimd.hashing import HashPool, Job
@@ -395,7 +396,7 @@ class Daemon:
         when.FromNanoseconds(last.time_ns)
         return fim_pb2.ScanSummary(
             time=when, reason=last.reason, scanned=last.scanned, added=last.added,
-            removed=last.removed, changed=last.changed,
+            removed=last.removed, changed=last.changed, request=last.request,
         )  # fmt: skip
 
     # --- actions -----------------------------------------------------------------------
@@ -892,10 +893,23 @@ class Daemon:
         if self.scanner is None or not any(baseline.has_baseline(s) for s in subjects):
             return
         request = ScanRequest(
-            handle.key, handle.entry.identity, handle.pid, handle.identity, subjects, reason
-        )
+            handle.key, handle.entry.identity, handle.pid, handle.identity, subjects, reason,
+            handle.entry.spec.scan_request,
+        )  # fmt: skip
         self.scanner.request(request)
         self.scanner.schedule(request, handle.entry.spec.scan_interval_s)
+
+    def baseline_subjects(self, watcher_uid: str) -> Subjects:
+        """Pod name and paths of the baseline subjects of the watcher's watches fimd holds,
+        by (pod UID, container, subject key): the /baselines endpoint names them."""
+        with self._lock:
+            entries = [(k, e) for k, e in self._entries.items() if k[0] == watcher_uid]
+        return {
+            (key[1], key[2], baseline.subject_key(s)): (entry.identity.pod, tuple(s.paths))
+            for key, entry in entries
+            for s in entry.subjects
+            if baseline.has_baseline(s)
+        }
 
     def live_keys(self) -> set[Key]:
         """The keys of the watches fimd holds (baselines of others are orphans)."""

@@ -20,10 +20,15 @@ lost on the way to stdout are in fimd_events_dropped_total{stage="output"}.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -232,6 +237,31 @@ class Metrics:
         """Registers the gauges computed from `snapshot` at scrape time."""
         self.registry.register(_StateCollector(snapshot))
 
-    def serve(self, host: str, port: int) -> None:
-        """Serves /metrics from a background thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, routes: Mapping[str, WsgiApp] | None = None) -> int:
+        """Serves /metrics (prometheus_client's own WSGI app, so the exposition is exactly
+        its) and the `routes` (path -> WSGI app, e.g. /baselines) from background threads;
+        returns the port (0 picks a free one)."""
+        metrics = make_wsgi_app(self.registry)
+        extra = dict(routes or {})
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            route = extra.get(str(environ.get("PATH_INFO", "")))
+            return (route or metrics)(environ, start_response)
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # POD_IP may be IPv6
+        server_class = type("_Server", (_Server,), {"address_family": family})
+        server: WSGIServer = make_server(host, port, app, server_class, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="fimd-metrics", daemon=True).start()
+        return int(server.server_address[1])
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on stderr (fimd's stdout is its record)."""

@@ -51,6 +51,8 @@ class ScanRequest:
     process: ProcessIdentity
     subjects: tuple[SubjectConfig, ...]
     reason: str
+    #: The watch spec's scan_request when asked: the comparison answers it (ScanSummary).
+    scan_request: str = ""
 
 
 @attrs.frozen
@@ -63,6 +65,7 @@ class LastScan:
     added: int
     removed: int
     changed: int
+    request: str = ""  # the scan_request it answered ("" if none)
 
 
 class Scanner:
@@ -242,7 +245,7 @@ class Scanner:
                 detail=f"container root: {err}", **_who(request.identity),
             )  # fmt: skip
             return
-        total = LastScan(time.time_ns(), request.reason, 0, 0, 0, 0)
+        total = LastScan(time.time_ns(), request.reason, 0, 0, 0, 0, request.scan_request)
         try:
             for subject in request.subjects:
                 if baseline.has_baseline(subject):
@@ -276,7 +279,9 @@ class Scanner:
             request.reason, before is not None, walked, changes, time.monotonic() - started
         )
         self._write(request, subject, changes, scan)
-        store.replace(key, baseline.merged(stored, walked), time.time_ns())
+        store.replace(
+            key, baseline.merged(stored, walked), time.time_ns(), truncated=walked.truncated
+        )
         return scan
 
     def _write(

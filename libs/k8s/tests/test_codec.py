@@ -19,6 +19,7 @@ from libs.k8s.model import (
     FimWatcherSpec,
     FimWatcherStatus,
     ObjectMeta,
+    ScanStatus,
     Subject,
 )
 from libs.k8s.selector import LabelSelector, LabelSelectorRequirement, SelectorOperator
@@ -239,6 +240,20 @@ def test_status_is_written_in_full_for_merge_patches() -> None:
         "conditions": [],
     }
     assert status_to_dict(EXPECTED.status) == API_OBJECT["status"]
+    # lastScan too: an omitted request would keep a stale one under a merge patch.
+    scan = ScanStatus(
+        time=datetime(2026, 12, 1, 10, tzinfo=UTC), scanned=3, added=0, removed=0, changed=1
+    )
+    assert status_to_dict(FimWatcherStatus(last_scan=scan))["lastScan"] == {
+        "time": "2026-12-01T10:00:00Z",
+        "scanned": 3,
+        "added": 0,
+        "removed": 0,
+        "changed": 1,
+        "request": "",
+        "answered": 0,
+        "containers": 0,
+    }
 
 
 def test_timestamps_are_written_as_utc_seconds() -> None:

@@ -3,10 +3,14 @@ invalid ones rejected with a message that names the field."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
+from libs.k8s.codec import status_to_dict
+from libs.k8s.model import MAX_SCAN_REQUEST_LENGTH, FimWatcherStatus, ScanStatus
 from services.controller.kube import ApiError
 from services.controller.objects import watcher_from_dict
 from services.controller.tests import apiserver
@@ -122,3 +126,29 @@ def test_status_subresource_and_printer_columns(kube: Any) -> None:
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Observable", "Watched", "Ready", "Age"]
     assert crd["spec"]["names"]["shortNames"] == ["fw"]
+
+
+def test_last_scan_as_the_controller_writes_it_is_kept_whole(kube: Any) -> None:
+    create(kube, "scanned", {"selector": {}, "subjects": [subject()]})
+    path = apiserver.watcher_path(NS, "scanned")
+    scan = ScanStatus(
+        time=datetime(2026, 12, 1, 10, tzinfo=UTC), scanned=3, added=1, removed=0, changed=2,
+        request="r" * MAX_SCAN_REQUEST_LENGTH, answered=2, containers=2,
+    )  # fmt: skip
+    body = {"status": status_to_dict(FimWatcherStatus(last_scan=scan))}
+    kube.request("PATCH", path + "/status", body=body, content_type=apiserver.MERGE_PATCH)
+    stored = kube.request("GET", path)
+    assert stored["status"]["lastScan"] == body["status"]["lastScan"]  # nothing pruned
+    assert watcher_from_dict(stored).status.last_scan == scan
+    # The next sweep's status (request not answered yet) replaces every field.
+    later = attrs.evolve(scan, request="", answered=1)
+    body = {"status": status_to_dict(FimWatcherStatus(last_scan=later))}
+    kube.request("PATCH", path + "/status", body=body, content_type=apiserver.MERGE_PATCH)
+    assert watcher_from_dict(kube.request("GET", path)).status.last_scan == later
+    too_long = {"lastScan": {**body["status"]["lastScan"], "request": "r" * 257}}
+    with pytest.raises(ApiError) as rejected:
+        kube.request(
+            "PATCH", path + "/status", body={"status": too_long},
+            content_type=apiserver.MERGE_PATCH,
+        )  # fmt: skip
+    assert rejected.value.status == 422

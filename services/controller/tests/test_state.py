@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.controller.desired import Key
-from services.controller.state import NOT_CONTACTED, NodeBook, NodeRecord, NodeState, Observed
+import attrs
+
+from fim.v1 import fim_pb2
+from services.controller.desired import Key, desired_watches, scan_request
+from services.controller.state import (
+    NOT_CONTACTED,
+    LastScan,
+    NodeBook,
+    NodeRecord,
+    NodeState,
+    Observed,
+)
 from services.controller.tests.builders import NOW, holding, pod, watcher
 
 GRACE = timedelta(minutes=2)
@@ -82,3 +92,38 @@ def test_applied_records_a_batch_of_calls_in_one_copy() -> None:
     after = STATE.applied(observed=[created], destroyed=[key])
     assert set(after.watches) == {other}
     assert set(STATE.watches) == {key}  # immutable
+
+
+def test_a_scan_request_is_awaited_until_every_active_baseline_watch_answered_it() -> None:
+    plain = watcher(uid="w1")
+    assert plain.spec is not None
+    hashed = attrs.evolve(
+        plain,
+        spec=attrs.evolve(
+            plain.spec, subjects=(attrs.evolve(plain.spec.subjects[0], hash="sha256"),)
+        ),
+        scan_requested="now",
+    )
+    pods = [pod("web-0", uid="p1", node="n1", containers={"a": 1, "b": 2})]
+    desired = desired_watches(hashed, pods)
+    state = holding("n1", [hashed], pods)
+    assert state.awaits_scan(desired)  # nothing compared yet
+    answered = LastScan(time=NOW, scanned=1, added=0, removed=0, changed=0, request="x")
+    answered = attrs.evolve(answered, request=scan_request("now"))
+    stale = attrs.evolve(answered, request="")
+    keys = sorted(state.watches)
+    one = _with_scans(state, {keys[0]: answered, keys[1]: stale})
+    assert one.awaits_scan(desired)
+    both = _with_scans(state, dict.fromkeys(keys, answered))
+    assert not both.awaits_scan(desired)
+    # Not awaited: no request, no baseline subject, or a watch that is not ACTIVE.
+    assert not state.awaits_scan(desired_watches(attrs.evolve(hashed, scan_requested=""), pods))
+    unhashed = attrs.evolve(plain, scan_requested="now")
+    assert not holding("n1", [unhashed], pods).awaits_scan(desired_watches(unhashed, pods))
+    pending = holding("n1", [hashed], pods, phase=fim_pb2.WATCH_PHASE_PENDING)
+    assert not pending.awaits_scan(desired)
+
+
+def _with_scans(state: NodeState, scans: dict[Key, LastScan]) -> NodeState:
+    watches = {k: attrs.evolve(o, last_scan=scans.get(k)) for k, o in state.watches.items()}
+    return attrs.evolve(state, watches=watches)

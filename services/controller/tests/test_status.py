@@ -10,12 +10,13 @@ import pytest
 from fim.v1 import fim_pb2
 from libs.k8s.model import (
     MAX_CONDITION_MESSAGE_LENGTH,
+    MAX_SCAN_REQUEST_LENGTH,
     ConditionStatus,
     FimWatcherStatus,
     ScanStatus,
 )
 from services.controller.bounds import MAX_STORED
-from services.controller.desired import Desired, Key, desired_watches
+from services.controller.desired import Desired, Key, desired_watches, scan_request
 from services.controller.objects import Watcher
 from services.controller.state import LastScan, NodeState, NodeView, Observed, Rejection
 from services.controller.status import MAX_PROBLEM_LENGTH, watcher_status
@@ -388,8 +389,42 @@ def test_last_scan_is_the_latest_time_and_the_sums_of_each_containers_last() -> 
     nodes = both_active()
     nodes = {"n1": _scanned(nodes["n1"], early), "n2": _scanned(nodes["n2"], late)}
     s = status(nodes)
-    assert s.last_scan == ScanStatus(time=NOW, scanned=15, added=1, removed=3, changed=2)
+    assert s.last_scan == ScanStatus(
+        time=NOW, scanned=15, added=1, removed=3, changed=2, containers=2
+    )
     # A node that cannot be read contributes nothing (its last known counts are not reused).
     assert status({**nodes, "n2": NodeView(None, "deadline exceeded")}).last_scan == ScanStatus(
-        time=NOW - timedelta(hours=1), scanned=10, added=1, removed=0, changed=2
+        time=NOW - timedelta(hours=1), scanned=10, added=1, removed=0, changed=2, containers=2
     )
+
+
+def test_last_scan_names_the_scan_request_once_every_container_answered_it() -> None:
+    asked = attrs.evolve(W1, scan_requested="2026-12-01T10:00:00.000001Z-ab")
+    digest = scan_request(asked.scan_requested)
+    old = LastScan(time=NOW, scanned=3, added=0, removed=0, changed=0, request="")
+    new = attrs.evolve(old, scanned=4, added=1, request=digest)
+    nodes = both_active()
+    one = {"n1": _scanned(nodes["n1"], new), "n2": _scanned(nodes["n2"], old)}
+    s = status(one, asked).last_scan
+    assert s is not None
+    assert (s.request, s.answered, s.containers, s.scanned) == ("", 1, 2, 7)
+    both = {"n1": _scanned(nodes["n1"], new), "n2": _scanned(nodes["n2"], new)}
+    s = status(both, asked).last_scan
+    assert s is not None
+    assert (s.request, s.answered, s.containers, s.added) == (asked.scan_requested, 2, 2, 2)
+    # A container that has not compared yet (no last scan) has not answered.
+    partial = {"n1": _scanned(nodes["n1"], new), "n2": nodes["n2"]}
+    s = status(partial, asked).last_scan
+    assert s is not None
+    assert (s.request, s.answered, s.containers) == ("", 1, 2)
+    # Without the annotation nothing is answered, whatever fimd echoes.
+    s = status(both).last_scan
+    assert s is not None
+    assert (s.request, s.answered) == ("", 0)
+    # A long annotation is named by its first characters (bounded status).
+    huge = attrs.evolve(W1, scan_requested="x" * 10_000)
+    echoed = attrs.evolve(new, request=scan_request(huge.scan_requested))
+    done = {n: _scanned(nodes[n], echoed) for n in ("n1", "n2")}
+    s = status(done, huge).last_scan
+    assert s is not None
+    assert s.request == "x" * MAX_SCAN_REQUEST_LENGTH

@@ -18,7 +18,7 @@ import pytest
 from fim.v1 import fim_pb2
 from libs.fimnotify_api import wire
 from libs.fimnotify_api.masks import IN_DELETE, IN_MODIFY
-from services.fimd.baseline_store import BaselineKey, Store
+from services.fimd.baseline_store import BaselineKey, Store, summaries
 from services.fimd.daemon import Daemon, key_of
 from services.fimd.metrics import Metrics
 from services.fimd.output import LineWriter
@@ -255,13 +255,24 @@ def test_a_new_scan_request_compares_now(
     watch = _watch()
     with _fimd(resolver, proc, db) as (daemon, capture, _):
         _activated(daemon, capture, watch)
+        first = wait_for(lambda: daemon.state().watches[0].last_scan.reason, what="state")
+        assert (first, daemon.state().watches[0].last_scan.request) == ("activation", "")
         (rootfs / "data" / "new").write_bytes(b"new")
         watch.scan_request = "0123456789abcdef"
         create_watch(daemon, watch)
         scans = _scans(capture, 2)
+        # The watch state says which request its last comparison answered.
+        answered = wait_for(
+            lambda: (
+                daemon.state().watches[0].last_scan.request == watch.scan_request
+                and daemon.state().watches[0].last_scan
+            ),
+            what="the answered request in the watch state",
+        )
         create_watch(daemon, watch)  # the same request again: nothing new
         wait_for(lambda: daemon.scanner is not None and daemon.scanner.idle(), what="idle")
         (drift,) = _kind(capture, "drift")
+    assert (answered.reason, answered.added, answered.scanned) == ("requested", 1, 4)
     assert [s["reason"] for s in scans] == ["activation", "requested"]
     assert (drift["change"], drift["path"], drift["reason"]) == ("ADDED", "/data/new", "requested")
     assert len(_kind(capture, "scan")) == 2
@@ -344,3 +355,21 @@ def test_the_first_event_of_a_path_has_its_stored_state_as_previous(
     assert "previous" not in again  # reported gone since: the baseline's state is not it
     assert "previous" not in early  # the baseline was stored after it: may hold its change
     assert early["sha256"] == _sha(b"early")
+
+
+def test_a_walk_cut_at_the_entry_cap_is_stored_as_truncated_and_named_for_the_endpoint(
+    resolver: FakeResolver, container: tuple[str, Path], db: Path
+) -> None:
+    proc, _ = container
+    watch = _watch()
+    with _fimd(resolver, proc, db, max_entries=2) as (daemon, capture, _):
+        _activated(daemon, capture, watch)
+        (scan,) = _kind(capture, "scan")
+        subjects = daemon.baseline_subjects(watch.key.watcher_uid)
+        assert daemon.baseline_subjects("someone-else") == {}
+        wait_for(lambda: daemon.scanner is not None and daemon.scanner.idle(), what="stored")
+    (summary,) = summaries(str(db), watch.key.watcher_uid, limit=10, seconds=5)
+    assert (scan["truncated"], summary.truncated, summary.entries) == (True, True, 2)
+    key = summary.key
+    pod, paths = subjects[(key.pod_uid, key.container, key.subject)]
+    assert (pod, paths) == (watch.identity.pod_name, tuple(watch.subjects[0].paths))
