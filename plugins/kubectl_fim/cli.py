@@ -3,6 +3,8 @@
     kubectl fim events [-n NS] [--watcher NAME] [--pod GLOB] [--event NAMES] [--since 5m]
                        [-f] [-o compact|json] [--ops none|loud|all] [--color auto|always|never]
     kubectl fim status [-n NS]
+    kubectl fim scan NAME [-n NS] [--timeout 5m] [--no-wait]
+    kubectl fim baseline NAME [-n NS] [-o table|json]
     kubectl fim verify (--key FILE | --secret [NS/]NAME) [...] FILE...   (libs.auditstream)
 
 Connection flags on every command (kubectl does not pass its own global flags to plugins):
@@ -15,17 +17,22 @@ Connection flags on every command (kubectl does not pass its own global flags to
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import secrets
 import sys
 import time
-from collections.abc import Sequence
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from libs.auditstream import cli as verify_cli
 from libs.fimlines import neutralise, parse
-from plugins.kubectl_fim import filters, render, status
+from plugins.kubectl_fim import baselines, filters, render, scan, status
+from plugins.kubectl_fim.baselines import NodeAnswer
 from plugins.kubectl_fim.follow import FIMD_SELECTOR, Line, LogStreams
 from plugins.kubectl_fim.kubectl import Kubectl, KubectlError
 from plugins.kubectl_fim.merge import Merger, normalise_time
@@ -87,8 +94,8 @@ def parser() -> argparse.ArgumentParser:
     common = _connection_flags()
     top = argparse.ArgumentParser(
         prog=PROG,
-        description="fim-k8s from kubectl: file events of every node, and the state of "
-        "FimWatchers and fimd.",
+        description="fim-k8s from kubectl: file events of every node, the state of "
+        "FimWatchers and fimd, comparisons with the baselines now, and their summary.",
         parents=[common],
     )
     commands = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -164,6 +171,42 @@ def parser() -> argparse.ArgumentParser:
         help="FimWatchers with observed and watched pods; each node's fimd and its capacity",
     )
     state.add_argument("-n", "--namespace", help="only FimWatchers of this namespace")
+    scan_parser = commands.add_parser(
+        "scan",
+        parents=[common],
+        help="compare the watched containers with their baselines now, and wait for it",
+        description="Asks for one comparison of every watched container's baseline subjects "
+        "with their stored baselines (drift lines and a scan line per subject, as a scheduled "
+        "scan) and waits until every container of the FimWatcher's pods answered it.",
+    )
+    scan_parser.add_argument("name", metavar="NAME", help="the FimWatcher")
+    scan_parser.add_argument(
+        "-n", "--namespace", help="its namespace (default: the kubeconfig's namespace)"
+    )
+    scan_parser.add_argument(
+        "--timeout",
+        type=_duration,
+        default="5m",
+        help="give up waiting after this long (default 5m); the request stays",
+    )
+    scan_parser.add_argument(
+        "--no-wait", action="store_true", help="only ask for the scan, do not wait for it"
+    )
+    scan_parser.add_argument("--poll-interval", type=_seconds, default=1.0, help=argparse.SUPPRESS)
+    base = commands.add_parser(
+        "baseline",
+        parents=[common],
+        help="a summary of a FimWatcher's stored baselines on every node",
+        description="Per node, pod, container and subject: entries, bytes, hashes and when "
+        "the baseline was last updated, read from each fimd through the API server.",
+    )
+    base.add_argument("name", metavar="NAME", help="the FimWatcher")
+    base.add_argument(
+        "-n", "--namespace", help="its namespace (default: the kubeconfig's namespace)"
+    )
+    base.add_argument(
+        "-o", "--output", choices=("table", "json"), default="table", help="table (default) or json"
+    )
     # Every argument after `verify` is the verifier's own (`kubectl fim verify --help`):
     # no option of this parser may take them (prefix_chars that no argument starts with).
     verify = commands.add_parser(
@@ -294,6 +337,86 @@ def status_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _get_watcher(kubectl: Kubectl, args: argparse.Namespace) -> dict[str, Any]:
+    scope = [f"--namespace={args.namespace}"] if args.namespace else []
+    try:
+        return kubectl.json("get", "fimwatchers.fim-k8s.io", args.name, *scope)
+    except KubectlError as error:
+        if "NotFound" in str(error):
+            where = f" in namespace {args.namespace}" if args.namespace else ""
+            raise scan.ScanError(f"FimWatcher {args.name} not found{where}") from None
+        raise
+
+
+def scan_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    kubectl = kubectl_of(args)
+    watcher = _get_watcher(kubectl, args)
+    scan.check(watcher)
+    request = scan.new_request(datetime.now(UTC), secrets.token_hex(4))
+    meta = watcher.get("metadata") or {}
+    kubectl.run(
+        "annotate", "fimwatchers.fim-k8s.io", str(meta.get("name", args.name)),
+        f"--namespace={meta.get('namespace', '')}", "--overwrite",
+        f"{scan.SCAN_REQUEST_ANNOTATION}={request}",
+    )  # fmt: skip
+    if args.no_wait:
+        out.write(f"FimWatcher {scan.name_of(watcher)}: scan {request} requested\n")
+        return 0
+    deadline = time.monotonic() + scan.seconds(args.timeout)
+    while True:
+        watcher = _get_watcher(kubectl, args)
+        if scan.progress(watcher).done:
+            out.write(scan.result(watcher, request))
+            return 0
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise scan.ScanError(scan.timed_out(watcher, args.timeout))
+        time.sleep(min(args.poll_interval, left))
+
+
+def _baselines(kubectl: Kubectl, namespace: str, pod: Mapping[str, Any], uid: str) -> NodeAnswer:
+    name = str((pod.get("metadata") or {}).get("name", ""))
+    node = str((pod.get("spec") or {}).get("nodeName") or "<none>")
+    path = (
+        f"/api/v1/namespaces/{namespace}/pods/{name}:{METRICS_PORT}/proxy/baselines"
+        f"?watcher={urllib.parse.quote(uid)}"
+    )
+    try:
+        text = kubectl.run("get", "--raw", path, "--request-timeout=20s", timeout=25)
+    except KubectlError as error:
+        return NodeAnswer(node, name, error=str(error))
+    return baselines.parse(node, name, text)
+
+
+def baseline_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    kubectl = kubectl_of(args)
+    watcher = _get_watcher(kubectl, args)
+    scan.check_subjects(watcher)
+    uid = str((watcher.get("metadata") or {}).get("uid", ""))
+    fim_namespace = option(args, "fim_namespace")
+    pods = (
+        kubectl.json(
+            "get", "pods", f"--namespace={fim_namespace}", f"--selector={FIMD_SELECTOR}"
+        ).get("items")
+        or []
+    )
+    if not pods:
+        raise scan.ScanError(f"no fimd pods in namespace {fim_namespace} ({FIMD_SELECTOR})")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda p: _baselines(kubectl, fim_namespace, p, uid), pods))
+    name = scan.name_of(watcher)
+    if args.output == "json":
+        out.write(json.dumps(baselines.document(name, uid, answers), ensure_ascii=False) + "\n")
+    else:
+        rows = baselines.table_rows(answers)
+        out.write(f"FimWatcher {name}: {len(rows)} stored baselines\n")
+        if rows:
+            out.write(status.table(baselines.HEADERS, rows) + "\n")
+    for note in baselines.notes(answers):
+        err.write(f"{PROG} baseline: {note}\n")
+    return 1 if any(a.document is None for a in answers) else 0
+
+
 def verify_command(args: argparse.Namespace, err: TextIO) -> int:
     """`kubectl fim verify ARGS`: libs.auditstream's verifier. It reads the key Secret with
     `$KUBECTL` and the kubeconfig of `$KUBECONFIG`, so `--kubectl`/`--kubeconfig` reach it
@@ -313,6 +436,14 @@ def verify_command(args: argparse.Namespace, err: TextIO) -> int:
     return verify_cli.main(list(args.args))
 
 
+_COMMANDS = {
+    "events": events,
+    "status": status_command,
+    "scan": scan_command,
+    "baseline": baseline_command,
+}
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO = sys.stdout, err: TextIO = sys.stderr
 ) -> int:
@@ -320,11 +451,12 @@ def main(
     try:
         if args.command == "verify":
             return verify_command(args, err)
-        command = events if args.command == "events" else status_command
-        return command(args, out, err)
-    except filters.FilterError as error:
-        err.write(f"{PROG} {args.command}: error: {error}\n")
-        return 2
+        return _COMMANDS[args.command](args, out, err)
+    except (filters.FilterError, scan.ScanError) as error:
+        # A bad filter is a usage error (2); a scan or baseline that cannot be done is 1.
+        usage = isinstance(error, filters.FilterError)
+        err.write(f"{PROG} {args.command}: {'error: ' if usage else ''}{error}\n")
+        return 2 if usage else 1
     except KubectlError as error:
         err.write(f"{PROG}: {neutralise(str(error))}\n")
         return 1

@@ -22,7 +22,10 @@ def run(*argv: str) -> tuple[int, str]:
     ("argv", "message"),
     [
         ((), "the following arguments are required: COMMAND"),
-        (("scan",), "invalid choice: 'scan'"),
+        (("rescan",), "invalid choice: 'rescan'"),
+        (("scan",), "the following arguments are required: NAME"),
+        (("scan", "w", "--timeout", "soon"), "'soon' is not a duration"),
+        (("baseline", "w", "-o", "yaml"), "invalid choice: 'yaml'"),
         (("events", "--since", "5 minutes"), "'5 minutes' is not a duration"),
         (("events", "-o", "yaml"), "invalid choice: 'yaml'"),
         (("events", "--ops", "few"), "invalid choice: 'few'"),
