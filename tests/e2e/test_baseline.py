@@ -181,9 +181,13 @@ def test_a_one_minute_scan_watch_starts_with_a_comparison(
 
 
 @pytest.mark.session_end
-def test_one_minute_scans_write_scan_lines_drift_and_the_status(
+def test_one_minute_scans_write_scan_lines_and_the_status(
     kube: Kube, system: FimSystem, scheduled: Scheduled
 ) -> None:
+    """The scheduled scans' lines and status. (A change found by a scheduled scan, as drift
+    with reason "scheduled", is services/fimd's test_baseline_daemon: here it would add up to
+    a minute's wait for the next scan after the change, since other scenarios restart fimd
+    and so its earlier lines are not in the current pod's log.)"""
     namespace, node = scheduled.namespace, scheduled.node
 
     def scheduled_scans() -> list[dict[str, Any]]:
@@ -194,6 +198,7 @@ def test_one_minute_scans_write_scan_lines_drift_and_the_status(
         "a scheduled scan line", lambda: scheduled_scans() or None, 60 + expect.REARM
     )
     assert (earlier[0]["baseline"], earlier[0]["scanned"]) == (True, 3)
+    assert (earlier[0]["added"], earlier[0]["removed"], earlier[0]["changed"]) == (0, 0, 0)
     assert earlier[0]["watcher"] == f"{namespace}/w"
 
     def status() -> dict[str, Any] | None:
@@ -202,18 +207,4 @@ def test_one_minute_scans_write_scan_lines_drift_and_the_status(
 
     # The controller reads fimd's state at its sweeps (--resync-period 60 s).
     last = wait_for("status.lastScan of a scheduled scan", status, 90)
-    assert (last["scanned"], last["added"], last["removed"]) == (3, 0, 0)
-
-    # A change now is drift at the next scheduled scan (events do not update the baseline).
-    seen = len(earlier)
-    kube.exec(namespace, "web", "echo v2 > /cfg/app.conf")
-    # (A scan already running during the write may miss it: then the one after finds it.)
-    changed = wait_for(
-        "a scheduled scan line with the change",
-        lambda: [s for s in scheduled_scans()[seen:] if s["changed"]],
-        2 * 60 + expect.REARM,
-    )
-    assert (changed[0]["scanned"], changed[0]["changed"], changed[0]["added"]) == (3, 1, 0)
-    drift = _drift(system, node, namespace, "/cfg/app.conf")
-    assert drift["reason"] == "scheduled"
-    assert drift["after"]["sha256"] == _sha256(kube, namespace, "/cfg/app.conf")
+    assert (last["scanned"], last["added"], last["removed"], last["changed"]) == (3, 0, 0, 0)
