@@ -42,6 +42,7 @@ from libs.auditstream.collect import records
 from libs.auditstream.seal import Sealer
 from libs.auditstream.verify import verify
 from libs.rootfs.walk import Rules, Walk, walk
+from services.fimd.baseline import diff, merged
 from services.fimd.baseline_store import BaselineKey, Store
 from services.fimd.tests.certs import make_pki
 from services.fimd.tests.container import Container
@@ -725,14 +726,38 @@ def volume(rate: int, seconds: float, files: int, window_ms: int, budget: int) -
         return result
 
 
-def hashing(rate: int, seconds: float, files: int, size: int) -> dict[str, object]:
+def _with_baseline(fimd: FimdProcess, ctr: Container, files: int, size: int) -> float:
+    """Writes the files before the watch, creates it and waits for its first comparison
+    (the baseline that the first event of each file takes `previous` from); its seconds."""
+    ctr.command(f"h {ctr.root / 'data'} {files} 0 {files} {size}")
+    ctr.result()
+    _watch(fimd, ctr, 0, hash_="sha256")
+    deadline = time.monotonic() + 120
+    while not any(line.get("kind") == "scan" for line in fimd.lines()):
+        assert time.monotonic() < deadline, "no scan line"
+        time.sleep(0.1)
+    (scan,) = (line for line in fimd.lines() if line.get("kind") == "scan")
+    assert scan["scanned"] == files + 1, scan
+    return float(scan["durationSeconds"])
+
+
+def hashing(
+    rate: int, seconds: float, files: int, size: int, baseline: bool = False
+) -> dict[str, object]:
     """One container rewrites `files` files of `size` bytes `rate` times a second under a
-    subject with hash: sha256; every event line must carry the file's hash."""
+    subject with hash: sha256; every event line must carry the file's hash. With
+    `baseline`, fimd keeps baselines (--baseline-db) and the files exist before the watch,
+    so the first line of each file takes `previous` from the baseline."""
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        fimd = stack.enter_context(_fimd(workdir))
+        extra = ("--baseline-db", str(workdir / "baselines.sqlite")) if baseline else ()
+        fimd = stack.enter_context(_fimd(workdir, *extra))
         (ctr,) = _containers(stack, workdir, 1)
-        _watch(fimd, ctr, 0, hash_="sha256")
+        scan_seconds = None
+        if baseline:
+            scan_seconds = _with_baseline(fimd, ctr, files, size)
+        else:
+            _watch(fimd, ctr, 0, hash_="sha256")
         count = int(rate * seconds)
         start = time.monotonic()
         ctr.command(f"h {ctr.root / 'data'} {count} {rate} {files} {size}")
@@ -745,17 +770,26 @@ def hashing(rate: int, seconds: float, files: int, size: int) -> dict[str, objec
                 previous, last_change = counter.events, time.monotonic()
             time.sleep(0.05)
         elapsed = time.monotonic() - start
-        hashed = 0
+        hashed = with_previous = first_with_previous = 0
+        seen: set[str] = set()
         skipped: collections.Counter[str] = collections.Counter()
         with open(fimd.stdout_path, "rb") as out:
             for raw in out:
                 if raw.startswith(b'{"kind":"event"'):
                     line = json.loads(raw)
                     hashed += "sha256" in line
+                    with_previous += "previous" in line
+                    if line["path"] not in seen:
+                        seen.add(line["path"])
+                        first_with_previous += "previous" in line
                     if "hashSkipped" in line:
                         skipped[line["hashSkipped"]] += 1
         return {
             "bench": "hashing",
+            "baseline": baseline,
+            "baseline_scan_seconds": scan_seconds,
+            "with_previous": with_previous,
+            "first_lines_with_previous": f"{first_with_previous}/{len(seen)}",
             "target_rate": rate,
             "file_bytes": size,
             "written": count,
@@ -798,6 +832,21 @@ def _ours(root: int, db: Path) -> tuple[float, float, Walk]:
     return walked_at - start, time.perf_counter() - start, walked
 
 
+def _recompare(root: int, db: Path) -> tuple[float, int]:
+    """A comparison of the unchanged tree with its stored baseline, as the scanner makes it
+    (a scheduled scan): load, walk reusing the stored hashes, diff, store; (seconds, drift)."""
+    key = BaselineKey("bench", "pod", "app", "watcher", "subject")
+    start = time.perf_counter()
+    store = Store(str(db))
+    before = store.load(key)
+    assert before is not None
+    walked = walk(root, [b"/data"], Rules(recursive=True, hash_content=True), before.get)
+    changes = diff(before, walked)
+    store.replace(key, merged(before, walked), 2, stored=before)
+    store.close()
+    return time.perf_counter() - start, len(changes)
+
+
 def baseline(files: int, size: int, rounds: int) -> dict[str, object]:
     """A baseline of `files` files of `size` bytes (what fimd's scanner thread does: the
     walk inside a root with openat2, SHA-256 of every file, the SQLite write) against
@@ -809,6 +858,7 @@ def baseline(files: int, size: int, rounds: int) -> dict[str, object]:
         deep: list[float] = []
         ours: list[float] = []
         walks: list[float] = []
+        again: list[float] = []
         try:
             _sha256deep(top / "data")  # warms the page cache
             for i in range(rounds):
@@ -816,6 +866,9 @@ def baseline(files: int, size: int, rounds: int) -> dict[str, object]:
                 walk_seconds, total, walked = _ours(root, Path(tmp) / f"b{i}.sqlite")
                 walks.append(walk_seconds)
                 ours.append(total)
+                seconds, drift = _recompare(root, Path(tmp) / f"b{i}.sqlite")
+                assert drift == 0, drift
+                again.append(seconds)
             db_bytes = sum(p.stat().st_size for p in Path(tmp).glob(f"b{rounds - 1}.sqlite*"))
         finally:
             os.close(root)
@@ -829,6 +882,7 @@ def baseline(files: int, size: int, rounds: int) -> dict[str, object]:
             "sha256deep_seconds": [round(x, 2) for x in deep],
             "baseline_seconds": [round(x, 2) for x in ours],
             "walk_and_hash_seconds": [round(x, 2) for x in walks],
+            "unchanged_recompare_seconds": [round(x, 2) for x in again],
             "ratio_best": round(min(ours) / min(deep), 2),
             "ratio_median": round(sorted(ours)[rounds // 2] / sorted(deep)[rounds // 2], 2),
             "sqlite_bytes": db_bytes,
@@ -872,6 +926,9 @@ def _parser() -> argparse.ArgumentParser:
     hsh.add_argument("--seconds", type=float, default=10)
     hsh.add_argument("--files", type=int, default=1000)
     hsh.add_argument("--size", type=int, default=4096)
+    hsh.add_argument(
+        "--baseline", action="store_true", help="with --baseline-db, files in the baseline"
+    )
     base = sub.add_parser("baseline")
     base.add_argument("--files", type=int, default=100_000)
     base.add_argument("--size", type=int, default=4096)
@@ -892,7 +949,8 @@ def main() -> None:
     elif args.bench == "capacity":
         print(json.dumps(capacity(args.containers, args.watches)), flush=True)
     elif args.bench == "hashing":
-        print(json.dumps(hashing(args.rate, args.seconds, args.files, args.size)), flush=True)
+        result = hashing(args.rate, args.seconds, args.files, args.size, args.baseline)
+        print(json.dumps(result), flush=True)
     elif args.bench == "baseline":
         print(json.dumps(baseline(args.files, args.size, args.rounds)), flush=True)
     elif args.bench == "volume":

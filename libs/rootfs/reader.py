@@ -131,11 +131,16 @@ def _absent(err: OSError) -> NotRegular:
 
 
 def read_fd(
-    fd: int, *, hash_content: bool, max_bytes: int, known: FileState | None
+    fd: int,
+    *,
+    hash_content: bool,
+    max_bytes: int,
+    known: FileState | None,
+    st: os.stat_result | None = None,
 ) -> FileState | NotRegular:
-    """The file of the O_PATH descriptor `fd` (closed here)."""
+    """The file of the O_PATH descriptor `fd` (closed here); `st`: its fstat, if taken."""
     try:
-        st = os.fstat(fd)
+        st = st or os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return NotRegular(_kind(st.st_mode))
         return _content(fd, _state(st), hash_content, max_bytes, known)

@@ -5,10 +5,12 @@ configured path is resolved inside the root (symlinks followed with the root as 
 magic link); a directory is listed, and with `recursive` its subdirectories down to
 `max_depth` (0 = unlimited) levels below it; names matching an `ignore` glob are left out
 with everything below them; with `only_dir` a configured path that is not a directory is
-left out. Below a configured directory every lookup is relative to it with
-RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, so nothing below can lead out of it; symlinks are
-entries, never followed. Regular files are read by `libs.rootfs.reader` (attributes, and
-SHA-256 with `hash_content`). At most `max_entries` entries: beyond, `truncated`.
+left out. Below a configured directory every directory is opened relative to it with
+RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS, so nothing below can lead out of it, and each of its
+entries by its one name relative to that directory's descriptor with O_NOFOLLOW (a name
+from the listing has no "/" and is never ".."); symlinks are entries, never followed.
+Regular files are read by `libs.rootfs.reader` (attributes, and SHA-256 with
+`hash_content`). At most `max_entries` entries: beyond, `truncated`.
 """
 
 from __future__ import annotations
@@ -74,7 +76,10 @@ class Rules:
         return self.recursive and (self.max_depth == 0 or depth <= self.max_depth)
 
     def ignored(self, name: bytes) -> bool:
-        text = os.fsdecode(name)
+        return self.ignored_text(os.fsdecode(name))
+
+    def ignored_text(self, text: str) -> bool:
+        """`ignored` for a name as the listing gives it (surrogate-escaped)."""
         return any(fnmatch.fnmatchcase(text, pattern) for pattern in self.ignore)
 
 
@@ -133,15 +138,16 @@ class _Walker:
             os.close(fd)
             entry = _entry(st)
         else:
-            entry = self._file(path, fd)
+            entry = self._file(path, fd, st)
         self.out.entries[path] = entry
         return entry
 
-    def _file(self, path: bytes, fd: int) -> Entry:
+    def _file(self, path: bytes, fd: int, st: os.stat_result) -> Entry:
         old = self.known(path)
         known = old.as_known() if old is not None and old.kind == "file" else None
+        rules = self.rules
         state = read_fd(
-            fd, hash_content=self.rules.hash_content, max_bytes=self.rules.max_bytes, known=known
+            fd, hash_content=rules.hash_content, max_bytes=rules.max_bytes, known=known, st=st
         )
         if not isinstance(state, FileState):  # replaced meanwhile: what it is now
             self.out.errors += 1
@@ -157,45 +163,52 @@ class _Walker:
         pending: list[tuple[bytes, int]] = [(b"", 0)]
         while pending and not self.full():
             rel, depth = pending.pop()
-            for name, is_dir in self._list(top, rel):
-                if self.full():
-                    return
-                child = rel + b"/" + name if rel else name
-                if self._add_below(top, base, child) and is_dir and self.rules.descend(depth + 1):
-                    pending.append((child, depth + 1))
+            listed = self._list(top, rel)
+            if listed is None:
+                continue
+            dirfd, names = listed
+            try:
+                for name, is_dir in names:
+                    if self.full():
+                        return
+                    child = rel + b"/" + name if rel else name
+                    added = self._add_in(dirfd, name, _join(base, child))
+                    if added and is_dir and self.rules.descend(depth + 1):
+                        pending.append((child, depth + 1))
+            finally:
+                os.close(dirfd)
 
-    def _list(self, top: int, rel: bytes) -> list[tuple[bytes, bool]]:
+    def _list(self, top: int, rel: bytes) -> tuple[int, list[tuple[bytes, bool]]] | None:
+        """The directory `rel` below `top` (a descriptor, for its entries) and its names."""
         try:
             fd = openat2(
-                top, rel or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                top, rel or b".", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
             )  # fmt: skip
         except OSError:
             self.out.errors += 1
-            return []
+            return None
         try:
             with os.scandir(fd) as it:
-                return [
+                names = [
                     (os.fsencode(e.name), e.is_dir(follow_symlinks=False))
                     for e in it
-                    if not self.rules.ignored(os.fsencode(e.name))
+                    if not self.rules.ignored_text(e.name)
                 ]
         except OSError:
-            self.out.errors += 1
-            return []
-        finally:
             os.close(fd)
+            self.out.errors += 1
+            return None
+        return fd, names
 
-    def _add_below(self, top: int, base: bytes, rel: bytes) -> bool:
+    def _add_in(self, dirfd: int, name: bytes, path: bytes) -> bool:
+        """The entry `name` of the directory `dirfd`, at logical `path`."""
         try:
-            fd = openat2(
-                top, rel, os.O_PATH | os.O_NOFOLLOW,
-                RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
-            )  # fmt: skip
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirfd)
         except OSError:
-            self.out.errors += 1  # gone since it was listed, or a path too long
+            self.out.errors += 1  # gone since it was listed
             return False
-        self.add(_join(base, rel), fd)
+        self.add(path, fd)
         return True
 
 

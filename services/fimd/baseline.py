@@ -108,20 +108,26 @@ def differing(before: Entry, after: Entry) -> tuple[str, ...]:
 
 
 def diff(before: Mapping[bytes, Entry], after: Walk) -> list[Change]:
-    """The changes from the stored entries to the walk, by path."""
+    """The changes from the stored entries to the walk, by path (only the changes are
+    sorted: an unchanged entry costs one comparison)."""
     out: list[Change] = []
-    for path in sorted(after.entries.keys() | before.keys()):
-        old, new = before.get(path), after.entries.get(path)
-        if old is None and new is not None:
+    walked = after.entries
+    for path, new in walked.items():
+        old = before.get(path)
+        if old is None:
             out.append(Change(ADDED, path, None, new))
-        elif new is None and old is not None:
-            if not after.truncated:
-                out.append(Change(REMOVED, path, old, None))
-        elif old is not None and new is not None:
+        elif old != new:
             fields = differing(old, new)
             if fields:
                 out.append(Change(CHANGED, path, old, new, fields))
+    if not after.truncated:
+        out += [Change(REMOVED, path, before[path], None) for path in before.keys() - walked.keys()]
+    out.sort(key=_path_of)
     return out
+
+
+def _path_of(change: Change) -> bytes:
+    return change.path
 
 
 def merged(before: Mapping[bytes, Entry], after: Walk) -> dict[bytes, Entry]:

@@ -128,9 +128,12 @@ class Store:
         now_ns: int,
         *,
         truncated: bool = False,
+        stored: Mapping[bytes, Entry] | None = None,
     ) -> None:
         """Stores `entries` as the baseline of `key`, in one transaction; `truncated`: the
-        walk stopped at the entry cap."""
+        walk stopped at the entry cap. `stored`: the baseline as `load` gave it (this
+        `Store` is its only writer); then only the entries that differ are written and
+        deleted, so an unchanged tree costs no write."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
@@ -141,10 +144,20 @@ class Store:
                 (*attrs.astuple(key), now_ns, int(truncated)),
             )
             number = self._id(key)
-            self._db.execute("DELETE FROM entries WHERE baseline=?", (number,))
+            if stored is None:
+                self._db.execute("DELETE FROM entries WHERE baseline=?", (number,))
+                stored = {}
             self._db.executemany(
-                "INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_row(number, path, e) for path, e in entries.items()),
+                "DELETE FROM entries WHERE baseline=? AND path=?",
+                ((number, path) for path in stored.keys() - entries.keys()),
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _row(number, path, e)
+                    for path, e in entries.items()
+                    if not _same(stored.get(path), e)
+                ),
             )
             self._db.execute("COMMIT")
         except BaseException:
@@ -302,6 +315,15 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
         ctime_ns=row[9], ino=row[10], dev=row[11],
     )  # fmt: skip
+
+
+def _same(old: Entry | None, new: Entry) -> bool:
+    """Every stored field is equal (those `Entry` does not compare too)."""
+    return (
+        old is not None
+        and old == new
+        and (old.ctime_ns, old.ino, old.dev) == (new.ctime_ns, new.ino, new.dev)
+    )
 
 
 def _row(number: int | None, path: bytes, e: Entry) -> tuple[object, ...]:

@@ -280,8 +280,9 @@ class Scanner:
         )
         self._write(request, subject, changes, scan)
         store.replace(
-            key, baseline.merged(stored, walked), time.time_ns(), truncated=walked.truncated
-        )
+            key, baseline.merged(stored, walked), time.time_ns(),
+            truncated=walked.truncated, stored=before,
+        )  # fmt: skip
         return scan
 
     def _write(

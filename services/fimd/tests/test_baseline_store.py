@@ -147,3 +147,20 @@ def test_a_reader_reads_the_committed_baseline_beside_a_writer(tmp_path: Path) -
     finally:
         writer.close()
         reader.close()
+
+
+def test_a_replace_given_the_stored_baseline_writes_only_the_differences(store: Store) -> None:
+    moved = attrs.evolve(FILE, ino=70)  # equal as an Entry, but its inode is stored too
+    store.replace(KEY, {b"/same": FILE, b"/gone": FILE, b"/moved": FILE, b"/changed": FILE}, 1)
+    stored = store.load(KEY)
+    assert stored is not None
+    new = {b"/same": FILE, b"/moved": moved, b"/changed": attrs.evolve(FILE, size=9)}
+    new[b"/added"] = FILE
+    before = store._db.total_changes
+    store.replace(KEY, new, 2, stored=stored)
+    assert store._db.total_changes - before == 1 + 1 + 3  # baselines row, /gone, 3 upserts
+    loaded = store.load(KEY)
+    assert loaded == new
+    assert loaded is not None
+    assert loaded[b"/moved"].ino == 70
+    assert store.baselines() == [(KEY, 2)]
