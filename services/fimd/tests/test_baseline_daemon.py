@@ -96,9 +96,11 @@ def _scans(capture: Capture, count: int = 1) -> list[dict[str, Any]]:
 
 
 def _activated(daemon: Daemon, capture: Capture, watch: fim_pb2.WatchSpec) -> None:
-    """Creates the watch and waits for its first comparison's scan line."""
+    """Creates the watch and waits until its first comparison is over: its scan line is
+    written, then its baseline stored (the scanner is idle again)."""
     create_watch(daemon, watch)
     _scans(capture)
+    wait_for(lambda: daemon.scanner is not None and daemon.scanner.idle(), what="stored")
 
 
 def _sha(data: bytes) -> str:
