@@ -630,5 +630,9 @@ def _rejection(
 
 
 def _intent(watcher: Watcher) -> tuple[object, ...]:
-    """What decides a watcher's watches; status and bookkeeping metadata do not."""
-    return (watcher.meta.uid, watcher.spec, watcher.error, watcher.deleting)
+    """What decides a watcher's watches; status and bookkeeping metadata do not. The
+    scan-request annotation does (it is the watches' scan_request): a new one reaches the
+    nodes now, not at the next sweep."""
+    return (
+        watcher.meta.uid, watcher.spec, watcher.error, watcher.deleting, watcher.scan_requested
+    )  # fmt: skip

@@ -1,6 +1,8 @@
 """`kubectl fim`, the kubectl plugin, run as the Bazel-built zipapp (a user's install):
 `events -o compact` shows an event written in a pod (following, and from the log), with a
-hostile file name neutralised; `status` shows the FimWatcher and the node's fimd."""
+hostile file name neutralised; `status` shows the FimWatcher and the node's fimd; `scan`
+asks for a comparison and prints its answer, and `baseline` the stored baseline, with the
+numbers fimd wrote."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 from tests.e2e.kube import Kube, wait_for
 from tests.e2e.system import FimSystem, artifact
@@ -115,3 +117,57 @@ def test_status_shows_the_watcher_and_the_node(
     # which active (this test's watch at least), and inotify watches against the budget.
     assert re.search(r"[1-9]\d* \([1-9]\d* active\)\s+[1-9]\d*/\d+ \(\d+%\)", node_row), out
     assert "capacity unknown" not in out, out
+
+
+def _scan_lines(system: FimSystem, node: str, namespace: str) -> list[dict[str, Any]]:
+    return [
+        line
+        for line in system.lines(node)
+        if line.get("kind") == "scan" and line.get("namespace") == namespace
+    ]
+
+
+def test_scan_waits_for_the_answer_and_baseline_sums_up_the_stored_tree(
+    kube: Kube, system: FimSystem, namespace: str
+) -> None:
+    script = "mkdir -p /cfg && echo v1 > /cfg/app.conf && exec sleep 3600"
+    kube.apply(pod("web", namespace, {"app": "web"}, script))
+    node = running(kube, namespace, "web")["spec"]["nodeName"]
+    subject = {"paths": ["/cfg"], "events": ["closewrite"], "hash": "sha256"}
+    kube.apply(watcher("w", namespace, {"app": "web"}, [subject]))
+    watched(kube, namespace, "w", pods=1)
+    # The activation comparison stores the first baseline (/cfg and app.conf).
+    wait_for("the first scan line", lambda: _scan_lines(system, node, namespace), 30)
+    kube.exec(namespace, "web", "echo v2 > /cfg/app.conf && echo new > /cfg/new")
+
+    done = plugin(kube, "scan", "w", "-n", namespace, "--timeout", "45s")
+    assert done.returncode == 0, done.stderr
+    request = re.search(r"^FimWatcher \S+/w: scan (\S+)$", done.stdout, re.MULTILINE)
+    assert request, done.stdout
+    assert "answered by 1 of 1 containers" in done.stdout
+    assert "scanned 3  added 1  removed 0  changed 1" in done.stdout
+    # The numbers are those of the comparison fimd ran for the request.
+    (line,) = wait_for(
+        "the requested scan line",
+        lambda: [s for s in _scan_lines(system, node, namespace) if s["reason"] == "requested"],
+        30,
+    )
+    assert (line["scanned"], line["added"], line["changed"]) == (3, 1, 1)
+    status = kube.get("fimwatcher", "w", namespace)["status"]["lastScan"]
+    assert (status["request"], status["answered"]) == (request.group(1), 1)
+
+    as_json = plugin(kube, "baseline", "w", "-n", namespace, "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    (row,) = json.loads(as_json.stdout)["baselines"]
+    assert (row["node"], row["pod"], row["container"], row["paths"]) == (
+        node, "web", "app", ["/cfg"],
+    )  # fmt: skip
+    counts = ("entries", "files", "dirs", "hashed", "hashSkipped", "bytes", "truncated")
+    assert tuple(row[c] for c in counts) == (3, 2, 1, 2, 0, len("v2\nnew\n"), False)
+    table = plugin(kube, "baseline", "w", "-n", namespace)
+    assert table.returncode == 0, table.stderr
+    assert re.search(
+        rf"^{re.escape(node)}\s+web\s+app\s+/cfg\s+3\s+2\s+1\s+0\s+7\s+2\s+0\s",
+        table.stdout,
+        re.MULTILINE,
+    ), table.stdout

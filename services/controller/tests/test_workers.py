@@ -15,16 +15,21 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 
+import attrs
 import pytest
 
+from fim.v1 import fim_pb2
 from services.controller.bounds import MAX_LOGGED
 from services.controller.controller import Controller, Settings
+from services.controller.desired import Key
 from services.controller.events import EventRecorder
 from services.controller.fimd_client import FimdPool, Tls
 from services.controller.keys import NodeKey, QueueKey, Result, WatcherKey
 from services.controller.kube import Kube
 from services.controller.logs import JsonFormatter
 from services.controller.metrics import Metrics, serve
+from services.controller.state import NodeState, Observed
+from services.controller.tests import builders
 
 
 class BoomError(RuntimeError):
@@ -340,3 +345,24 @@ def test_the_sweeper_survives_tls_files_that_cannot_be_read(
         assert harness.controller.health() == []
     finally:
         harness.close()
+
+
+def test_a_new_scan_request_annotation_syncs_the_nodes_that_hold_the_watcher(
+    harness: Harness,
+) -> None:
+    # Not only at the next sweep: `kubectl fim scan` waits for the answer.
+    watcher = builders.watcher(uid="w1")
+    key = Key("w1", "p1", "app")
+    state = NodeState(
+        node="n1",
+        instance_id="i",
+        watches={key: Observed(key=key, config_hash="h", phase=fim_pb2.WATCH_PHASE_ACTIVE)},
+    )
+    harness.controller.book.update("n1", lambda r: attrs.evolve(r, state=state))
+    queue = harness.controller.queue
+    harness.controller._watcher_changed(watcher, attrs.evolve(watcher, status=watcher.status))
+    assert [queue.get() for _ in range(len(queue))] == [WatcherKey(watcher.key)]
+    queue.done(WatcherKey(watcher.key))
+    asked = attrs.evolve(watcher, scan_requested="2026-12-01T10:00:00.000001Z-ab")
+    harness.controller._watcher_changed(watcher, asked)
+    assert {queue.get() for _ in range(len(queue))} == {WatcherKey(watcher.key), NodeKey("n1")}
