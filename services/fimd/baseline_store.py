@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -194,9 +194,12 @@ class Store:
 class Reader:
     """Read-only point reads of stored entries, from any number of threads."""
 
-    def __init__(self, path: str, timeout: float = 1.0) -> None:
+    def __init__(
+        self, path: str, timeout: float = 1.0, on_error: Callable[[], None] = lambda: None
+    ) -> None:
         self._uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
         self._timeout = timeout
+        self._on_error = on_error
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
@@ -223,6 +226,7 @@ class Reader:
         except sqlite3.Error:
             with self._lock:
                 self.errors += 1
+            self._on_error()
             return None
         if row is None or row[1] != "file":
             return None

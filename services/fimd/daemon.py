@@ -249,7 +249,11 @@ class Daemon:
         if scanner is not None:
             scanner.live = self.live_keys
         #: The hash workers' reads of stored states, for the `previous` of first events.
-        self._stored = Reader(scanner.path) if scanner is not None else None
+        self._stored = (
+            Reader(scanner.path, on_error=metrics.baseline_read_errors.inc)
+            if scanner is not None
+            else None
+        )
         self._hash_overflow_at = 0.0
         self.pool = engines.EnginePool(
             launcher,

@@ -193,6 +193,12 @@ class Metrics:
             ["watcher", "reason"],
             registry=self.registry,
         )
+        self.baseline_read_errors = Counter(
+            "fimd_baseline_read_errors",
+            "Reads of a path's stored baseline state for `previous` that failed (no database "
+            "yet, a corrupt one): the event line has no previous",
+            registry=self.registry,
+        )
         self.audit_heartbeat = Gauge(
             "fimd_audit_heartbeat_timestamp_seconds",
             "Unix time of the last heartbeat line written to stdout (the tamper-evident stream)",

@@ -196,11 +196,17 @@ def test_an_unusable_database_is_reported_and_fimd_goes_on(
     resolver: FakeResolver, container: tuple[str, Path], tmp_path: Path
 ) -> None:
     (tmp_path / "junk").write_bytes(b"not a database" * 100)
-    with _fimd(resolver, container[0], tmp_path / "junk") as (daemon, capture, _):
+    launcher = FakeLauncher()
+    with _fimd(resolver, container[0], tmp_path / "junk", launcher) as (daemon, capture, metrics):
         (op,) = wait_for(lambda: capture.ops("baseline_unavailable"), what="the error line")
         create_watch(daemon, _watch())
         wait_for(lambda: daemon.snapshot().watches_by_phase["active"] == 1, what="active")
+        launcher.holding(1).send(_modified(b"/data/app.conf"))
+        (line,) = wait_for(capture.events, what="the event line")
     assert "junk" in op["detail"]
+    assert line["sha256"] == _sha(b"v1")
+    assert "previous" not in line
+    assert metrics.baseline_read_errors._value.get() == 1
 
 
 class Clock:
