@@ -116,6 +116,20 @@ def _get(state: Path, args: list[str], words: list[str]) -> int:
     return 0
 
 
+def install(state: Path) -> str:
+    """Writes `state/kubectl`, which runs this stand-in, and returns its path (the test sets
+    $FAKE_KUBECTL_DIR to `state`)."""
+    wrapper = state / "kubectl"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{Path(__file__)}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def calls(state: Path) -> list[list[str]]:
+    """The argv of every call so far, in order."""
+    return [json.loads(line) for line in (state / "calls.log").read_text().splitlines()]
+
+
 def main(args: list[str]) -> int:
     state = Path(os.environ["FAKE_KUBECTL_DIR"])
     with open(state / "calls.log", "a") as calls:

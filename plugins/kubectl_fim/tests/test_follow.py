@@ -20,8 +20,7 @@ import pytest
 from plugins.kubectl_fim import cli
 from plugins.kubectl_fim.follow import Line, LogStreams, read_lines, split_stamp
 from plugins.kubectl_fim.kubectl import Kubectl
-
-FAKE = Path(__file__).with_name("fake_kubectl.py")
+from plugins.kubectl_fim.tests import fake_kubectl
 
 
 def _pod(name: str, node: str, running: bool = True) -> dict[str, Any]:
@@ -48,10 +47,7 @@ class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.pods: list[dict[str, Any]] = []
-        wrapper = root / "kubectl"
-        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
-        wrapper.chmod(0o755)
-        self.kubectl = Kubectl(str(wrapper), ("--kubeconfig=/nonexistent",))
+        self.kubectl = Kubectl(fake_kubectl.install(root), ("--kubeconfig=/nonexistent",))
         self.set_pods()
 
     def set_pods(self, *pods: dict[str, Any]) -> None:
@@ -68,8 +64,7 @@ class Cluster:
         (self.root / f"{pod}.end").touch()
 
     def calls(self) -> list[list[str]]:
-        text = (self.root / "calls.log").read_text()
-        return [json.loads(line) for line in text.splitlines()]
+        return fake_kubectl.calls(self.root)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,8 @@ import pytest
 
 from libs.k8s.model import SCAN_REQUEST_ANNOTATION
 from plugins.kubectl_fim import baselines, cli, scan
+from plugins.kubectl_fim.tests import fake_kubectl
 
-FAKE = Path(__file__).with_name("fake_kubectl.py")
 UID = "0b3c9c1e-2f54-4a43-9d1e-6c1a4d1b2a01"
 LAST = {"time": "2026-12-01T10:00:05Z", "scanned": 240, "added": 1, "removed": 0,
         "changed": 2, "containers": 2, "answeredBefore": 1}  # fmt: skip
@@ -35,10 +34,7 @@ def _watcher(subject: dict[str, Any] | None = None, pods: int = 2) -> dict[str, 
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
-        wrapper = root / "kubectl"
-        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
-        wrapper.chmod(0o755)
-        self.kubectl = str(wrapper)
+        self.kubectl = fake_kubectl.install(root)
         self.put("fimwatcher-w.json", _watcher())
         self.put("pods.json", {"items": []})
 
@@ -51,8 +47,7 @@ class Cluster:
         return code, out.getvalue(), err.getvalue()
 
     def calls(self) -> list[list[str]]:
-        text = (self.root / "calls.log").read_text()
-        return [json.loads(line) for line in text.splitlines()]
+        return fake_kubectl.calls(self.root)
 
 
 @pytest.fixture
