@@ -41,9 +41,9 @@ from libs.auditstream import keys
 from libs.auditstream.collect import records
 from libs.auditstream.seal import Sealer
 from libs.auditstream.verify import verify
-from libs.rootfs.walk import Rules, Walk, walk
+from libs.rootfs.walk import Entry, Rules, Walk, walk
 from services.fimd.baseline import diff, merged
-from services.fimd.baseline_store import BaselineKey, Store
+from services.fimd.baseline_store import BaselineKey, Store, summaries
 from services.fimd.tests.certs import make_pki
 from services.fimd.tests.container import Container
 from services.fimd.tests.fimd_process import FimdProcess
@@ -890,6 +890,71 @@ def baseline(files: int, size: int, rounds: int) -> dict[str, object]:
         }
 
 
+def _synthetic(count: int, salt: int) -> dict[bytes, Entry]:
+    entry = Entry("file", 0o100644, 0, 0, 4096, salt, sha256="a" * 64)
+    return {f"/data/{i // 1000:04}/{i:07}".encode(): entry for i in range(count)}
+
+
+def baseline_report(baselines: int, entries: int, rounds: int) -> dict[str, object]:
+    """The /baselines query (`baseline_store.summaries`, one aggregate over every entry of a
+    watcher's baselines) on a store of `baselines` baselines of `entries` entries: alone,
+    and while the scanner's writer replaces another watcher's baseline of `entries` entries
+    over and over (the reader must not wait for it, nor it for the reader)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "b.sqlite")
+        store = Store(path)
+        for n in range(baselines):
+            key = BaselineKey("bench", f"pod-{n}", "app", "watcher", "subject")
+            store.replace(key, _synthetic(entries, 1), 1)
+        other = BaselineKey("bench", "pod-x", "app", "writer", "subject")
+        store.replace(other, _synthetic(entries, 1), 1)
+
+        def query() -> float:
+            start = time.perf_counter()
+            found = summaries(path, "watcher", limit=2001, seconds=60)
+            assert sum(s.entries for s in found) == baselines * entries
+            return time.perf_counter() - start
+
+        store.close()
+        alone = [query() for _ in range(rounds)]
+        writes: list[float] = []
+        stop = threading.Event()
+        started = threading.Event()
+
+        def writer() -> None:  # SQLite connections stay in their thread: its own Store
+            mine = Store(path)
+            salt = 2
+            try:
+                while not stop.is_set():
+                    begin = time.perf_counter()
+                    mine.replace(other, _synthetic(entries, salt), salt)
+                    writes.append(time.perf_counter() - begin)
+                    started.set()
+                    salt += 1
+            finally:
+                mine.close()
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            started.wait(60)
+            busy = [query() for _ in range(rounds)]
+        finally:
+            stop.set()
+            thread.join()
+        return {
+            "bench": "baseline-report",
+            "baselines": baselines,
+            "entries_each": entries,
+            "query_seconds_alone": [round(x, 3) for x in alone],
+            "query_seconds_beside_writer": [round(x, 3) for x in busy],
+            "writer_replaces_meanwhile": len(writes),
+            "writer_replace_seconds_median": round(sorted(writes)[len(writes) // 2], 3)
+            if writes
+            else None,
+        }
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -933,6 +998,10 @@ def _parser() -> argparse.ArgumentParser:
     base.add_argument("--files", type=int, default=100_000)
     base.add_argument("--size", type=int, default=4096)
     base.add_argument("--rounds", type=int, default=3)
+    report = sub.add_parser("baseline-report")
+    report.add_argument("--baselines", type=int, default=10)
+    report.add_argument("--entries", type=int, default=20_000)
+    report.add_argument("--rounds", type=int, default=5)
     return parser
 
 
@@ -953,6 +1022,9 @@ def main() -> None:
         print(json.dumps(result), flush=True)
     elif args.bench == "baseline":
         print(json.dumps(baseline(args.files, args.size, args.rounds)), flush=True)
+    elif args.bench == "baseline-report":
+        result = baseline_report(args.baselines, args.entries, args.rounds)
+        print(json.dumps(result), flush=True)
     elif args.bench == "volume":
         result = volume(args.rate, args.seconds, args.files, args.coalesce_ms, args.budget)
         print(json.dumps(result), flush=True)
