@@ -100,6 +100,7 @@ def test_metrics_are_served_as_before_beside_it(served: str) -> None:
         ("watcher=Not_A_UID", 400, "not a Kubernetes UID"),
         ("watcher=" + "a" * 254, 400, "not a Kubernetes UID"),
         ("watcher=%00", 400, "not a Kubernetes UID"),
+        ("a=1&" * 20 + f"watcher={W1}", 400, "Max number of fields exceeded"),
     ],
 )
 def test_a_bad_query_is_a_clear_400(served: str, query: str, code: int, says: str) -> None:
@@ -190,3 +191,14 @@ def test_a_version_1_database_gains_the_truncated_column(tmp_path: Path) -> None
         assert (summary.truncated, summary.entries) == (False, 0)
     finally:
         store.close()
+
+
+def test_reads_beyond_the_concurrency_bound_are_refused(db: tuple[str, Store]) -> None:
+    endpoint = BaselineEndpoint("n1", db[0], lambda uid: {})
+    held = [endpoint._slots.acquire(blocking=False) for _ in range(baseline_report.MAX_CONCURRENT)]
+    assert all(held)
+    answer = endpoint.answer(f"watcher={W1}")
+    assert answer.status.startswith("503")
+    assert b"busy" in answer.body
+    endpoint._slots.release()
+    assert endpoint.answer(f"watcher={W1}").status == "200 OK"
