@@ -10,11 +10,13 @@ file's state right after the event and its last known state (docs/logging.md)::
   (DELETE, MOVEDFROM, replaced by a directory or symlink).
 - `previous` is the state this watch last reported for the path. For the first event of a
   path since the watch became active it is the path's entry in the subject's stored
-  baseline (`first_previous`, looked up by the hash worker), when the subject has one, the
-  entry is a regular file and it was stored before the event. Absent otherwise: no
-  baseline entry, a path reported as gone since, or a watch whose `LastKnown` had to forget
-  a path (it is bounded), since from then on a baseline entry may be older than what the
-  watch last reported.
+  baseline (`first_previous`, looked up by the hash worker; the baseline's entries and the
+  event records both name a file by its logical path: the configured path, symlinks in it
+  not resolved, plus the names below it), when the subject has one, the entry is a
+  regular file and it was stored before the event. Absent otherwise: no baseline entry, a
+  path reported as gone since, or a watch whose `LastKnown` had to forget a path (it is
+  bounded), since from then on a baseline entry may be older than what the watch last
+  reported.
 - `hashSkipped` replaces `sha256` when the subject asks for a hash that was not computed,
   with the reason: over the size cap, the file changed while it was read, or could not be
   read; or the file was not read at all (the hash backlog was full, the container's root
