@@ -42,7 +42,7 @@ from libs.auditstream.collect import records
 from libs.auditstream.seal import Sealer
 from libs.auditstream.verify import verify
 from libs.rootfs.walk import Entry, Rules, Walk, walk
-from services.fimd.baseline import diff, merged
+from services.fimd.baseline import compare
 from services.fimd.baseline_store import BaselineKey, Store, summaries
 from services.fimd.tests.certs import make_pki
 from services.fimd.tests.container import Container
@@ -838,13 +838,13 @@ def _recompare(root: int, db: Path) -> tuple[float, int]:
     key = BaselineKey("bench", "pod", "app", "watcher", "subject")
     start = time.perf_counter()
     store = Store(str(db))
-    before = store.load(key)
+    before = store.open(key)
     assert before is not None
     walked = walk(root, [b"/data"], Rules(recursive=True, hash_content=True), before.get)
-    changes = diff(before, walked)
-    store.replace(key, merged(before, walked), 2, stored=before)
+    found = compare(before.entries(), walked)
+    store.update(key, 2, found.write, found.gone)
     store.close()
-    return time.perf_counter() - start, len(changes)
+    return time.perf_counter() - start, len(found.changes)
 
 
 def baseline(files: int, size: int, rounds: int) -> dict[str, object]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
@@ -108,33 +108,54 @@ def differing(before: Entry, after: Entry) -> tuple[str, ...]:
 
 
 def diff(before: Mapping[bytes, Entry], after: Walk) -> list[Change]:
-    """The changes from the stored entries to the walk, by path (only the changes are
-    sorted: an unchanged entry costs one comparison)."""
-    out: list[Change] = []
-    walked = after.entries
-    for path, new in walked.items():
-        old = before.get(path)
-        if old is None:
-            out.append(Change(ADDED, path, None, new))
-        elif old != new:
-            fields = differing(old, new)
-            if fields:
-                out.append(Change(CHANGED, path, old, new, fields))
-    if not after.truncated:
-        out += [Change(REMOVED, path, before[path], None) for path in before.keys() - walked.keys()]
-    out.sort(key=_path_of)
-    return out
+    """The changes from the stored entries to the walk, by path."""
+    return compare(before.items(), after).changes
 
 
 def _path_of(change: Change) -> bytes:
     return change.path
 
 
-def merged(before: Mapping[bytes, Entry], after: Walk) -> dict[bytes, Entry]:
-    """The new baseline: the walk, plus what a truncated walk did not reach."""
-    if not after.truncated:
-        return after.entries
-    return {**before, **after.entries}
+@attrs.frozen
+class Comparison:
+    """What a comparison found and what the baseline must store of it: the changes, and
+    the entries to write (added, or differing in any stored field, inode and ctime too)
+    and the paths to delete (none for a truncated walk: what it did not reach stays)."""
+
+    changes: list[Change]
+    write: dict[bytes, Entry]
+    gone: list[bytes]
+
+
+def compare(stored: Iterable[tuple[bytes, Entry]], after: Walk) -> Comparison:
+    """`diff` and the baseline's update from the stored entries read one at a time, so
+    that only the walk is held whole (an unchanged entry costs one comparison)."""
+    pending = dict(after.entries)  # walked, not met among the stored entries yet
+    changes: list[Change] = []
+    write: dict[bytes, Entry] = {}
+    gone: list[bytes] = []
+    for path, old in stored:
+        new = pending.pop(path, None)
+        if new is None:
+            if not after.truncated:
+                gone.append(path)
+                changes.append(Change(REMOVED, path, old, None))
+            continue
+        if old == new and _same_identity(old, new):
+            continue
+        write[path] = new
+        fields = differing(old, new)
+        if fields:
+            changes.append(Change(CHANGED, path, old, new, fields))
+    for path, new in pending.items():
+        write[path] = new
+        changes.append(Change(ADDED, path, None, new))
+    changes.sort(key=_path_of)
+    return Comparison(changes, write, gone)
+
+
+def _same_identity(old: Entry, new: Entry) -> bool:
+    return (old.ctime_ns, old.ino, old.dev) == (new.ctime_ns, new.ino, new.dev)
 
 
 def _state(entry: Entry) -> dict[str, object]:

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -111,15 +111,13 @@ class Store:
 
     def load(self, key: BaselineKey) -> dict[bytes, Entry] | None:
         """The stored entries, or None when the subject has no baseline yet."""
+        stored = self.open(key)
+        return None if stored is None else dict(stored.entries())
+
+    def open(self, key: BaselineKey) -> Stored | None:
+        """The stored baseline of `key` to read without loading it; None if it has none."""
         number = self._id(key)
-        if number is None:
-            return None
-        rows = self._db.execute(
-            "SELECT path, type, mode, uid, gid, size, mtime_ns, sha256, hash_skipped, "
-            "ctime_ns, ino, dev FROM entries WHERE baseline=?",
-            (number,),
-        )
-        return {bytes(row[0]): _entry(row) for row in rows}
+        return None if number is None else Stored(self._db, number)
 
     def replace(
         self,
@@ -128,12 +126,24 @@ class Store:
         now_ns: int,
         *,
         truncated: bool = False,
-        stored: Mapping[bytes, Entry] | None = None,
     ) -> None:
         """Stores `entries` as the baseline of `key`, in one transaction; `truncated`: the
-        walk stopped at the entry cap. `stored`: the baseline as `load` gave it (this
-        `Store` is its only writer); then only the entries that differ are written and
-        deleted, so an unchanged tree costs no write."""
+        walk stopped at the entry cap."""
+        self.update(key, now_ns, entries, (), truncated=truncated, clear=True)
+
+    def update(
+        self,
+        key: BaselineKey,
+        now_ns: int,
+        write: Mapping[bytes, Entry],
+        gone: Iterable[bytes],
+        *,
+        truncated: bool = False,
+        clear: bool = False,
+    ) -> None:
+        """Writes the entries `write` and deletes the paths `gone` of `key`'s baseline (all
+        its entries first with `clear`), in one transaction (a comparison writes only what
+        differs, so an unchanged tree costs no entry write)."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
@@ -144,20 +154,15 @@ class Store:
                 (*attrs.astuple(key), now_ns, int(truncated)),
             )
             number = self._id(key)
-            if stored is None:
+            if clear:
                 self._db.execute("DELETE FROM entries WHERE baseline=?", (number,))
-                stored = {}
             self._db.executemany(
                 "DELETE FROM entries WHERE baseline=? AND path=?",
-                ((number, path) for path in stored.keys() - entries.keys()),
+                ((number, path) for path in gone),
             )
             self._db.executemany(
                 "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _row(number, path, e)
-                    for path, e in entries.items()
-                    if not _same(stored.get(path), e)
-                ),
+                (_row(number, path, e) for path, e in write.items()),
             )
             self._db.execute("COMMIT")
         except BaseException:
@@ -189,6 +194,44 @@ class Store:
 
     def entry_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+
+
+_ALL = (
+    "SELECT path, type, mode, uid, gid, size, mtime_ns, sha256, hash_skipped, ctime_ns, ino, "
+    "dev FROM entries WHERE baseline=?"
+)
+#: The entries directly below a directory: the paths from "<dir>/" up to "<dir>0" ("0"
+#: follows "/"), less those with another "/" after the prefix.
+_CHILDREN = _ALL + " AND path > ? AND path < ? AND instr(substr(path, ?), X'2F') = 0"
+
+
+class Stored:
+    """One stored baseline, read without loading it: by path (`get`) or in full, one row
+    at a time (`entries`). Only in the thread of its `Store`, and not while that `Store`
+    writes. `get` reads the stored entries of the path's directory in one query (a range
+    of the primary key) and keeps them until a path of another directory is asked for, as
+    a walk asks for the entries of one directory after another."""
+
+    def __init__(self, db: sqlite3.Connection, number: int) -> None:
+        self._db = db
+        self._number = number
+        self._parent: bytes | None = None
+        self._children: dict[bytes, tuple[Any, ...]] = {}
+
+    def get(self, path: bytes) -> Entry | None:
+        parent = path[: path.rfind(b"/")]
+        if parent != self._parent:
+            prefix = parent + b"/"
+            rows = self._db.execute(
+                _CHILDREN, (self._number, prefix, parent + b"0", len(prefix) + 1)
+            )
+            self._parent, self._children = parent, {bytes(row[0]): row for row in rows}
+        row = self._children.get(path)
+        return None if row is None else _entry(row)
+
+    def entries(self) -> Iterator[tuple[bytes, Entry]]:
+        rows = self._db.execute(_ALL, (self._number,))
+        return ((bytes(row[0]), _entry(row)) for row in rows)
 
 
 class Reader:
@@ -319,15 +362,6 @@ def _entry(row: tuple[Any, ...]) -> Entry:
         row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
         ctime_ns=row[9], ino=row[10], dev=row[11],
     )  # fmt: skip
-
-
-def _same(old: Entry | None, new: Entry) -> bool:
-    """Every stored field is equal (those `Entry` does not compare too)."""
-    return (
-        old is not None
-        and old == new
-        and (old.ctime_ns, old.ino, old.dev) == (new.ctime_ns, new.ino, new.dev)
-    )
 
 
 def _row(number: int | None, path: bytes, e: Entry) -> tuple[object, ...]:

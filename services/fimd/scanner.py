@@ -29,7 +29,7 @@ from libs.fimnotify_api.identity import ProcessIdentity
 from libs.fimnotify_api.subject import SubjectConfig
 from libs.rootfs.target import Target as PinnedRoot
 from libs.rootfs.target import TargetGoneError, TargetMismatchError
-from libs.rootfs.walk import DEFAULT_MAX_ENTRIES, Entry, walk
+from libs.rootfs.walk import DEFAULT_MAX_ENTRIES, walk
 from services.fimd import baseline
 from services.fimd.baseline_store import BaselineKey, Store, StoreError
 from services.fimd.lines import Identity, record_line
@@ -265,24 +265,25 @@ class Scanner:
         self, store: Store, request: ScanRequest, root: int, subject: SubjectConfig
     ) -> baseline.Scan:
         key = baseline_key(request.identity.namespace, request.key, subject)
-        before = store.load(key)
+        before = store.open(key)  # read by path and row by row: only the walk is held
         started = time.monotonic()
-        stored: dict[bytes, Entry] = before or {}
         walked = walk(
             root,
             [os.fsencode(p) for p in subject.paths],
             baseline.rules(subject, max_bytes=self._max_bytes, max_entries=self._max_entries),
-            stored.get,
+            before.get if before is not None else lambda _: None,
         )
-        changes = baseline.diff(before, walked) if before is not None else []
+        # The first walk makes the baseline; the others write only what differs.
+        found = baseline.compare(before.entries(), walked) if before is not None else None
+        changes = found.changes if found is not None else []
         scan = baseline.summarize(
             request.reason, before is not None, walked, changes, time.monotonic() - started
         )
         self._write(request, subject, changes, scan)
-        store.replace(
-            key, baseline.merged(stored, walked), time.time_ns(),
-            truncated=walked.truncated, stored=before,
-        )  # fmt: skip
+        if found is None:
+            store.replace(key, walked.entries, time.time_ns(), truncated=walked.truncated)
+        else:
+            store.update(key, time.time_ns(), found.write, found.gone, truncated=walked.truncated)
         return scan
 
     def _write(

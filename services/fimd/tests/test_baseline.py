@@ -10,7 +10,7 @@ import attrs
 from libs.fimnotify_api.subject import SubjectConfig
 from libs.rootfs.walk import Entry, Walk
 from services.fimd import baseline
-from services.fimd.baseline import ADDED, CHANGED, REMOVED, Change, diff, merged
+from services.fimd.baseline import ADDED, CHANGED, REMOVED, Change, diff
 from services.fimd.lines import Identity, record_line
 
 FILE = Entry("file", stat.S_IFREG | 0o644, 0, 0, 4, 1_000_000_000, sha256="a" * 64)
@@ -33,6 +33,22 @@ def test_added_removed_and_changed_by_path() -> None:
     ]
 
 
+def test_a_comparison_writes_only_what_differs_in_any_stored_field() -> None:
+    moved = attrs.evolve(FILE, ino=70, ctime_ns=8)  # no drift, but stored for the hash reuse
+    edited = attrs.evolve(FILE, size=9)
+    stored = [(b"/same", FILE), (b"/moved", FILE), (b"/edit", FILE), (b"/gone", FILE)]
+    walked = _walk({b"/same": FILE, b"/moved": moved, b"/edit": edited, b"/new": FILE})
+    found = baseline.compare(iter(stored), walked)
+    assert found.changes == diff(dict(stored), walked)
+    assert [(c.change, c.path) for c in found.changes] == [
+        (CHANGED, b"/edit"), (REMOVED, b"/gone"), (ADDED, b"/new"),
+    ]  # fmt: skip
+    assert found.write == {b"/moved": moved, b"/edit": edited, b"/new": FILE}
+    assert found.gone == [b"/gone"]
+    partial = baseline.compare(iter(stored), _walk({b"/same": FILE}, truncated=True))
+    assert (partial.changes, partial.write, partial.gone) == ([], {}, [])
+
+
 def test_what_is_compared() -> None:
     assert baseline.differing(FILE, attrs.evolve(FILE, mode=stat.S_IFREG | 0o600)) == ("mode",)
     assert baseline.differing(FILE, attrs.evolve(FILE, uid=1, gid=2)) == ("uid", "gid")
@@ -50,9 +66,10 @@ def test_a_truncated_walk_reports_no_removal_and_keeps_what_it_did_not_reach() -
     before = {b"/a": FILE, b"/b": FILE}
     partial = _walk({b"/a": FILE, b"/c": FILE}, truncated=True)
     assert diff(before, partial) == [Change(ADDED, b"/c", None, FILE)]
-    assert merged(before, partial) == {b"/a": FILE, b"/b": FILE, b"/c": FILE}
-    complete = _walk({b"/a": FILE})
-    assert merged(before, complete) == {b"/a": FILE}
+    found = baseline.compare(before.items(), partial)
+    assert (found.write, found.gone) == ({b"/c": FILE}, [])  # /b stays in the baseline
+    complete = baseline.compare(before.items(), _walk({b"/a": FILE}))
+    assert (complete.write, complete.gone) == ({}, [b"/b"])
 
 
 def test_the_subject_key_follows_what_decides_the_tree() -> None:

@@ -149,18 +149,31 @@ def test_a_reader_reads_the_committed_baseline_beside_a_writer(tmp_path: Path) -
         reader.close()
 
 
-def test_a_replace_given_the_stored_baseline_writes_only_the_differences(store: Store) -> None:
-    moved = attrs.evolve(FILE, ino=70)  # equal as an Entry, but its inode is stored too
-    store.replace(KEY, {b"/same": FILE, b"/gone": FILE, b"/moved": FILE, b"/changed": FILE}, 1)
-    stored = store.load(KEY)
-    assert stored is not None
-    new = {b"/same": FILE, b"/moved": moved, b"/changed": attrs.evolve(FILE, size=9)}
-    new[b"/added"] = FILE
+def test_an_update_writes_and_deletes_only_what_it_is_given(store: Store) -> None:
+    store.replace(KEY, {b"/a": FILE, b"/b": FILE, b"/gone": FILE}, 1)
+    edited = attrs.evolve(FILE, size=9)
     before = store._db.total_changes
-    store.replace(KEY, new, 2, stored=stored)
-    assert store._db.total_changes - before == 1 + 1 + 3  # baselines row, /gone, 3 upserts
-    loaded = store.load(KEY)
-    assert loaded == new
-    assert loaded is not None
-    assert loaded[b"/moved"].ino == 70
+    store.update(KEY, 2, {b"/b": edited, b"/new": FILE}, [b"/gone"], truncated=True)
+    assert store._db.total_changes - before == 1 + 1 + 2  # baselines row, /gone, 2 writes
+    assert store.load(KEY) == {b"/a": FILE, b"/b": edited, b"/new": FILE}
     assert store.baselines() == [(KEY, 2)]
+
+
+def test_a_stored_baseline_is_read_by_path_and_row_by_row(store: Store) -> None:
+    assert store.open(KEY) is None
+    paths = [b"/a", b"/\xff", b"/d", b"/d/f", b"/d/s", b"/d/s/f", b"/d-x", b"/d0", b"/d/\xff"]
+    entries = {path: attrs.evolve(FILE, size=i) for i, path in enumerate(paths)}
+    store.replace(KEY, entries, 1)
+    store.replace(attrs.evolve(KEY, pod_uid="pod-2"), {b"/d/g": FILE}, 1)
+    stored = store.open(KEY)
+    assert stored is not None
+    found = stored.get(b"/a")
+    assert found == entries[b"/a"]
+    assert found is not None
+    assert (found.ctime_ns, found.ino, found.dev) == (6, 7, 8)
+    # In the order of a walk: a directory's entries, then another directory's.
+    for path in [b"/d", b"/d/f", b"/d/s", b"/d/\xff", b"/d/s/f", b"/d-x", b"/d0", b"/\xff"]:
+        assert stored.get(path) == entries[path], path
+    for path in [b"/x", b"/d/x", b"/d/g", b"/d/s/g", b"/d/s/f/x"]:
+        assert stored.get(path) is None, path
+    assert dict(stored.entries()) == entries
