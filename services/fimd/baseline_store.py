@@ -2,9 +2,12 @@
 
 One file per node (fimd's `--baseline-db`, on a hostPath under /var/lib/fim-k8s so it
 outlives fimd's pod). A baseline is keyed by (namespace, pod UID, container, watcher UID,
-subject key) and holds its entries; replacing one is a single transaction, so a crash
-leaves the old baseline or the new one, never a mix. Only fimd's scanner thread uses a
-`Store` (SQLite connections stay in the thread that made them), the one writer.
+subject key) and holds its entries; replacing or updating one (a comparison writes only
+the entries that differ, `update`) is a single transaction, so a crash leaves the old
+baseline or the new one, never a mix. Only fimd's scanner thread uses a `Store` (SQLite
+connections stay in the thread that made them), the one writer. A comparison reads the
+stored baseline without loading it whole (`Store.open`: one directory's entries at a time
+for the walk, then every entry once, row by row).
 
 A `Reader` serves the hash workers' point reads (the stored state of one path, for the
 `previous` of a path's first event; docs/logging.md): one read-only connection per thread,
