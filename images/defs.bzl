@@ -98,10 +98,13 @@ def _oci_image_impl(ctx):
     for dep in ctx.attr.deps:
         if dep[DefaultInfo].files_to_run.executable:
             present[dep[DefaultInfo].files_to_run.executable.path] = True
+    # Bytecode in the runfiles (the third-party repository's, for tests) is left out: the
+    # files layer compiles its own next to every source.
     new = [
         f
         for f in runfiles.to_list()
-        if f.path not in present and not _image_path(ctx, f)[len("app/"):].startswith(tuple(ctx.attr.exclude))
+        if f.path not in present and not f.path.endswith(".pyc") and
+           not _image_path(ctx, f)[len("app/"):].startswith(tuple(ctx.attr.exclude))
     ]
     layers = list(base.layers)
     third_party = [f for f in new if f.owner.workspace_name]

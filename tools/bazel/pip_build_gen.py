@@ -3,10 +3,18 @@
 Usage: pip_build_gen.py SITE_DIR VENV_PYTHON > BUILD.bazel
 One py_library per installed distribution, named by its normalized name, holding the
 files listed in its RECORD and depending on the installed distributions it requires.
+
+Every Python source also gets its bytecode, where the interpreter looks for it, hash-checked
+(PEP 552: reproducible, and recompiled in memory if a source ever differs). Without it each
+test process compiled every third-party module it imports again (pytest, the kubernetes
+client's models, grpc, hypothesis: about 1.3 s per process), since nothing writes a .pyc into
+the repository's files from the tests. Image layers compile their own (images/tools).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import py_compile
 import re
 import sys
 from email.parser import HeaderParser
@@ -59,7 +67,24 @@ def record_files(dist_info: Path, site: Path) -> list[str]:
             continue
         if (site / rel).is_file():
             files.append(f"site/{rel}")
+            if rel.endswith(".py"):
+                files += bytecode(site, rel)
     return sorted(files)
+
+
+def bytecode(site: Path, rel: str) -> list[str]:
+    """The hash-checked .pyc of site/rel (none for a file that does not compile)."""
+    cache = Path(importlib.util.cache_from_source(str(site / rel)))
+    try:
+        py_compile.compile(
+            str(site / rel),
+            cfile=str(cache),
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+        )
+    except py_compile.PyCompileError:
+        return []
+    return [f"site/{cache.relative_to(site)}"]
 
 
 def requirements(dist_info: Path) -> tuple[str, list[str]]:
