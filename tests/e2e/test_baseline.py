@@ -77,6 +77,7 @@ def test_a_change_while_fimd_is_down_is_changed_drift_with_hashes(
     (line,) = expect.events(system, node, namespace, [("CLOSEWRITE", "/cfg/app.conf")])
     assert line["sha256"] == _sha256(kube, namespace, "/cfg/app.conf")
     assert (line["size"], line["mode"], line["uid"]) == (4, "0644", 0)
+    assert line["previous"]["sha256"] == before  # the file's first event: from the baseline
 
     fimd = system.fimd_pod(node)
     kube.run("delete", "pod", fimd, f"--namespace={SYSTEM_NAMESPACE}", "--wait=true")
@@ -96,6 +97,11 @@ def test_a_change_while_fimd_is_down_is_changed_drift_with_hashes(
     assert (scan["baseline"], scan["changed"], scan["added"], scan["removed"]) == (True, 1, 0, 0)
     # No event line for it: nothing was watching when it was written.
     expect.no_events(system, node, namespace, "/cfg/app.conf")
+    # The new fimd's first event of the file shows the state its comparison stored.
+    kube.exec(namespace, "web", "echo v3 > /cfg/app.conf")
+    (line,) = expect.events(system, node, namespace, [("CLOSEWRITE", "/cfg/app.conf")])
+    assert line["previous"]["sha256"] == after
+    assert line["sha256"] == _sha256(kube, namespace, "/cfg/app.conf")
 
 
 def test_a_change_right_after_a_container_restart_is_reported(
