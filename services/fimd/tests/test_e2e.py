@@ -245,9 +245,17 @@ def test_bad_and_unauthenticated_requests_are_rejected(fimd: FimdProcess, pki: P
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-def test_metrics_endpoint(fimd: FimdProcess) -> None:
+def test_metrics_endpoint(fimd: FimdProcess, container: Container) -> None:
+    # What it reads is made here (not left by earlier tests): an event and a refused request.
+    watch = spec(container_id=container.container_id, paths=(_data(container),), pod_uid="e2e-m")
+    _create(fimd, watch)
+    container.write(_data(container, "counted"))
+    wait_for(lambda: fimd.events(_data(container, "counted"))[:1], what="event line")
+    with pytest.raises(grpc.RpcError):
+        fimd.stub.CreateWatch(fim_pb2.CreateWatchRequest(spec=spec(paths=("x",))), timeout=5)
     with urllib.request.urlopen(f"http://127.0.0.1:{fimd.metrics_port}/metrics") as response:
         text = response.read().decode()
+    fimd.stub.DestroyWatch(fim_pb2.DestroyWatchRequest(key=watch.key), timeout=10)
     assert 'fimd_events_total{event="CREATE",watcher="shop/myapp-logs"}' in text
     assert "fimd_inotify_max_user_watches" in text
     assert "fimd_engines_running 2.0" in text
