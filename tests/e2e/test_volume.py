@@ -19,8 +19,10 @@ Asserted, from fimd's log (`kubectl logs`) after the loop:
 - fimd's log stays unrotated: below the kubelet's 10 MiB (on the local cluster, also no
   rotated file beside it in /var/log/pods), and no inotify overflow was reported.
 
-Its own target (session, cluster): the loop loads the node for 30 s, and without the volume
-controls it would rotate fimd's log, which the other scenarios read whole.
+Not in e2e_test's session: the loop loads the node for 30 s, and without the volume controls
+it would rotate fimd's log, which those scenarios read whole. It runs in load_test's session
+after the capacity scenario, whose last test leaves a fresh fimd pod (and so a fresh log), and
+before the hostile one.
 """
 
 from __future__ import annotations
