@@ -19,8 +19,7 @@ controller keeps reconciling). Asserted:
 - the hostile FimWatchers stay Ready (conditions) with watchedPods 1, polled every second;
 - the calm watcher's events arrive, and it reaches watchedPods 2 with the new pod's events;
 - fimd's pod and the controller's pod are not restarted (same pods, restartCount unchanged,
-  and 0 on the local cluster, which load_test starts for itself: the capacity scenario before
-  this one ends with a new fimd pod, and nothing there restarts the controller);
+  and 0 on the local cluster, which this target starts for itself);
 - every line of fimd's log (`kubectl logs`, so stdout and stderr) parses as JSON and
   `str.splitlines()` sees as many lines as splitting on "\\n" does;
 - the non-UTF-8 names round-trip through `pathBytes`, the forging names parse back to the
@@ -384,7 +383,7 @@ def test_fimd_and_controller_are_not_restarted(run: Run) -> None:
         f" ({now.pod}, last ended {now.last_termination})"
     )
     assert _controller(run.system) == run.controller_before
-    if not os.environ.get("KUBECONFIG"):  # load_test's own cluster: never restarted at all
+    if not os.environ.get("KUBECONFIG"):  # this target's own cluster: never restarted at all
         assert now.restarts == 0
         assert all(restarts == 0 for _, restarts in run.controller_before.values())
 

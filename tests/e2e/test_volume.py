@@ -21,8 +21,7 @@ Asserted, from fimd's log (`kubectl logs`) after the loop:
 
 Not in e2e_test's session: the loop loads the node for 30 s, and without the volume controls
 it would rotate fimd's log, which those scenarios read whole. It runs in load_test's session
-after the capacity scenario, whose last test leaves a fresh fimd pod (and so a fresh log), and
-before the hostile one.
+after the capacity scenario, whose last test leaves a fresh fimd pod (and so a fresh log).
 """
 
 from __future__ import annotations
